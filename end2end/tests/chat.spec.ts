@@ -1,0 +1,103 @@
+import { expect, Page, test } from "@playwright/test";
+
+async function open(page: Page) {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  await page.goto("/");
+  // Set by hydrate() once the WASM app has taken over the server-rendered page.
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  return errors;
+}
+
+async function openSidebarIfPhone(page: Page) {
+  if (await page.getByTestId("hamburger").isVisible()) {
+    await page.getByTestId("hamburger").click();
+    await expect(page.getByTestId("sidebar")).toBeInViewport();
+  }
+}
+
+test("the page renders on the server and hydrates without errors", async ({ page }) => {
+  const errors = await open(page);
+  await openSidebarIfPhone(page);
+  await expect(page.getByTestId("model-select")).toHaveValue("smollm2-135m-instruct");
+  await expect(page.getByTestId("model-card")).toContainText("SmolLM2 135M Instruct");
+  await expect(page.getByTestId("model-card")).toContainText("Q4_1");
+  // Unavailable models are listed, not hidden.
+  await expect(page.locator("#model-select option", { hasText: "unavailable" }).first()).toBeAttached();
+  expect(errors).toEqual([]);
+});
+
+test("a message streams a reply with its metrics", async ({ page }) => {
+  const errors = await open(page);
+  await openSidebarIfPhone(page);
+  await page.locator("details.advanced summary").click();
+  await page.getByTestId("seed").fill("42");
+  await page.getByTestId("seed").dispatchEvent("change");
+  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+
+  await page.getByTestId("prompt").fill("What is the capital of France?");
+  await page.getByTestId("send").click();
+  const reply = page.getByTestId("message-assistant").last();
+  // Tokens appear while the reply is still streaming.
+  await expect(reply).toHaveClass(/streaming/);
+  await expect(reply.locator(".md")).not.toBeEmpty();
+  await expect(reply.getByTestId("metrics")).toContainText("tok/s", { timeout: 60_000 });
+  await expect(reply.getByTestId("metrics")).toContainText("TTFT");
+  await expect(reply).not.toHaveClass(/streaming/);
+  await expect(reply.locator(".md")).toContainText("Paris");
+  expect(errors).toEqual([]);
+});
+
+test("Stop ends a long reply and the next message is answered", async ({ page }) => {
+  await open(page);
+  await openSidebarIfPhone(page);
+  await page.locator("details.advanced summary").click();
+  await page.getByTestId("max-tokens").fill("2000");
+  await page.getByTestId("max-tokens").dispatchEvent("change");
+  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+
+  await page.getByTestId("prompt").fill("Write a very long story about a lighthouse keeper, in many chapters.");
+  await page.getByTestId("send").click();
+  const reply = page.getByTestId("message-assistant").last();
+  await expect(reply.locator(".md")).not.toBeEmpty();
+  await page.getByTestId("stop").click();
+  await expect(reply.getByTestId("metrics")).toContainText("stopped", { timeout: 10_000 });
+  await expect(page.getByTestId("send")).toBeVisible();
+
+  await page.getByTestId("prompt").fill("Say hello.");
+  await page.getByTestId("send").click();
+  await expect(page.getByTestId("message-assistant").last().getByTestId("metrics")).toContainText("tok/s", { timeout: 60_000 });
+});
+
+test("the sidebar is off-canvas on phones and closes three ways", async ({ page }, info) => {
+  test.skip(info.project.name !== "phone", "phone layout only");
+  await open(page);
+  const sidebar = page.getByTestId("sidebar");
+  await expect(sidebar).not.toBeInViewport();
+  const width = (await sidebar.boundingBox())!.width;
+  expect(width).toBeLessThanOrEqual(320);
+  expect(width).toBeGreaterThanOrEqual(390 * 0.8 - 1);
+
+  await page.getByTestId("hamburger").click();
+  await expect(sidebar).toBeInViewport();
+  await page.getByTestId("close-sidebar").click();
+  await expect(sidebar).not.toBeInViewport();
+
+  await page.getByTestId("hamburger").click();
+  await expect(sidebar).toBeInViewport();
+  await page.getByTestId("backdrop").click({ position: { x: 370, y: 400 } });
+  await expect(sidebar).not.toBeInViewport();
+
+  await page.getByTestId("hamburger").click();
+  await page.locator("button.example").first().click();
+  await expect(sidebar).not.toBeInViewport();
+  await expect(page.getByTestId("message-user")).toContainText("capital of France");
+});
+
+test("the desktop layout shows the sidebar without a hamburger", async ({ page }, info) => {
+  test.skip(info.project.name !== "desktop", "desktop layout only");
+  await open(page);
+  await expect(page.getByTestId("hamburger")).toBeHidden();
+  await expect(page.getByTestId("sidebar")).toBeInViewport();
+});

@@ -1,0 +1,41 @@
+//! Everything the server answers besides pages: server functions (used by the UI), the REST
+//! API, and the OpenAI-compatible API.
+
+pub mod server_fns;
+
+#[cfg(feature = "ssr")]
+mod chat;
+#[cfg(feature = "ssr")]
+mod json;
+#[cfg(feature = "ssr")]
+mod openai;
+#[cfg(feature = "ssr")]
+mod rest;
+#[cfg(feature = "ssr")]
+mod security;
+
+#[cfg(feature = "ssr")]
+pub use chat::{first_event, start_chat};
+#[cfg(feature = "ssr")]
+pub use rest::model_list;
+
+/// The JSON routes, with their body-size limit; pages and server functions are added by main.
+#[cfg(feature = "ssr")]
+pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppState> {
+    use axum::{
+        extract::DefaultBodyLimit,
+        routing::{get, post},
+        Router,
+    };
+    let max_body = state.app.settings.limits.max_body_bytes;
+    Router::new()
+        .route("/health", get(rest::health))
+        .route("/api/models", get(rest::models))
+        .route("/api/chat/stream", post(rest::chat_stream))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .layer(DefaultBodyLimit::max(max_body))
+}
+
+#[cfg(feature = "ssr")]
+pub use security::refuse_foreign_websockets;

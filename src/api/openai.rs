@@ -1,0 +1,246 @@
+//! An OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, streaming or not) so
+//! existing clients, such as the official `openai` Python package, work unchanged.
+
+use std::{
+    convert::Infallible,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::State,
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    Json,
+};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::{
+    chat::{error_from_status, first_event},
+    json::ApiJson,
+    start_chat,
+};
+use crate::{
+    error::AppError,
+    state::AppState,
+    types::{ChatEvent, ChatMessage, ChatRequest, GenerationMetrics, Role, SamplingParams},
+};
+
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state
+        .app
+        .registry
+        .models
+        .iter()
+        .map(|m| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": "quantlab" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenAiMessage {
+    role: String,
+    content: Option<MessageContent>,
+}
+
+/// OpenAI accepts a string or a list of typed parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Fields OpenAI defines that we honour; other fields are ignored as OpenAI-compatible servers do.
+#[derive(Debug, Deserialize)]
+pub struct CompletionBody {
+    model: String,
+    messages: Vec<OpenAiMessage>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    /// Not in OpenAI's API; llama.cpp's server and vLLM accept it too.
+    top_k: Option<u32>,
+    repeat_penalty: Option<f32>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    n: Option<u32>,
+    stop: Option<Value>,
+}
+
+fn convert_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<ChatMessage>, AppError> {
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => return Err(AppError::BadRequest(format!(
+                    "messages[{i}].role `{other}` is not supported (use system, user or assistant)"
+                ))),
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(MessageContent::Text(text)) => text,
+                Some(MessageContent::Parts(parts)) => {
+                    let mut text = String::new();
+                    for part in parts {
+                        match (part.kind.as_str(), part.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => return Err(AppError::BadRequest(format!(
+                                "messages[{i}] has a `{kind}` part; only text parts are supported"
+                            ))),
+                        }
+                    }
+                    text
+                }
+            };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+fn usage(metrics: &GenerationMetrics) -> Value {
+    json!({
+        "prompt_tokens": metrics.prompt_tokens,
+        "completion_tokens": metrics.generated_tokens,
+        "total_tokens": metrics.prompt_tokens + metrics.generated_tokens,
+    })
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CompletionBody>,
+) -> Result<Response, AppError> {
+    let accepted_at = Instant::now();
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(AppError::BadRequest(
+            "`n` must be 1: one choice per request".into(),
+        ));
+    }
+    let has_stop = match &body.stop {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(_) => true,
+    };
+    if has_stop {
+        return Err(AppError::BadRequest(
+            "`stop` sequences are not supported yet; the model stops at its own end token or `max_tokens`".into(),
+        ));
+    }
+    let request = ChatRequest {
+        model: body.model.clone(),
+        messages: convert_messages(body.messages)?,
+        sampling: SamplingParams {
+            temperature: body.temperature,
+            top_p: body.top_p,
+            top_k: body.top_k,
+            repeat_penalty: body.repeat_penalty,
+            max_tokens: body.max_completion_tokens.or(body.max_tokens),
+            seed: body.seed,
+        },
+    };
+    let mut generation = start_chat(&state.app, request, accepted_at)?;
+    let first = first_event(&mut generation).await?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let model = body.model;
+
+    if !body.stream {
+        let mut content = String::new();
+        let mut event = Some(first);
+        while let Some(current) = event.take() {
+            match current {
+                ChatEvent::Token { text } => content.push_str(&text),
+                ChatEvent::Done { metrics } => {
+                    let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
+                    return Ok(Json(json!({
+                        "id": id, "object": "chat.completion", "created": created, "model": model,
+                        "choices": [{
+                            "index": 0,
+                            "message": { "role": "assistant", "content": content },
+                            "finish_reason": finish,
+                        }],
+                        "usage": usage(&metrics),
+                        "quantlab_metrics": metrics,
+                    }))
+                    .into_response());
+                }
+                ChatEvent::Error { status, message } => {
+                    return Err(error_from_status(status, message))
+                }
+            }
+            event = generation.events.recv().await;
+        }
+        return Err(AppError::Internal(
+            "the model worker ended without a reply".into(),
+        ));
+    }
+
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    };
+    let opening = chunk(json!({ "role": "assistant", "content": "" }), None);
+    let events = futures::stream::once(async move { first })
+        .chain(UnboundedReceiverStream::new(generation.events))
+        .flat_map(move |event| {
+            let mut out: Vec<Value> = Vec::new();
+            match event {
+                ChatEvent::Token { text } => out.push(chunk(json!({ "content": text }), None)),
+                ChatEvent::Done { metrics } => {
+                    let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
+                    let mut last = chunk(json!({}), Some(finish));
+                    last["quantlab_metrics"] = json!(metrics);
+                    out.push(last);
+                    if include_usage {
+                        let mut usage_chunk = chunk(json!({}), None);
+                        usage_chunk["choices"] = json!([]);
+                        usage_chunk["usage"] = usage(&metrics);
+                        out.push(usage_chunk);
+                    }
+                }
+                ChatEvent::Error { status, message } => out.push(json!({
+                    "error": { "message": message, "code": status }
+                })),
+            }
+            futures::stream::iter(out)
+        });
+    let stream = futures::stream::once(async move { opening })
+        .chain(events)
+        .map(|value| Ok::<_, Infallible>(Event::default().data(value.to_string())))
+        .chain(futures::stream::once(async {
+            Ok(Event::default().data("[DONE]"))
+        }));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

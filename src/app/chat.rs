@@ -1,0 +1,320 @@
+//! The Chat tab: the conversation, the composer, and the streaming of replies over a websocket.
+
+use leptos::prelude::*;
+
+use super::{
+    markdown::render_markdown,
+    sidebar::{selected_model, ChatSettings, Sidebar},
+    widgets::MetricsLine,
+};
+use crate::{
+    api::server_fns::list_models,
+    types::{ChatMessage, ChatRequest, GenerationMetrics, ModelInfo, Role, SamplingParams},
+};
+
+/// A message as shown on screen; an assistant reply fills in while it streams.
+#[derive(Clone)]
+struct UiMessage {
+    id: usize,
+    role: Role,
+    text: RwSignal<String>,
+    metrics: RwSignal<Option<GenerationMetrics>>,
+    error: RwSignal<Option<String>>,
+    streaming: RwSignal<bool>,
+}
+
+impl UiMessage {
+    fn new(id: usize, role: Role, text: String) -> Self {
+        Self {
+            id,
+            role,
+            text: RwSignal::new(text),
+            metrics: RwSignal::new(None),
+            error: RwSignal::new(None),
+            streaming: RwSignal::new(false),
+        }
+    }
+}
+
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let models = Resource::new(|| (), |_| list_models());
+    let sidebar_open = RwSignal::new(false);
+    let settings = ChatSettings::new();
+    let draft = RwSignal::new(String::new());
+
+    view! {
+        <div class="layout">
+            <header class="topbar">
+                <button class="hamburger" aria-label="Open menu" data-testid="hamburger"
+                    on:click=move |_| sidebar_open.set(true)>
+                    <span></span><span></span><span></span>
+                </button>
+                <h1 class="brand">"Quantlab"</h1>
+                <nav class="tabs" aria-label="Tools">
+                    <a href="/" class="tab active" aria-current="page">"Chat"</a>
+                </nav>
+            </header>
+            <Transition fallback=|| view! { <p class="loading">"Loading models…"</p> }>
+                {move || Suspend::new(async move {
+                    match models.await {
+                        Ok(list) => view! { <ChatWorkspace models=list settings sidebar_open draft /> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{format!("Cannot list models: {e}")}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+fn sampling(settings: &ChatSettings) -> Result<SamplingParams, String> {
+    let seed = settings.seed.get_untracked();
+    let seed = if seed.trim().is_empty() {
+        None
+    } else {
+        Some(seed.trim().parse::<u64>().map_err(|_| {
+            format!("The seed must be a whole number from 0 to 4294967295, not “{seed}”.")
+        })?)
+    };
+    Ok(SamplingParams {
+        temperature: Some(settings.temperature.get_untracked()),
+        top_p: Some(settings.top_p.get_untracked()),
+        top_k: Some(settings.top_k.get_untracked()),
+        repeat_penalty: None,
+        max_tokens: Some(settings.max_tokens.get_untracked()),
+        seed,
+    })
+}
+
+#[component]
+fn ChatWorkspace(
+    models: Vec<ModelInfo>,
+    settings: ChatSettings,
+    sidebar_open: RwSignal<bool>,
+    draft: RwSignal<String>,
+) -> impl IntoView {
+    let messages = RwSignal::new(Vec::<UiMessage>::new());
+    let busy = RwSignal::new(false);
+    let next_id = StoredValue::new(0usize);
+    let form_error = RwSignal::new(None::<String>);
+    let stop_sender = StoredValue::new_local(None::<StopSender>);
+    let models_for_current = models.clone();
+    let current =
+        Memo::new(move |_| selected_model(&models_for_current, settings.model.get().as_deref()));
+
+    let send = move |text: String| {
+        if busy.get_untracked() || text.trim().is_empty() {
+            return;
+        }
+        let Some(model) = current.get_untracked() else {
+            form_error.set(Some("No model is selected.".into()));
+            return;
+        };
+        if !model.available {
+            form_error.set(Some(format!(
+                "{} is not available: {}",
+                model.name,
+                model.reason.unwrap_or_default()
+            )));
+            return;
+        }
+        let sampling = match sampling(&settings) {
+            Ok(s) => s,
+            Err(e) => return form_error.set(Some(e)),
+        };
+        form_error.set(None);
+        let mut history = Vec::new();
+        let system = settings.system_prompt.get_untracked();
+        if !system.trim().is_empty() {
+            history.push(ChatMessage {
+                role: Role::System,
+                content: system,
+            });
+        }
+        for m in messages.get_untracked() {
+            if m.error.get_untracked().is_none() && !m.text.get_untracked().is_empty() {
+                history.push(ChatMessage {
+                    role: m.role,
+                    content: m.text.get_untracked(),
+                });
+            }
+        }
+        history.push(ChatMessage {
+            role: Role::User,
+            content: text.clone(),
+        });
+        let request = ChatRequest {
+            model: model.id.clone(),
+            messages: history,
+            sampling,
+        };
+        let id = next_id.get_value();
+        next_id.set_value(id + 2);
+        let reply = UiMessage::new(id + 1, Role::Assistant, String::new());
+        reply.streaming.set(true);
+        messages.update(|list| {
+            list.push(UiMessage::new(id, Role::User, text));
+            list.push(reply.clone());
+        });
+        draft.set(String::new());
+        busy.set(true);
+        stream_reply(request, reply, stop_sender, busy);
+    };
+
+    let stop = move |_| {
+        stop_sender.update_value(|sender| {
+            if let Some(sender) = sender {
+                let _ = sender.try_send(Ok(crate::types::ChatClientMsg::Stop));
+            }
+        });
+    };
+    let on_example = Callback::new(move |text: String| send(text));
+    let send_disabled = move || {
+        busy.get() || draft.get().trim().is_empty() || !current.get().is_some_and(|m| m.available)
+    };
+
+    view! {
+        <div class="workspace">
+            <Sidebar models settings open=sidebar_open on_example />
+            <main class="chat">
+                <section class="messages" id="messages" aria-live="polite" data-testid="messages">
+                    <Show when=move || messages.with(|m| m.is_empty())>
+                        <div class="empty">
+                            <p>"Ask something, or pick an example from the menu."</p>
+                            <p class="hint">{move || current.get().map(|m| format!("Model: {} — runs on this machine's CPU.", m.name))}</p>
+                        </div>
+                    </Show>
+                    <For each=move || messages.get() key=|m| m.id let:message>
+                        <MessageView message />
+                    </For>
+                </section>
+                {move || form_error.get().map(|e| view! { <p class="error" role="alert" data-testid="form-error">{e}</p> })}
+                <div class="composer">
+                    <textarea rows="2" placeholder="Message the model (Enter sends, Shift+Enter for a new line)"
+                        data-testid="prompt" aria-label="Message"
+                        prop:value=move || draft.get()
+                        on:input=move |ev| draft.set(event_target_value(&ev))
+                        on:keydown=move |ev: leptos::ev::KeyboardEvent| {
+                            if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                                ev.prevent_default();
+                                send(draft.get_untracked());
+                            }
+                        }></textarea>
+                    <Show when=move || busy.get()
+                        fallback=move || view! {
+                            <button class="send" data-testid="send" disabled=send_disabled
+                                on:click=move |_| send(draft.get_untracked())>"Send"</button>
+                        }>
+                        <button class="stop" data-testid="stop" on:click=stop>"Stop"</button>
+                    </Show>
+                </div>
+            </main>
+        </div>
+    }
+}
+
+#[component]
+fn MessageView(message: UiMessage) -> impl IntoView {
+    let UiMessage {
+        role,
+        text,
+        metrics,
+        error,
+        streaming,
+        ..
+    } = message;
+    let body = if role == Role::Assistant {
+        view! { <div class="md" inner_html=move || render_markdown(&text.get())></div> }.into_any()
+    } else {
+        view! { <div class="plain">{move || text.get()}</div> }.into_any()
+    };
+    view! {
+        <article class=format!("message {}", role.as_str()) data-testid=format!("message-{}", role.as_str())
+            class:streaming=move || streaming.get()>
+            {body}
+            {move || streaming.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
+            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}
+        </article>
+    }
+}
+
+type StopSender =
+    futures::channel::mpsc::Sender<Result<crate::types::ChatClientMsg, crate::error::AppError>>;
+
+/// Opens the websocket, sends the request, and fills `reply` as events arrive (browser only).
+#[cfg(feature = "hydrate")]
+fn stream_reply(
+    request: ChatRequest,
+    reply: UiMessage,
+    stop_sender: StoredValue<Option<StopSender>, LocalStorage>,
+    busy: RwSignal<bool>,
+) {
+    use futures::StreamExt;
+
+    use crate::{
+        api::server_fns::chat_socket,
+        types::{ChatClientMsg, ChatEvent},
+    };
+
+    leptos::task::spawn_local(async move {
+        let (mut tx, rx) = futures::channel::mpsc::channel(4);
+        let _ = tx.try_send(Ok(ChatClientMsg::Start(request)));
+        // Kept until the reply ends: dropping it would close our half and stop the model.
+        stop_sender.set_value(Some(tx));
+        match chat_socket(rx.into()).await {
+            Ok(mut events) => {
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(ChatEvent::Token { text }) => {
+                            reply.text.update(|t| t.push_str(&text));
+                            scroll_to_bottom();
+                        }
+                        Ok(ChatEvent::Done { metrics }) => {
+                            reply.metrics.set(Some(metrics));
+                            break;
+                        }
+                        Ok(ChatEvent::Error { message, .. }) => {
+                            reply.error.set(Some(message));
+                            break;
+                        }
+                        Err(e) => {
+                            reply.error.set(Some(e.to_string()));
+                            break;
+                        }
+                    }
+                }
+                if reply.metrics.get_untracked().is_none() && reply.error.get_untracked().is_none()
+                {
+                    reply.error.set(Some("The connection closed before the reply finished. Is the server still running?".into()));
+                }
+            }
+            Err(e) => reply
+                .error
+                .set(Some(format!("Cannot reach the server: {e}"))),
+        }
+        reply.streaming.set(false);
+        stop_sender.set_value(None);
+        busy.set(false);
+        scroll_to_bottom();
+    });
+}
+
+#[cfg(feature = "hydrate")]
+fn scroll_to_bottom() {
+    if let Some(el) = leptos::prelude::document().get_element_by_id("messages") {
+        el.set_scroll_top(el.scroll_height());
+    }
+}
+
+/// On the server nothing streams: a reply starts from a click, which only the browser sees.
+#[cfg(not(feature = "hydrate"))]
+fn stream_reply(
+    _request: ChatRequest,
+    reply: UiMessage,
+    _stop_sender: StoredValue<Option<StopSender>, LocalStorage>,
+    busy: RwSignal<bool>,
+) {
+    reply.streaming.set(false);
+    busy.set(false);
+}

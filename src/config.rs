@@ -1,0 +1,72 @@
+//! Run-time settings, read in one place: command-line flags with environment fallbacks.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Limits that protect the server from bad or excessive input. Each is explicit and tested.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest HTTP request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest websocket message from the browser (the socket gets an error and closes beyond).
+    pub max_ws_message_bytes: usize,
+    /// Most messages in one chat request.
+    pub max_messages: usize,
+    /// Most characters across all messages of one request, checked before tokenizing.
+    pub max_prompt_chars: usize,
+    /// Highest `max_tokens` a request may ask for.
+    pub max_new_tokens: u32,
+    /// Requests that may wait per model worker (503 + Retry-After beyond).
+    pub queue_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 256 * 1024,
+            max_messages: 200,
+            max_prompt_chars: 200_000,
+            max_new_tokens: 4096,
+            queue_capacity: 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    /// The model registry file.
+    pub models_file: PathBuf,
+    /// Where `quantlab models fetch` puts weights and where local files are looked up.
+    pub models_dir: PathBuf,
+    /// CPU threads per model worker.
+    pub threads: u32,
+    /// Context window per loaded model (capped by the model's own).
+    pub context_size: u32,
+    /// Load the default model at start-up rather than on first use.
+    pub preload_default: bool,
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// Physical cores are what matters for matmul throughput; hyper-threads only add contention.
+    pub fn default_threads() -> u32 {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(2)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            models_file: PathBuf::from("models.toml"),
+            models_dir: PathBuf::from("models"),
+            threads: Self::default_threads(),
+            context_size: 4096,
+            preload_default: true,
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The llama.cpp engine (llama-cpp-2): GGUF loaded with mmap, one context reused across requests,
+//! prompt evaluated in batches, then one token per forward pass. Nothing of llama-cpp-2's API
+//! leaks out of this module: the rest of the app sees a `ChatEngine`.
+
+use std::{num::NonZeroU32, path::Path, sync::OnceLock, time::Instant};
+
+use llama_cpp_2::{
+    context::{params::LlamaContextParams, LlamaContext},
+    llama_backend::LlamaBackend,
+    llama_batch::LlamaBatch,
+    model::{params::LlamaModelParams, LlamaModel},
+    sampling::LlamaSampler,
+    token::LlamaToken,
+};
+
+use super::{
+    utf8::Utf8Stream, ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling,
+    TokenSink,
+};
+use crate::types::FinishReason;
+
+/// Tokens evaluated per forward pass during prefill (llama.cpp's default).
+const PREFILL_BATCH: usize = 512;
+/// How many recent tokens the repeat penalty looks at (llama.cpp's default).
+const PENALTY_LAST_N: i32 = 64;
+
+/// llama.cpp's global state may be initialised once per process; this proves it was.
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            // llama.cpp logs every tensor at load; route it to `tracing` (shown at debug level).
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Load {
+            path: String::new(),
+            detail: format!("llama.cpp backend: {e}"),
+        })
+}
+
+type Context<'model> = LlamaContext<'model>;
+
+self_cell::self_cell!(
+    /// The model and the context that borrows it, kept together for the worker's lifetime so
+    /// each request reuses the allocated KV cache instead of rebuilding it.
+    struct ModelWithContext {
+        owner: LlamaModel,
+        #[not_covariant]
+        dependent: Context,
+    }
+);
+
+pub struct LlamaCppEngine {
+    inner: ModelWithContext,
+    facts: EngineFacts,
+}
+
+impl LlamaCppEngine {
+    /// Loads a GGUF file and runs one warm-up token so the first request pays no page faults.
+    ///
+    /// # Errors
+    /// `EngineError::Load` when the file is missing or not a model llama.cpp can read, or the
+    /// context cannot be allocated.
+    pub fn load(path: &Path, context_size: u32, threads: u32) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        let load_error = |detail: String| EngineError::Load {
+            path: path.display().to_string(),
+            detail,
+        };
+        if !path.is_file() {
+            return Err(load_error("file not found".into()));
+        }
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| load_error(format!("llama.cpp rejected the file ({e})")))?;
+        let context_size = context_size.min(model.n_ctx_train()).max(16);
+        let vocab = model.vocab();
+        let piece = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let facts = EngineFacts {
+            context_size: context_size as usize,
+            chat_template: model
+                .chat_template(None)
+                .ok()
+                .and_then(|t| t.to_string().ok()),
+            bos_token: piece(vocab.bos()),
+            eos_token: piece(vocab.eos()),
+            threads,
+        };
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(context_size))
+            .with_n_batch(PREFILL_BATCH as u32)
+            .with_n_ubatch(PREFILL_BATCH as u32)
+            .with_n_threads(threads as i32)
+            .with_n_threads_batch(threads as i32);
+        let inner = ModelWithContext::try_new(model, |model| model.new_context(backend, params))
+            .map_err(|e| {
+                load_error(format!(
+                    "cannot create a context of {context_size} tokens: {e}"
+                ))
+            })?;
+        let mut engine = Self { inner, facts };
+        engine.warm_up()?;
+        Ok(engine)
+    }
+
+    fn warm_up(&mut self) -> Result<(), EngineError> {
+        self.inner.with_dependent_mut(|model, ctx| {
+            let bos = model.vocab().bos();
+            let mut batch = LlamaBatch::new(1, 1);
+            batch.add(bos, 0, &[0], true).map_err(inference_error)?;
+            ctx.decode(&mut batch).map_err(inference_error)?;
+            ctx.clear_kv_cache();
+            Ok(())
+        })
+    }
+
+    fn tokenize(model: &LlamaModel, prompt: &str) -> Vec<LlamaToken> {
+        let vocab = model.vocab();
+        // Special tokens in the rendered template (<|im_start|>, <bos>) must become tokens.
+        let mut tokens = vocab.tokenize(prompt.as_bytes(), vocab.should_add_bos(), true);
+        // A template that writes its own BOS plus llama.cpp's automatic one would double it.
+        if tokens.len() >= 2 && tokens[0] == vocab.bos() && tokens[1] == vocab.bos() {
+            tokens.remove(0);
+        }
+        tokens
+    }
+}
+
+fn inference_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Inference(e.to_string())
+}
+
+fn build_sampler(model: &LlamaModel, s: &ResolvedSampling) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(5);
+    if s.repeat_penalty != 1.0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            PENALTY_LAST_N,
+            s.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+    }
+    if s.is_greedy() {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(s.top_k as i32));
+        }
+        chain.push(LlamaSampler::top_p(s.top_p, 1));
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+impl ChatEngine for LlamaCppEngine {
+    fn facts(&self) -> &EngineFacts {
+        &self.facts
+    }
+
+    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
+        Ok(Self::tokenize(self.inner.borrow_owner(), prompt).len())
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &str,
+        sampling: &ResolvedSampling,
+        sink: &mut dyn TokenSink,
+    ) -> Result<GenerationStats, EngineError> {
+        let context = self.facts.context_size;
+        self.inner.with_dependent_mut(|model, ctx| {
+            let started = Instant::now();
+            let tokens = Self::tokenize(model, prompt);
+            let mut stats = GenerationStats {
+                prompt_tokens: tokens.len(),
+                ..Default::default()
+            };
+            if tokens.is_empty() {
+                return Err(EngineError::EmptyPrompt);
+            }
+            if tokens.len() >= context {
+                return Err(EngineError::PromptTooLong {
+                    prompt_tokens: tokens.len(),
+                    context,
+                });
+            }
+            // Drop the previous request's cells; the buffer itself is reused without a memset.
+            ctx.clear_kv_cache_seq(None, None, None)
+                .map_err(inference_error)?;
+            let mut sampler = build_sampler(model, sampling);
+            sampler.accept_many(&tokens);
+
+            // Prefill in batches, checking for cancellation between them.
+            let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
+            let last_chunk = tokens.len().div_ceil(PREFILL_BATCH) - 1;
+            for (chunk_index, chunk) in tokens.chunks(PREFILL_BATCH).enumerate() {
+                if sink.cancelled() {
+                    stats.finish_reason = Some(FinishReason::Cancelled);
+                    return Ok(stats);
+                }
+                batch.clear();
+                let offset = chunk_index * PREFILL_BATCH;
+                for (i, token) in chunk.iter().enumerate() {
+                    let is_last = chunk_index == last_chunk && i == chunk.len() - 1;
+                    batch
+                        .add(*token, (offset + i) as i32, &[0], is_last)
+                        .map_err(inference_error)?;
+                }
+                ctx.decode(&mut batch).map_err(inference_error)?;
+            }
+            let mut token = sampler.sample(ctx, batch.n_tokens() - 1);
+            stats.prompt_secs = started.elapsed().as_secs_f64();
+
+            let vocab = model.vocab();
+            let mut text = Utf8Stream::default();
+            let mut position = tokens.len();
+            let decode_started = Instant::now();
+            let finish = loop {
+                if vocab.is_eog(token) {
+                    break FinishReason::Stop;
+                }
+                let piece = text.push(&vocab.token_to_piece(token, false, None));
+                stats.generated_tokens += 1;
+                if !piece.is_empty() && sink.piece(&piece).is_break() {
+                    break FinishReason::Cancelled;
+                }
+                if stats.generated_tokens >= sampling.max_tokens as usize {
+                    break FinishReason::Length;
+                }
+                if position + 1 >= context {
+                    break FinishReason::ContextFull;
+                }
+                if sink.cancelled() {
+                    break FinishReason::Cancelled;
+                }
+                batch.clear();
+                batch
+                    .add(token, position as i32, &[0], true)
+                    .map_err(inference_error)?;
+                ctx.decode(&mut batch).map_err(inference_error)?;
+                stats.decode_calls += 1;
+                position += 1;
+                token = sampler.sample(ctx, 0);
+            };
+            stats.decode_secs = decode_started.elapsed().as_secs_f64();
+            let rest = text.finish();
+            if !rest.is_empty() && finish != FinishReason::Cancelled {
+                let _ = sink.piece(&rest);
+            }
+            stats.finish_reason = Some(finish);
+            Ok(stats)
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Inference: engines behind one trait, the per-model workers that own them, and the pieces
+//! every engine shares (sampling settings, chat templates, UTF-8 streaming, memory readings).
+
+pub mod llama_cpp;
+pub mod memory;
+pub mod sampling;
+pub mod template;
+pub mod utf8;
+pub mod workers;
+
+use std::ops::ControlFlow;
+
+pub use sampling::ResolvedSampling;
+
+use crate::types::FinishReason;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot load {path}: {detail}")]
+    Load { path: String, detail: String },
+    #[error("the prompt has {prompt_tokens} tokens but the context holds {context} (with room for at least one reply token); shorten the conversation or the system prompt")]
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
+    #[error("the prompt is empty after applying the chat template")]
+    EmptyPrompt,
+    #[error("chat template error: {0}")]
+    Template(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// What an engine knows about the model it loaded.
+#[derive(Clone, Debug)]
+pub struct EngineFacts {
+    /// The context window of this instance (tokens).
+    pub context_size: usize,
+    /// The chat template from the model's metadata, if any.
+    pub chat_template: Option<String>,
+    pub bos_token: String,
+    pub eos_token: String,
+    pub threads: u32,
+}
+
+/// Counts and timings that only the engine can measure.
+#[derive(Clone, Debug, Default)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    /// Prefill: evaluating the prompt and sampling the first token.
+    pub prompt_secs: f64,
+    pub generated_tokens: usize,
+    /// Decode calls after the first token, and the time they took.
+    pub decode_calls: usize,
+    pub decode_secs: f64,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Receives reply text as it is produced. `Break` stops the generation within one token.
+pub trait TokenSink {
+    /// Called before every forward pass; `true` stops the work (client gone, Stop pressed).
+    fn cancelled(&mut self) -> bool;
+    /// A piece of reply text made of whole UTF-8 characters.
+    fn piece(&mut self, text: &str) -> ControlFlow<()>;
+}
+
+/// A loaded model, owned by the thread of its worker. Every engine implements this.
+pub trait ChatEngine {
+    fn facts(&self) -> &EngineFacts;
+    /// Number of tokens the engine would feed for this prompt.
+    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError>;
+    /// Generates a reply to an already templated prompt.
+    fn generate(
+        &mut self,
+        prompt: &str,
+        sampling: &ResolvedSampling,
+        sink: &mut dyn TokenSink,
+    ) -> Result<GenerationStats, EngineError>;
+}

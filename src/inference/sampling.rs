@@ -1,0 +1,186 @@
+//! Validation of per-request sampling settings, shared by every API and the UI's websocket.
+
+use crate::{error::AppError, types::SamplingParams};
+
+pub const DEFAULT_TEMPERATURE: f32 = 0.7;
+pub const DEFAULT_TOP_P: f32 = 0.9;
+pub const DEFAULT_TOP_K: u32 = 40;
+pub const DEFAULT_REPEAT_PENALTY: f32 = 1.1;
+pub const DEFAULT_MAX_TOKENS: u32 = 512;
+
+/// Sampling settings after validation, with every default filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedSampling {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables top-k.
+    pub top_k: u32,
+    pub repeat_penalty: f32,
+    pub max_tokens: u32,
+    pub seed: u32,
+}
+
+impl ResolvedSampling {
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+fn check_range(field: &str, value: f32, min: f32, max: f32) -> Result<f32, AppError> {
+    if !value.is_finite() || value < min || value > max {
+        return Err(AppError::BadRequest(format!(
+            "`{field}` must be a number from {min} to {max}, got {value}"
+        )));
+    }
+    Ok(value)
+}
+
+/// Checks every field and fills defaults. A missing seed gets a random one, reported back in
+/// the reply's metrics so the reply can be reproduced.
+pub fn resolve(params: &SamplingParams, max_new_tokens: u32) -> Result<ResolvedSampling, AppError> {
+    let temperature = check_range(
+        "temperature",
+        params.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+        0.0,
+        2.0,
+    )?;
+    let top_p = check_range("top_p", params.top_p.unwrap_or(DEFAULT_TOP_P), 0.0, 1.0)?;
+    if top_p == 0.0 {
+        return Err(AppError::BadRequest(
+            "`top_p` must be greater than 0 (use temperature 0 for greedy decoding)".into(),
+        ));
+    }
+    let top_k = params.top_k.unwrap_or(DEFAULT_TOP_K);
+    if top_k > 100 {
+        return Err(AppError::BadRequest(format!(
+            "`top_k` must be from 0 (off) to 100, got {top_k}"
+        )));
+    }
+    let repeat_penalty = check_range(
+        "repeat_penalty",
+        params.repeat_penalty.unwrap_or(DEFAULT_REPEAT_PENALTY),
+        0.5,
+        2.0,
+    )?;
+    let max_tokens = params
+        .max_tokens
+        .unwrap_or(DEFAULT_MAX_TOKENS.min(max_new_tokens));
+    if max_tokens == 0 || max_tokens > max_new_tokens {
+        return Err(AppError::BadRequest(format!(
+            "`max_tokens` must be from 1 to {max_new_tokens}, got {max_tokens}"
+        )));
+    }
+    let seed = match params.seed {
+        Some(seed) => u32::try_from(seed).map_err(|_| {
+            AppError::BadRequest(format!("`seed` must be from 0 to {}, got {seed}", u32::MAX))
+        })?,
+        None => rand::random::<u32>(),
+    };
+    Ok(ResolvedSampling {
+        temperature,
+        top_p,
+        top_k,
+        repeat_penalty,
+        max_tokens,
+        seed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> SamplingParams {
+        SamplingParams::default()
+    }
+
+    fn field_error(p: SamplingParams) -> String {
+        match resolve(&p, 4096) {
+            Err(AppError::BadRequest(msg)) => msg,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_and_seed_is_random_but_reported() {
+        let r = resolve(&params(), 4096).unwrap();
+        assert_eq!(r.temperature, DEFAULT_TEMPERATURE);
+        assert_eq!(r.max_tokens, DEFAULT_MAX_TOKENS);
+        let a = resolve(&params(), 4096).unwrap().seed;
+        let b = resolve(&params(), 4096).unwrap().seed;
+        let c = resolve(&params(), 4096).unwrap().seed;
+        assert!(a != b || b != c, "three random seeds were equal");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        assert!(field_error(SamplingParams {
+            temperature: Some(f32::NAN),
+            ..params()
+        })
+        .contains("`temperature`"));
+        assert!(field_error(SamplingParams {
+            temperature: Some(-0.1),
+            ..params()
+        })
+        .contains("`temperature`"));
+        assert!(field_error(SamplingParams {
+            temperature: Some(2.5),
+            ..params()
+        })
+        .contains("`temperature`"));
+        assert!(field_error(SamplingParams {
+            top_p: Some(1.5),
+            ..params()
+        })
+        .contains("`top_p`"));
+        assert!(field_error(SamplingParams {
+            top_p: Some(0.0),
+            ..params()
+        })
+        .contains("`top_p`"));
+        assert!(field_error(SamplingParams {
+            top_k: Some(101),
+            ..params()
+        })
+        .contains("`top_k`"));
+        assert!(field_error(SamplingParams {
+            max_tokens: Some(0),
+            ..params()
+        })
+        .contains("`max_tokens`"));
+        assert!(field_error(SamplingParams {
+            max_tokens: Some(5000),
+            ..params()
+        })
+        .contains("4096"));
+        assert!(field_error(SamplingParams {
+            seed: Some(1 << 40),
+            ..params()
+        })
+        .contains("`seed`"));
+        assert!(field_error(SamplingParams {
+            repeat_penalty: Some(f32::INFINITY),
+            ..params()
+        })
+        .contains("`repeat_penalty`"));
+    }
+
+    #[test]
+    fn temperature_zero_is_greedy_and_edges_are_accepted() {
+        let r = resolve(
+            &SamplingParams {
+                temperature: Some(0.0),
+                top_p: Some(1.0),
+                top_k: Some(0),
+                seed: Some(7),
+                ..params()
+            },
+            4096,
+        )
+        .unwrap();
+        assert!(r.is_greedy());
+        assert_eq!((r.top_k, r.seed), (0, 7));
+    }
+}

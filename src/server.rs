@@ -1,0 +1,66 @@
+//! Builds the axum router (pages, server functions, JSON APIs) and serves it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use axum::{middleware, Router};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::trace::TraceLayer;
+
+use crate::{
+    app::{shell, App as UiApp},
+    config::Settings,
+    registry::Registry,
+    state::{App, AppState},
+};
+
+/// The whole application as a router, ready to serve or to drive in tests.
+pub fn router(app: Arc<App>, leptos_options: LeptosOptions) -> Router {
+    let state = AppState {
+        leptos_options: leptos_options.clone(),
+        app,
+    };
+    let routes = generate_route_list(UiApp);
+    Router::new()
+        .leptos_routes_with_context(&state, routes, || {}, {
+            let options = leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .merge(crate::api::routes(state.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn(crate::api::refuse_foreign_websockets))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+pub async fn serve(
+    settings: Settings,
+    registry: Registry,
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let conf = get_configuration(None).context("reading the Leptos configuration")?;
+    let mut leptos_options = conf.leptos_options;
+    if let Some(addr) = addr {
+        leptos_options.site_addr = addr;
+    }
+    let addr = leptos_options.site_addr;
+    let app = App::new(Settings { addr, ..settings }, registry);
+    if app.settings.preload_default {
+        let id = app.registry.default_id.clone();
+        if let Err(e) = app.pool.preload(&id) {
+            tracing::warn!("the default model will not load: {e}");
+        }
+    }
+    let router = router(app, leptos_options);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!("Quantlab listening on http://{addr}");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving")
+}

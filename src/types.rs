@@ -1,0 +1,176 @@
+//! Data shared by the server and the browser: what the UI shows and what the APIs speak.
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a chat message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// Sampling settings for one request. `None` means "use the default".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy decoding.
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub repeat_penalty: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+/// What the browser sends to start a reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub sampling: SamplingParams,
+}
+
+/// Messages from the browser over the chat websocket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ChatClientMsg {
+    Start(ChatRequest),
+    Stop,
+}
+
+/// Why a reply ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced its end-of-generation token.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+    /// The context window filled up.
+    ContextFull,
+    /// The client stopped it.
+    Cancelled,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` string.
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::Cancelled => "stop",
+            FinishReason::Length | FinishReason::ContextFull => "length",
+        }
+    }
+}
+
+/// Measured figures for one reply. Times are wall-clock milliseconds on the server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationMetrics {
+    pub model: String,
+    pub engine: String,
+    pub prompt_tokens: u32,
+    /// Time spent evaluating the prompt (prefill) until the first token was sampled.
+    pub prompt_ms: f64,
+    pub prompt_tokens_per_s: f64,
+    /// From the request reaching the server to the first generated text.
+    pub time_to_first_token_ms: f64,
+    /// Time spent waiting for the model's worker before work started.
+    pub queue_ms: f64,
+    pub generated_tokens: u32,
+    pub decode_ms: f64,
+    /// Tokens decoded after the first one, per second of decode time.
+    pub decode_tokens_per_s: f64,
+    pub total_ms: f64,
+    /// Resident memory the model added to the process when it loaded (weights, KV cache, buffers).
+    pub model_resident_bytes: u64,
+    pub finish_reason: Option<FinishReason>,
+    pub threads: u32,
+    pub seed: u64,
+}
+
+/// One event of a streamed reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// A piece of reply text (always whole UTF-8 characters).
+    Token { text: String },
+    /// The reply is finished; the last event of a successful stream.
+    Done { metrics: GenerationMetrics },
+    /// The reply failed; the last event of a failed stream.
+    Error { status: u16, message: String },
+}
+
+/// Which engine runs a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    LlamaCpp,
+    Candle,
+    Bitnet,
+    Remote,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::LlamaCpp => "llama_cpp",
+            EngineKind::Candle => "candle",
+            EngineKind::Bitnet => "bitnet",
+            EngineKind::Remote => "remote",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            EngineKind::LlamaCpp => "llama.cpp",
+            EngineKind::Candle => "candle",
+            EngineKind::Bitnet => "BitNet (native)",
+            EngineKind::Remote => "remote server",
+        }
+    }
+}
+
+/// A model as the UI and `/api/models` describe it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub name: String,
+    pub family: String,
+    pub parameters: String,
+    pub quantization: String,
+    pub bits_per_weight: f32,
+    pub context_length: u32,
+    pub engine: EngineKind,
+    pub instruct: bool,
+    pub license: String,
+    pub description: String,
+    /// Where the weights come from, in words.
+    pub source: String,
+    /// A warning a person should see before trusting the file (e.g. an anonymous upload).
+    pub provenance_note: Option<String>,
+    pub default: bool,
+    pub available: bool,
+    /// Why the model cannot run, when `available` is false.
+    pub reason: Option<String>,
+    /// The command that makes it available.
+    pub fix: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// Whether the weights are loaded in memory right now.
+    pub loaded: bool,
+}

@@ -1,0 +1,209 @@
+//! The chat APIs on the real SmolLM2-135M: answers, determinism, streaming formats, metrics.
+
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::{parse_sse, shared_server, MODEL};
+use quantlab::types::{FinishReason, GenerationMetrics};
+use serde_json::{json, Value};
+
+fn capital_question() -> Value {
+    json!([{ "role": "user", "content": "What is the capital of France?" }])
+}
+
+async fn stream_text(url: &str, body: Value) -> (String, GenerationMetrics, usize) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/chat/stream"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = parse_sse(&response.text().await.unwrap());
+    let (last, tokens) = events.split_last().expect("at least one event");
+    assert_eq!(
+        last.event.as_deref(),
+        Some("metrics"),
+        "the stream ends with metrics: {events:?}"
+    );
+    let mut text = String::new();
+    for e in tokens {
+        assert_eq!(e.event.as_deref(), Some("token"));
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        text.push_str(v["text"].as_str().unwrap());
+    }
+    (
+        text,
+        serde_json::from_str(&last.data).unwrap(),
+        tokens.len(),
+    )
+}
+
+#[tokio::test]
+async fn greedy_answer_to_the_capital_of_france_names_paris() {
+    let url = shared_server();
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({ "model": MODEL, "messages": capital_question(), "temperature": 0, "max_tokens": 40 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.contains("Paris"), "{text}");
+    let usage = &reply["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 5);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_same_seed_and_prompt_give_the_same_text() {
+    let url = shared_server();
+    let body = json!({
+        "model": MODEL, "temperature": 0.9, "top_p": 0.95, "top_k": 50, "seed": 1234, "max_tokens": 40,
+        "messages": [{ "role": "user", "content": "Invent a name for a cat and explain it." }],
+    });
+    let (first, m1, _) = stream_text(url, body.clone()).await;
+    let (second, m2, _) = stream_text(url, body).await;
+    assert!(!first.is_empty());
+    assert_eq!(first, second);
+    assert_eq!((m1.seed, m2.seed), (1234, 1234));
+}
+
+#[tokio::test]
+async fn the_sse_stream_carries_tokens_then_honest_metrics() {
+    let url = shared_server();
+    let body = json!({ "messages": capital_question(), "temperature": 0, "max_tokens": 24 });
+    let (text, m, token_events) = stream_text(url, body).await;
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(
+        m.model, MODEL,
+        "the default model answers when none is named"
+    );
+    assert_eq!(m.engine, "llama_cpp");
+    assert!(m.prompt_tokens > 5 && m.prompt_tokens_per_s > 0.0);
+    assert!(m.generated_tokens as usize >= token_events && token_events > 0);
+    assert!(m.decode_tokens_per_s > 0.0);
+    assert!(m.time_to_first_token_ms > 0.0 && m.time_to_first_token_ms <= m.total_ms);
+    assert!(m.prompt_ms <= m.time_to_first_token_ms + 1.0);
+    assert!(
+        m.model_resident_bytes > 10 << 20,
+        "resident {}",
+        m.model_resident_bytes
+    );
+    assert!(matches!(
+        m.finish_reason,
+        Some(FinishReason::Stop | FinishReason::Length)
+    ));
+}
+
+#[tokio::test]
+async fn max_tokens_is_honoured_and_reported_as_length() {
+    let url = shared_server();
+    let body = json!({
+        "messages": [{ "role": "user", "content": "Count from one to one hundred in words." }],
+        "temperature": 0, "max_tokens": 5,
+    });
+    let (_, m, _) = stream_text(url, body).await;
+    assert_eq!(m.generated_tokens, 5);
+    assert_eq!(m.finish_reason, Some(FinishReason::Length));
+}
+
+#[tokio::test]
+async fn openai_streaming_matches_the_non_streaming_answer_and_reports_usage() {
+    let url = shared_server();
+    let client = reqwest::Client::new();
+    let base = json!({ "model": MODEL, "messages": capital_question(), "temperature": 0, "max_tokens": 30 });
+    let full: Value = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&base)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut streaming = base.clone();
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({ "include_usage": true });
+    let body = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = parse_sse(&body);
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)
+                .and_then(|ch| ch["delta"]["content"].as_str())
+        })
+        .collect();
+    assert_eq!(
+        text,
+        full["choices"][0]["message"]["content"].as_str().unwrap()
+    );
+    let usage = chunks
+        .iter()
+        .find(|c| !c["usage"].is_null())
+        .expect("a usage chunk");
+    assert_eq!(usage["usage"], full["usage"]);
+    assert!(chunks.iter().any(|c| c["choices"]
+        .get(0)
+        .is_some_and(|ch| ch["finish_reason"].is_string())));
+}
+
+#[tokio::test]
+async fn model_lists_show_every_model_with_availability() {
+    let url = shared_server();
+    let models: Vec<Value> = reqwest::get(format!("{url}/api/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let default = models.iter().find(|m| m["id"] == MODEL).unwrap();
+    assert_eq!(default["available"], true);
+    assert_eq!(default["engine"], "llama_cpp");
+    let bitnet = models
+        .iter()
+        .find(|m| m["engine"] == "bitnet")
+        .expect("BitNet is listed, not hidden");
+    assert_eq!(bitnet["available"], false);
+    assert!(bitnet["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not part of this build"));
+    let openai: Value = reqwest::get(format!("{url}/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openai["object"], "list");
+    assert_eq!(openai["data"].as_array().unwrap().len(), models.len());
+}

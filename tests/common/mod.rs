@@ -1,0 +1,95 @@
+//! Test servers running the real app on loopback with the real default model.
+
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+};
+
+use quantlab::{config::Settings, registry::Registry, state::App};
+
+pub const MODEL: &str = "smollm2-135m-instruct";
+
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("QUANTLAB_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+}
+
+pub fn registry() -> Registry {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models.toml");
+    let registry = Registry::load(&file, &models_dir()).expect("models.toml loads");
+    let entry = registry.get(MODEL).expect("default model declared");
+    assert!(
+        registry.unavailability(entry).is_none(),
+        "the default model is missing: run `quantlab models fetch {MODEL}` (scripts/test.sh does)"
+    );
+    registry
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        models_dir: models_dir(),
+        threads: 2,
+        context_size: 2048,
+        ..Settings::default()
+    }
+}
+
+/// Starts a server with these settings on its own thread and runtime; returns its base URL and
+/// the app behind it. The server lives until the test process exits.
+pub fn spawn_server(settings: Settings) -> (String, Arc<App>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let app = App::new(settings, registry());
+            let options = leptos::config::LeptosOptions::builder()
+                .output_name("quantlab")
+                .build();
+            let router = quantlab::server::router(app.clone(), options);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            tx.send((url, app)).expect("send");
+            axum::serve(listener, router).await.expect("serve");
+        });
+    });
+    rx.recv().expect("server started")
+}
+
+/// One server with default settings, shared by the tests of a binary.
+pub fn shared_server() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| spawn_server(settings()).0)
+}
+
+/// A parsed server-sent event.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+pub fn parse_sse(body: &str) -> Vec<SseEvent> {
+    body.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                }
+            }
+            (!data.is_empty()).then(|| SseEvent {
+                event,
+                data: data.join("\n"),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,50 @@
+"""The official `openai` Python client, unchanged, against Quantlab's /v1 API.
+
+Usage: python tests/openai_client.py http://127.0.0.1:3999/v1
+"""
+import sys
+
+import openai
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key="not-needed", max_retries=0, timeout=120)
+MODEL = "smollm2-135m-instruct"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+ids = [m.id for m in client.models.list()]
+assert MODEL in ids, ids
+
+reply = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40)
+text = reply.choices[0].message.content
+assert "Paris" in text, text
+assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0, reply.usage
+assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+assert reply.choices[0].finish_reason in ("stop", "length")
+
+stream = client.chat.completions.create(
+    model=MODEL, messages=QUESTION, temperature=0, max_tokens=40, stream=True,
+    stream_options={"include_usage": True},
+)
+pieces, usage = [], None
+for chunk in stream:
+    if chunk.usage:
+        usage = chunk.usage
+    for choice in chunk.choices:
+        pieces.append(choice.delta.content or "")
+streamed = "".join(pieces)
+assert streamed == text, (streamed, text)
+assert usage is not None and usage.completion_tokens == reply.usage.completion_tokens, usage
+
+try:
+    client.chat.completions.create(model="no-such-model", messages=QUESTION)
+    raise AssertionError("an unknown model was accepted")
+except openai.NotFoundError as e:
+    assert "no-such-model" in str(e), e
+
+try:
+    client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=7)
+    raise AssertionError("temperature 7 was accepted")
+except openai.BadRequestError as e:
+    assert "temperature" in str(e), e
+
+print(f"openai client: 4 passed, 0 failed (reply: {text!r})")
