@@ -13,14 +13,16 @@ use crate::{
 };
 
 /// A message as shown on screen; an assistant reply fills in while it streams.
+/// Reference-counted signals: a message is created in a click handler, whose reactive owner
+/// (e.g. the Send button inside `<Show>`) may be disposed while the reply is still streaming.
 #[derive(Clone)]
 struct UiMessage {
     id: usize,
     role: Role,
-    text: RwSignal<String>,
-    metrics: RwSignal<Option<GenerationMetrics>>,
-    error: RwSignal<Option<String>>,
-    streaming: RwSignal<bool>,
+    text: ArcRwSignal<String>,
+    metrics: ArcRwSignal<Option<GenerationMetrics>>,
+    error: ArcRwSignal<Option<String>>,
+    streaming: ArcRwSignal<bool>,
 }
 
 impl UiMessage {
@@ -28,10 +30,10 @@ impl UiMessage {
         Self {
             id,
             role,
-            text: RwSignal::new(text),
-            metrics: RwSignal::new(None),
-            error: RwSignal::new(None),
-            streaming: RwSignal::new(false),
+            text: ArcRwSignal::new(text),
+            metrics: ArcRwSignal::new(None),
+            error: ArcRwSignal::new(None),
+            streaming: ArcRwSignal::new(false),
         }
     }
 }
@@ -97,7 +99,7 @@ fn ChatWorkspace(
     let busy = RwSignal::new(false);
     let next_id = StoredValue::new(0usize);
     let form_error = RwSignal::new(None::<String>);
-    let stop_sender = StoredValue::new_local(None::<StopSender>);
+    let stop_sender = StoredValue::new(None::<StopSender>);
     let models_for_current = models.clone();
     let current =
         Memo::new(move |_| selected_model(&models_for_current, settings.model.get().as_deref()));
@@ -228,11 +230,12 @@ fn MessageView(message: UiMessage) -> impl IntoView {
     } else {
         view! { <div class="plain">{move || text.get()}</div> }.into_any()
     };
+    let cursor = streaming.clone();
     view! {
         <article class=format!("message {}", role.as_str()) data-testid=format!("message-{}", role.as_str())
             class:streaming=move || streaming.get()>
             {body}
-            {move || streaming.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
+            {move || cursor.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}
         </article>
@@ -247,7 +250,7 @@ type StopSender =
 fn stream_reply(
     request: ChatRequest,
     reply: UiMessage,
-    stop_sender: StoredValue<Option<StopSender>, LocalStorage>,
+    stop_sender: StoredValue<Option<StopSender>>,
     busy: RwSignal<bool>,
 ) {
     use futures::StreamExt;
@@ -312,7 +315,7 @@ fn scroll_to_bottom() {
 fn stream_reply(
     _request: ChatRequest,
     reply: UiMessage,
-    _stop_sender: StoredValue<Option<StopSender>, LocalStorage>,
+    _stop_sender: StoredValue<Option<StopSender>>,
     busy: RwSignal<bool>,
 ) {
     reply.streaming.set(false);
