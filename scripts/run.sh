@@ -9,6 +9,6 @@ cargo leptos build --release
 BIN="$CARGO_TARGET_DIR/release/quantlab"
 "$BIN" models fetch smollm2-135m-instruct
 
-export LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=quantlab LEPTOS_ENV=PROD
+export LEPTOS_SITE_ROOT=target/site
 say "serving on http://${QUANTLAB_ADDR:-127.0.0.1:3000}"
 exec "$BIN" serve "$@"

@@ -18,7 +18,7 @@ PORT="${QUANTLAB_TEST_PORT:-3999}"
 export QUANTLAB_E2E_URL="http://127.0.0.1:$PORT"
 LOG="$(mktemp)"
 say "starting the server on $QUANTLAB_E2E_URL (log: $LOG)"
-LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=quantlab LEPTOS_ENV=PROD \
+LEPTOS_SITE_ROOT=target/site \
   "$BIN" serve --addr "127.0.0.1:$PORT" --queue 8 >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -181,8 +181,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn list_models(registry: &Registry) {
     println!(
-        "{:<30} {:<10} {:<12} {:>10}  {}",
-        "ID", "ENGINE", "STATUS", "SIZE", "SOURCE / FIX"
+        "{:<34} {:<10} {:<12} {:>10}  SOURCE / FIX",
+        "ID", "ENGINE", "STATUS", "SIZE"
     );
     for entry in &registry.models {
         let info = registry.info(entry, false);
@@ -197,7 +197,7 @@ fn list_models(registry: &Registry) {
         };
         let default = if info.default { " (default)" } else { "" };
         println!(
-            "{:<30} {:<10} {:<12} {:>10}  {}",
+            "{:<34} {:<10} {:<12} {:>10}  {}",
             format!("{}{default}", entry.id),
             entry.engine.as_str(),
             status,
@@ -205,10 +205,10 @@ fn list_models(registry: &Registry) {
             info.source
         );
         if let Some(reason) = info.reason {
-            println!("{:<30} {}", "", reason);
+            println!("{:<34} {}", "", reason);
         }
         if let Some(fix) = info.fix {
-            println!("{:<30} fix: {}", "", fix);
+            println!("{:<34} fix: {}", "", fix);
         }
     }
 }

@@ -41,6 +41,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let conf = get_configuration(None).context("reading the Leptos configuration")?;
     let mut leptos_options = conf.leptos_options;
+    // Leptos defaults to DEV, whose page tries to reach cargo-leptos' reload server; a binary run
+    // on its own is a production server unless cargo-leptos (watch mode) says otherwise.
+    if std::env::var_os("LEPTOS_ENV").is_none() {
+        leptos_options.env = leptos::config::Env::PROD;
+    }
     if let Some(addr) = addr {
         leptos_options.site_addr = addr;
     }

@@ -10,6 +10,15 @@ async function open(page: Page) {
   return errors;
 }
 
+/** Sets a field of the advanced-settings panel (opening the phone sidebar if needed), then closes the sidebar. */
+async function setAdvanced(page: Page, testId: string, value: string) {
+  await openSidebarIfPhone(page);
+  await page.locator("details.advanced summary").click();
+  await page.getByTestId(testId).fill(value);
+  await page.getByTestId(testId).dispatchEvent("change");
+  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+}
+
 async function openSidebarIfPhone(page: Page) {
   if (await page.getByTestId("hamburger").isVisible()) {
     await page.getByTestId("hamburger").click();
@@ -30,11 +39,7 @@ test("the page renders on the server and hydrates without errors", async ({ page
 
 test("a message streams a reply with its metrics", async ({ page }) => {
   const errors = await open(page);
-  await openSidebarIfPhone(page);
-  await page.locator("details.advanced summary").click();
-  await page.getByTestId("seed").fill("42");
-  await page.getByTestId("seed").dispatchEvent("change");
-  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+  await setAdvanced(page, "seed", "42");
 
   await page.getByTestId("prompt").fill("What is the capital of France?");
   await page.getByTestId("send").click();
@@ -51,11 +56,7 @@ test("a message streams a reply with its metrics", async ({ page }) => {
 
 test("Stop ends a long reply and the next message is answered", async ({ page }) => {
   await open(page);
-  await openSidebarIfPhone(page);
-  await page.locator("details.advanced summary").click();
-  await page.getByTestId("max-tokens").fill("2000");
-  await page.getByTestId("max-tokens").dispatchEvent("change");
-  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+  await setAdvanced(page, "max-tokens", "2000");
 
   await page.getByTestId("prompt").fill("Write a very long story about a lighthouse keeper, in many chapters.");
   await page.getByTestId("send").click();

@@ -97,9 +97,11 @@ fn convert_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<ChatMessage>, Ap
                 "system" | "developer" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
-                other => return Err(AppError::BadRequest(format!(
+                other => {
+                    return Err(AppError::BadRequest(format!(
                     "messages[{i}].role `{other}` is not supported (use system, user or assistant)"
-                ))),
+                )))
+                }
             };
             let content = match m.content {
                 None => String::new(),
@@ -109,9 +111,11 @@ fn convert_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<ChatMessage>, Ap
                     for part in parts {
                         match (part.kind.as_str(), part.text) {
                             ("text", Some(t)) => text.push_str(&t),
-                            (kind, _) => return Err(AppError::BadRequest(format!(
+                            (kind, _) => {
+                                return Err(AppError::BadRequest(format!(
                                 "messages[{i}] has a `{kind}` part; only text parts are supported"
-                            ))),
+                            )))
+                            }
                         }
                     }
                     text

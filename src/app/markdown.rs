@@ -11,6 +11,14 @@ fn safe_url(url: &str) -> bool {
         || lower.starts_with('#')
 }
 
+fn neutralise(url: CowStr<'_>) -> CowStr<'_> {
+    if safe_url(&url) {
+        url
+    } else {
+        CowStr::Borrowed("#")
+    }
+}
+
 pub fn render_markdown(source: &str) -> String {
     let options =
         Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
@@ -24,11 +32,7 @@ pub fn render_markdown(source: &str) -> String {
             id,
         }) => Event::Start(Tag::Link {
             link_type,
-            dest_url: if safe_url(&dest_url) {
-                dest_url
-            } else {
-                CowStr::Borrowed("#")
-            },
+            dest_url: neutralise(dest_url),
             title,
             id,
         }),
@@ -39,11 +43,7 @@ pub fn render_markdown(source: &str) -> String {
             id,
         }) => Event::Start(Tag::Image {
             link_type,
-            dest_url: if safe_url(&dest_url) {
-                dest_url
-            } else {
-                CowStr::Borrowed("#")
-            },
+            dest_url: neutralise(dest_url),
             title,
             id,
         }),
