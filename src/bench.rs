@@ -225,7 +225,10 @@ fn bench_http(
             context_size: 2048,
             ..Settings::default()
         };
-        let app = crate::state::App::new(settings, registry.clone());
+        // The bench saves nothing; a throwaway folder keeps it away from real conversations.
+        let scratch = tempfile::tempdir()?;
+        let store = std::sync::Arc::new(crate::storage::json::JsonStore::open(scratch.path())?);
+        let app = crate::state::App::new(settings, registry.clone(), store);
         let router = crate::server::router(
             app,
             leptos::config::LeptosOptions::builder()

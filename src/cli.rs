@@ -45,6 +45,17 @@ pub struct CommonArgs {
     /// CPU threads per model (default: all cores).
     #[arg(long, env = "QUANTLAB_THREADS", global = true)]
     pub threads: Option<u32>,
+    /// Folder of the JSON conversation store (also the fallback when PostgreSQL is away).
+    #[arg(
+        long,
+        env = "QUANTLAB_CONVERSATIONS_DIR",
+        default_value = "conversations",
+        global = true
+    )]
+    pub conversations_dir: PathBuf,
+    /// PostgreSQL for conversations; without it they are kept as JSON files.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

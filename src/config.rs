@@ -7,6 +7,8 @@ use std::{net::SocketAddr, path::PathBuf};
 pub struct Limits {
     /// Largest HTTP request body (413 beyond).
     pub max_body_bytes: usize,
+    /// Largest conversation import (`POST /api/conversations`), which may carry long histories.
+    pub max_import_bytes: usize,
     /// Largest websocket message from the browser (the socket gets an error and closes beyond).
     pub max_ws_message_bytes: usize,
     /// Most messages in one chat request.
@@ -23,6 +25,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_import_bytes: 16 * 1024 * 1024,
             max_ws_message_bytes: 256 * 1024,
             max_messages: 200,
             max_prompt_chars: 200_000,
@@ -45,6 +48,10 @@ pub struct Settings {
     pub context_size: u32,
     /// Load the default model at start-up rather than on first use.
     pub preload_default: bool,
+    /// The JSON conversation folder (always present: the store of last resort).
+    pub conversations_dir: PathBuf,
+    /// PostgreSQL, when configured.
+    pub database_url: Option<String>,
     pub limits: Limits,
 }
 
@@ -66,6 +73,8 @@ impl Default for Settings {
             threads: Self::default_threads(),
             context_size: 4096,
             preload_default: true,
+            conversations_dir: PathBuf::from("conversations"),
+            database_url: None,
             limits: Limits::default(),
         }
     }

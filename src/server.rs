@@ -50,7 +50,9 @@ pub async fn serve(
         leptos_options.site_addr = addr;
     }
     let addr = leptos_options.site_addr;
-    let app = App::new(Settings { addr, ..settings }, registry);
+    let store = crate::storage::open_store(&settings).context("opening the conversation store")?;
+    tracing::info!("conversations: {}", store.status().detail);
+    let app = App::new(Settings { addr, ..settings }, registry, store);
     if app.settings.preload_default {
         let id = app.registry.default_id.clone();
         if let Err(e) = app.pool.preload(&id) {

@@ -5,12 +5,19 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
-use crate::{config::Settings, inference::workers::WorkerPool, registry::Registry};
+use crate::{
+    config::Settings,
+    error::AppError,
+    inference::workers::WorkerPool,
+    registry::Registry,
+    storage::{ConversationStore, StoreError},
+};
 
 pub struct App {
     pub settings: Settings,
     pub registry: Arc<Registry>,
     pub pool: WorkerPool,
+    pub conversations: Arc<dyn ConversationStore>,
 }
 
 #[derive(Clone, FromRef)]
@@ -20,12 +27,31 @@ pub struct AppState {
 }
 
 impl App {
-    pub fn new(settings: Settings, registry: Registry) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        registry: Registry,
+        conversations: Arc<dyn ConversationStore>,
+    ) -> Arc<Self> {
         let registry = Arc::new(registry);
         Arc::new(Self {
             pool: WorkerPool::new(registry.clone(), settings.clone()),
             registry,
             settings,
+            conversations,
         })
+    }
+
+    /// Runs a storage call on the blocking pool (file and database I/O must not stall the
+    /// async workers) and maps its error for the HTTP boundary.
+    pub async fn store<T, F>(&self, call: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ConversationStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.conversations.clone();
+        tokio::task::spawn_blocking(move || call(store.as_ref()))
+            .await
+            .map_err(|e| AppError::Internal(format!("storage task failed: {e}")))?
+            .map_err(AppError::from)
     }
 }

@@ -174,3 +174,69 @@ pub struct ModelInfo {
     /// Whether the weights are loaded in memory right now.
     pub loaded: bool,
 }
+
+/// A saved message, with what is needed to compare or reproduce it later.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// A UUID; appending the same id twice stores it once.
+    pub id: String,
+    pub role: Role,
+    pub content: String,
+    /// Unix time in milliseconds.
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub engine: Option<String>,
+    #[serde(default)]
+    pub sampling: Option<SamplingParams>,
+    #[serde(default)]
+    pub metrics: Option<GenerationMetrics>,
+    /// The reply was cut short (Stop, closed tab) and is saved as far as it got.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub title: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub messages: Vec<StoredMessage>,
+}
+
+/// A line of the history list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub id: String,
+    pub title: String,
+    pub message_count: usize,
+    /// The model of the latest reply, if any.
+    pub model: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Conversation {
+    pub fn summary(&self) -> ConversationSummary {
+        ConversationSummary {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            message_count: self.messages.len(),
+            model: self.messages.iter().rev().find_map(|m| m.model.clone()),
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+/// Where saves go right now; shown in the UI.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PersistenceStatus {
+    /// `postgres`, or `json` (no database configured), or `json_fallback` (database unreachable).
+    pub backend: String,
+    pub detail: String,
+    /// Conversations saved to JSON while the database was away, waiting to be imported.
+    pub pending_import: usize,
+}

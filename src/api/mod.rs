@@ -6,6 +6,8 @@ pub mod server_fns;
 #[cfg(feature = "ssr")]
 mod chat;
 #[cfg(feature = "ssr")]
+mod conversations;
+#[cfg(feature = "ssr")]
 mod json;
 #[cfg(feature = "ssr")]
 mod openai;
@@ -28,7 +30,27 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         Router,
     };
     let max_body = state.app.settings.limits.max_body_bytes;
+    let max_import = state.app.settings.limits.max_import_bytes;
+    let conversations = Router::new()
+        .route(
+            "/api/conversations",
+            get(conversations::list).post(conversations::create),
+        )
+        .route(
+            "/api/conversations/{id}",
+            get(conversations::get)
+                .patch(conversations::rename)
+                .delete(conversations::delete),
+        )
+        .route(
+            "/api/conversations/{id}/messages",
+            post(conversations::append),
+        )
+        .route("/api/conversations/{id}/export", get(conversations::export))
+        .route("/api/persistence", get(conversations::status))
+        .layer(DefaultBodyLimit::max(max_import));
     Router::new()
+        .merge(conversations)
         .route("/health", get(rest::health))
         .route("/api/models", get(rest::models))
         .route("/api/chat/stream", post(rest::chat_stream))

@@ -44,7 +44,10 @@ pub fn spawn_server(settings: Settings) -> (String, Arc<App>) {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
-            let app = App::new(settings, registry());
+            // Each server keeps its conversations in its own folder (left in the temp folder).
+            let dir = tempfile::tempdir().expect("tempdir").keep();
+            let store = Arc::new(quantlab::storage::json::JsonStore::open(dir).expect("store"));
+            let app = App::new(settings, registry(), store);
             let options = leptos::config::LeptosOptions::builder()
                 .output_name("quantlab")
                 .build();

@@ -1,0 +1,114 @@
+//! Conversation storage: one `ConversationStore` trait, a durable JSON-file implementation, a
+//! PostgreSQL one, and the store that picks between them and falls back without losing saves.
+
+pub mod export;
+pub mod json;
+
+use uuid::Uuid;
+
+use crate::{
+    error::AppError,
+    types::{Conversation, ConversationSummary, PersistenceStatus, StoredMessage},
+};
+
+/// Longest title kept (characters); longer ones are cut.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conversation {0} not found")]
+    NotFound(Uuid),
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend cannot be reached (database down); the fallback store takes over.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage I/O error: {0}")]
+    Io(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => AppError::NotFound(format!("conversation {id} not found")),
+            StoreError::Invalid(msg) => AppError::BadRequest(msg),
+            StoreError::Unavailable(msg) => {
+                AppError::ModelUnavailable(format!("storage unavailable: {msg}"))
+            }
+            StoreError::Io(msg) => AppError::Internal(msg),
+        }
+    }
+}
+
+/// A conversation to create, possibly with messages (an import).
+#[derive(Clone, Debug, Default)]
+pub struct NewConversation {
+    pub id: Option<Uuid>,
+    pub title: String,
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Every store offers the same operations with the same guarantees: a call that returns `Ok`
+/// has made its change durable.
+pub trait ConversationStore: Send + Sync {
+    /// Summaries, most recently updated first; `query` filters by title or message text
+    /// (case-insensitive substring).
+    fn list(&self, query: Option<&str>) -> Result<Vec<ConversationSummary>, StoreError>;
+    fn get(&self, id: Uuid) -> Result<Conversation, StoreError>;
+    fn create(&self, new: NewConversation) -> Result<Conversation, StoreError>;
+    /// Appends a message; a message whose id is already stored is not added again.
+    fn append(&self, id: Uuid, message: StoredMessage) -> Result<ConversationSummary, StoreError>;
+    fn rename(&self, id: Uuid, title: &str) -> Result<ConversationSummary, StoreError>;
+    fn delete(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Where saves go right now, for the UI's indicator.
+    fn status(&self) -> PersistenceStatus;
+}
+
+/// The store the configuration asks for.
+pub fn open_store(
+    settings: &crate::config::Settings,
+) -> Result<std::sync::Arc<dyn ConversationStore>, StoreError> {
+    Ok(std::sync::Arc::new(json::JsonStore::open(
+        &settings.conversations_dir,
+    )?))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Trims a title, cuts it to `MAX_TITLE_CHARS`, and names empty ones.
+pub fn clean_title(title: &str) -> String {
+    let trimmed: String = title.trim().chars().take(MAX_TITLE_CHARS).collect();
+    if trimmed.is_empty() {
+        "New conversation".to_string()
+    } else {
+        trimmed
+    }
+}
+
+/// Message ids must be UUIDs: they make appends idempotent across stores.
+/// Message text may hold anything but NUL, which PostgreSQL's text type cannot store; refusing it
+/// in every store keeps them interchangeable.
+pub fn check_message(message: &StoredMessage) -> Result<(), StoreError> {
+    Uuid::parse_str(&message.id)
+        .map_err(|_| StoreError::Invalid(format!("message id `{}` is not a UUID", message.id)))?;
+    if message.content.contains('\0') {
+        return Err(StoreError::Invalid(
+            "message text may not contain NUL characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn matches_query(conversation: &Conversation, query: &str) -> bool {
+    let needle = query.to_lowercase();
+    conversation.title.to_lowercase().contains(&needle)
+        || conversation
+            .messages
+            .iter()
+            .any(|m| m.content.to_lowercase().contains(&needle))
+}
