@@ -19,6 +19,9 @@ need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v clang >/dev/null || need_apt+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# diesel links libpq; the tests start throwaway PostgreSQL clusters with initdb/pg_ctl.
+[ -e /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
+if [ "${QUANTLAB_NEED_BROWSER:-0}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if [ "${QUANTLAB_NEED_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null; then need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "apt-get install ${need_apt[*]}"

@@ -2,7 +2,9 @@
 //! PostgreSQL one, and the store that picks between them and falls back without losing saves.
 
 pub mod export;
+pub mod fallback;
 pub mod json;
+pub mod postgres;
 
 use uuid::Uuid;
 
