@@ -1,6 +1,7 @@
 //! The HTML shell and the router.
 
 mod chat;
+mod history;
 mod markdown;
 mod sidebar;
 mod widgets;

@@ -46,6 +46,9 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
     pub sampling: SamplingParams,
+    /// Save the last (user) message and the reply to this conversation.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
 }
 
 /// Messages from the browser over the chat websocket.
@@ -114,6 +117,11 @@ pub enum ChatEvent {
     Done { metrics: GenerationMetrics },
     /// The reply failed; the last event of a failed stream.
     Error { status: u16, message: String },
+    /// The user message and the reply are durably saved (websocket chat only).
+    Saved {
+        conversation_id: String,
+        persistence: PersistenceStatus,
+    },
 }
 
 /// Which engine runs a model.

@@ -371,6 +371,7 @@ async fn websocket_messages_over_the_cap_get_413_and_no_generation() {
         model: MODEL.into(),
         messages: user(&"x".repeat(300 * 1024)),
         sampling: SamplingParams::default(),
+        conversation_id: None,
     };
     let input =
         server_fn::BoxedStream::from(futures::stream::iter(vec![Ok(ChatClientMsg::Start(big))]));

@@ -1,30 +1,5 @@
-import { expect, Page, test } from "@playwright/test";
-
-async function open(page: Page) {
-  const errors: string[] = [];
-  page.on("pageerror", (e) => errors.push(e.message));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  await page.goto("/");
-  // Set by hydrate() once the WASM app has taken over the server-rendered page.
-  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
-  return errors;
-}
-
-/** Sets a field of the advanced-settings panel (opening the phone sidebar if needed), then closes the sidebar. */
-async function setAdvanced(page: Page, testId: string, value: string) {
-  await openSidebarIfPhone(page);
-  await page.locator("details.advanced summary").click();
-  await page.getByTestId(testId).fill(value);
-  await page.getByTestId(testId).dispatchEvent("change");
-  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
-}
-
-async function openSidebarIfPhone(page: Page) {
-  if (await page.getByTestId("hamburger").isVisible()) {
-    await page.getByTestId("hamburger").click();
-    await expect(page.getByTestId("sidebar")).toBeInViewport();
-  }
-}
+import { expect, test } from "@playwright/test";
+import { open, openSidebarIfPhone, setAdvanced } from "./helpers";
 
 test("the page renders on the server and hydrates without errors", async ({ page }) => {
   const errors = await open(page);

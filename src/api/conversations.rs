@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Conversation ids are UUIDs; anything else (path tricks, encoded slashes, NUL) is refused here.
-fn parse_id(raw: &str) -> Result<Uuid, AppError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, AppError> {
     Uuid::parse_str(raw)
         .ok()
         .filter(|id| id.to_string() == raw.to_ascii_lowercase() && raw.len() == 36)
@@ -92,21 +92,33 @@ impl ImportMessage {
     }
 }
 
+impl CreateBody {
+    fn into_new(self) -> NewConversation {
+        let now = now_ms();
+        NewConversation {
+            id: None,
+            title: self.title,
+            messages: self
+                .messages
+                .into_iter()
+                .map(|m| m.into_stored(now))
+                .collect(),
+        }
+    }
+}
+
+/// Reads an import (an exported conversation, or `{"title", "messages"}`) from JSON text.
+pub(crate) fn parse_import(text: &str) -> Result<NewConversation, AppError> {
+    serde_json::from_str::<CreateBody>(text)
+        .map(CreateBody::into_new)
+        .map_err(|e| AppError::BadRequest(format!("not a conversation export: {e}")))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<(StatusCode, Json<Conversation>), AppError> {
-    let now = now_ms();
-    let messages = body
-        .messages
-        .into_iter()
-        .map(|m| m.into_stored(now))
-        .collect();
-    let new = NewConversation {
-        id: None,
-        title: body.title,
-        messages,
-    };
+    let new = body.into_new();
     let created = state.app.store(move |s| s.create(new)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

@@ -6,7 +6,7 @@ pub mod server_fns;
 #[cfg(feature = "ssr")]
 mod chat;
 #[cfg(feature = "ssr")]
-mod conversations;
+pub(crate) mod conversations;
 #[cfg(feature = "ssr")]
 mod json;
 #[cfg(feature = "ssr")]

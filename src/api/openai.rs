@@ -165,6 +165,7 @@ pub async fn chat_completions(
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
             seed: body.seed,
         },
+        conversation_id: None,
     };
     let mut generation = start_chat(&state.app, request, accepted_at)?;
     let first = first_event(&mut generation).await?;
@@ -198,6 +199,7 @@ pub async fn chat_completions(
                 ChatEvent::Error { status, message } => {
                     return Err(error_from_status(status, message))
                 }
+                ChatEvent::Saved { .. } => {}
             }
             event = generation.events.recv().await;
         }
@@ -235,6 +237,7 @@ pub async fn chat_completions(
                 ChatEvent::Error { status, message } => out.push(json!({
                     "error": { "message": message, "code": status }
                 })),
+                ChatEvent::Saved { .. } => {}
             }
             futures::stream::iter(out)
         });

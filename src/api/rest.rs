@@ -107,6 +107,7 @@ pub async fn chat_stream(
             max_tokens: body.max_tokens,
             seed: body.seed,
         },
+        conversation_id: None,
     };
     let mut generation = start_chat(&state.app, request, accepted_at)?;
     let first = first_event(&mut generation).await?;
@@ -125,6 +126,12 @@ fn sse_event(event: &ChatEvent) -> Event {
         ChatEvent::Error { status, message } => (
             "error",
             serde_json::json!({ "status": status, "message": message }),
+        ),
+        ChatEvent::Saved {
+            conversation_id, ..
+        } => (
+            "saved",
+            serde_json::json!({ "conversation_id": conversation_id }),
         ),
     };
     Event::default().event(name).data(data.to_string())

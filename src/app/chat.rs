@@ -3,13 +3,16 @@
 use leptos::prelude::*;
 
 use super::{
+    history::History,
     markdown::render_markdown,
     sidebar::{selected_model, ChatSettings, Sidebar},
     widgets::MetricsLine,
 };
 use crate::{
     api::server_fns::list_models,
-    types::{ChatMessage, ChatRequest, GenerationMetrics, ModelInfo, Role, SamplingParams},
+    types::{
+        ChatMessage, ChatRequest, Conversation, GenerationMetrics, ModelInfo, Role, SamplingParams,
+    },
 };
 
 /// A message as shown on screen; an assistant reply fills in while it streams.
@@ -23,6 +26,8 @@ struct UiMessage {
     metrics: ArcRwSignal<Option<GenerationMetrics>>,
     error: ArcRwSignal<Option<String>>,
     streaming: ArcRwSignal<bool>,
+    /// The server confirmed the reply is durably saved.
+    saved: ArcRwSignal<bool>,
 }
 
 impl UiMessage {
@@ -34,8 +39,16 @@ impl UiMessage {
             metrics: ArcRwSignal::new(None),
             error: ArcRwSignal::new(None),
             streaming: ArcRwSignal::new(false),
+            saved: ArcRwSignal::new(false),
         }
     }
+}
+
+/// Links the page to the conversation being saved, and to the history list it refreshes.
+#[derive(Clone, Copy)]
+struct SaveTarget {
+    conversation: RwSignal<Option<String>>,
+    history_version: RwSignal<u32>,
 }
 
 #[component]
@@ -100,9 +113,50 @@ fn ChatWorkspace(
     let next_id = StoredValue::new(0usize);
     let form_error = RwSignal::new(None::<String>);
     let stop_sender = StoredValue::new(None::<StopSender>);
+    let save = SaveTarget {
+        conversation: RwSignal::new(None),
+        history_version: RwSignal::new(0),
+    };
     let models_for_current = models.clone();
     let current =
         Memo::new(move |_| selected_model(&models_for_current, settings.model.get().as_deref()));
+
+    let on_load = Callback::new(move |conversation: Conversation| {
+        if busy.get_untracked() {
+            return;
+        }
+        let first = next_id.get_value();
+        let loaded: Vec<UiMessage> = conversation
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let message = UiMessage::new(first + i, m.role, m.content);
+                message.metrics.set(m.metrics);
+                message.saved.set(true);
+                if m.interrupted && m.role == Role::Assistant {
+                    message
+                        .error
+                        .set(Some("This reply was interrupted.".into()));
+                }
+                message
+            })
+            .collect();
+        next_id.set_value(first + loaded.len() + 1);
+        messages.set(loaded);
+        save.conversation.set(Some(conversation.id));
+        form_error.set(None);
+        sidebar_open.set(false);
+    });
+    let on_new = Callback::new(move |()| {
+        if busy.get_untracked() {
+            return;
+        }
+        messages.set(Vec::new());
+        save.conversation.set(None);
+        form_error.set(None);
+        sidebar_open.set(false);
+    });
 
     let send = move |text: String| {
         if busy.get_untracked() || text.trim().is_empty() {
@@ -134,7 +188,7 @@ fn ChatWorkspace(
             });
         }
         for m in messages.get_untracked() {
-            if m.error.get_untracked().is_none() && !m.text.get_untracked().is_empty() {
+            if !m.text.get_untracked().is_empty() {
                 history.push(ChatMessage {
                     role: m.role,
                     content: m.text.get_untracked(),
@@ -149,6 +203,7 @@ fn ChatWorkspace(
             model: model.id.clone(),
             messages: history,
             sampling,
+            conversation_id: None,
         };
         let id = next_id.get_value();
         next_id.set_value(id + 2);
@@ -160,7 +215,7 @@ fn ChatWorkspace(
         });
         draft.set(String::new());
         busy.set(true);
-        stream_reply(request, reply, stop_sender, busy);
+        stream_reply(request, reply, stop_sender, busy, save);
     };
 
     let stop = move |_| {
@@ -177,7 +232,9 @@ fn ChatWorkspace(
 
     view! {
         <div class="workspace">
-            <Sidebar models settings open=sidebar_open on_example />
+            <Sidebar models settings open=sidebar_open on_example>
+                <History current=save.conversation version=save.history_version on_load on_new />
+            </Sidebar>
             <main class="chat">
                 <section class="messages" id="messages" aria-live="polite" data-testid="messages">
                     <Show when=move || messages.with(|m| m.is_empty())>
@@ -223,6 +280,7 @@ fn MessageView(message: UiMessage) -> impl IntoView {
         metrics,
         error,
         streaming,
+        saved,
         ..
     } = message;
     let body = if role == Role::Assistant {
@@ -238,6 +296,7 @@ fn MessageView(message: UiMessage) -> impl IntoView {
             {move || cursor.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}
+            {move || (saved.get() && role == Role::Assistant).then(|| view! { <span class="saved" data-testid="saved">"✓ saved"</span> })}
         </article>
     }
 }
@@ -248,19 +307,44 @@ type StopSender =
 /// Opens the websocket, sends the request, and fills `reply` as events arrive (browser only).
 #[cfg(feature = "hydrate")]
 fn stream_reply(
-    request: ChatRequest,
+    mut request: ChatRequest,
     reply: UiMessage,
     stop_sender: StoredValue<Option<StopSender>>,
     busy: RwSignal<bool>,
+    save: SaveTarget,
 ) {
     use futures::StreamExt;
 
     use crate::{
-        api::server_fns::chat_socket,
+        api::server_fns::{chat_socket, create_conversation},
         types::{ChatClientMsg, ChatEvent},
     };
 
     leptos::task::spawn_local(async move {
+        // The first message of a new chat creates its conversation, titled after the question.
+        if save.conversation.get_untracked().is_none() {
+            let question = request
+                .messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default();
+            let title: String = question
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(60)
+                .collect();
+            match create_conversation(title).await {
+                Ok(c) => {
+                    save.conversation.set(Some(c.id));
+                    save.history_version.update(|v| *v += 1);
+                }
+                Err(e) => reply.error.set(Some(format!("Not saved: {e}"))),
+            }
+        }
+        request.conversation_id = save.conversation.get_untracked();
+        let expect_saved = request.conversation_id.is_some();
         let (mut tx, rx) = futures::channel::mpsc::channel(4);
         let _ = tx.try_send(Ok(ChatClientMsg::Start(request)));
         // Kept until the reply ends: dropping it would close our half and stop the model.
@@ -275,6 +359,14 @@ fn stream_reply(
                         }
                         Ok(ChatEvent::Done { metrics }) => {
                             reply.metrics.set(Some(metrics));
+                            // Only a request that names a conversation gets a `Saved` event.
+                            if !expect_saved {
+                                break;
+                            }
+                        }
+                        Ok(ChatEvent::Saved { .. }) => {
+                            reply.saved.set(true);
+                            save.history_version.update(|v| *v += 1);
                             break;
                         }
                         Ok(ChatEvent::Error { message, .. }) => {
@@ -317,6 +409,7 @@ fn stream_reply(
     reply: UiMessage,
     _stop_sender: StoredValue<Option<StopSender>>,
     busy: RwSignal<bool>,
+    _save: SaveTarget,
 ) {
     reply.streaming.set(false);
     busy.set(false);

@@ -105,6 +105,8 @@ pub fn Sidebar(
     settings: ChatSettings,
     open: RwSignal<bool>,
     on_example: Callback<String>,
+    /// The history panel, shown first.
+    children: Children,
 ) -> impl IntoView {
     let close = move || open.set(false);
     let models_for_card = models.clone();
@@ -131,9 +133,10 @@ pub fn Sidebar(
         <div class="backdrop" class:visible=move || open.get() on:click=move |_| close() data-testid="backdrop"></div>
         <aside class="sidebar" class:open=move || open.get() data-testid="sidebar" aria-label="Models and settings">
             <div class="sidebar-head">
-                <h2>"Model"</h2>
                 <button class="close-sidebar" aria-label="Close menu" data-testid="close-sidebar" on:click=move |_| close()>"×"</button>
             </div>
+            {children()}
+            <h2>"Model"</h2>
             <label class="visually-hidden" for="model-select">"Model"</label>
             <select id="model-select" data-testid="model-select"
                 prop:value=current_id
