@@ -251,6 +251,7 @@ async fn finish(
             ChatEvent::Token { .. } => tokens += 1,
             ChatEvent::Done { metrics } => return (tokens, metrics),
             ChatEvent::Error { message, .. } => panic!("{message}"),
+            ChatEvent::Saved { .. } => panic!("a worker never reports saves"),
         }
     }
 }
