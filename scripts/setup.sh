@@ -11,6 +11,9 @@ WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/,
 # Builds outside the clone survive a fresh clone on the same machine (CI runs there).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quantlab/target}"
 export PATH="$HOME/.cargo/bin:$PWD/end2end/node_modules/.bin:$PATH"
+# What cargo-leptos sets when it compiles the server; plain cargo builds (tests) get the same,
+# so they neither rebuild the Leptos crates nor produce a binary that forgets the bundle name.
+export LEPTOS_OUTPUT_NAME=quantlab
 
 say() { printf '\n== %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -46,6 +46,11 @@ pub async fn serve(
     if std::env::var_os("LEPTOS_ENV").is_none() {
         leptos_options.env = leptos::config::Env::PROD;
     }
+    // cargo-leptos bakes the bundle's name in at compile time; a binary rebuilt by plain cargo
+    // (e.g. `cargo test`) lacks it and would point the page at `/pkg/.js`.
+    if leptos_options.output_name.is_empty() {
+        leptos_options.output_name = env!("CARGO_PKG_NAME").into();
+    }
     if let Some(addr) = addr {
         leptos_options.site_addr = addr;
     }

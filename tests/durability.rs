@@ -10,8 +10,8 @@ use std::{
 };
 
 use quantlab::{
-    storage::{json::JsonStore, now_ms, ConversationStore, NewConversation},
-    types::{Role, StoredMessage},
+    storage::{json::JsonStore, new_message, ConversationStore, NewConversation},
+    types::Role,
 };
 use uuid::Uuid;
 
@@ -30,17 +30,7 @@ fn writer_child() {
     let id = Uuid::parse_str(&id).unwrap();
     let mut out = std::io::stdout().lock();
     for i in 0..1_000_000 {
-        let message = StoredMessage {
-            id: Uuid::new_v4().to_string(),
-            role: Role::User,
-            content: format!("message {i} {}", "x".repeat(4096)),
-            created_at_ms: now_ms(),
-            model: None,
-            engine: None,
-            sampling: None,
-            metrics: None,
-            interrupted: false,
-        };
+        let message = new_message(Role::User, format!("message {i} {}", "x".repeat(4096)));
         store.append(id, message.clone()).unwrap();
         writeln!(out, "ACK {}", message.id).unwrap();
         out.flush().unwrap();

@@ -99,8 +99,8 @@ pub mod ssr {
     use crate::{
         error::AppError,
         state::{App, AppState},
-        storage::now_ms,
-        types::{ChatClientMsg, ChatEvent, ChatRequest, GenerationMetrics, Role, StoredMessage},
+        storage::new_message,
+        types::{ChatClientMsg, ChatEvent, ChatRequest, GenerationMetrics, Role},
     };
 
     type Outgoing = UnboundedSender<Result<ChatEvent, AppError>>;
@@ -112,20 +112,6 @@ pub mod ssr {
         }));
     }
 
-    fn stored(role: Role, content: String) -> StoredMessage {
-        StoredMessage {
-            id: Uuid::new_v4().to_string(),
-            role,
-            content,
-            created_at_ms: now_ms(),
-            model: None,
-            engine: None,
-            sampling: None,
-            metrics: None,
-            interrupted: false,
-        }
-    }
-
     /// Saves the reply (complete or interrupted) with its provenance.
     async fn save_reply(
         app: &App,
@@ -134,7 +120,7 @@ pub mod ssr {
         text: String,
         metrics: Option<GenerationMetrics>,
     ) -> Result<(), AppError> {
-        let mut reply = stored(Role::Assistant, text);
+        let mut reply = new_message(Role::Assistant, text);
         reply.interrupted = metrics
             .as_ref()
             .is_none_or(|m| m.finish_reason == Some(crate::types::FinishReason::Cancelled));
@@ -190,7 +176,7 @@ pub mod ssr {
         };
         // The question is saved before the answer streams, so a crash mid-reply keeps it.
         if let (Some(id), Some(question)) = (conversation, request.messages.last()) {
-            let message = stored(question.role, question.content.clone());
+            let message = new_message(question.role, question.content.clone());
             if let Err(e) = app.store(move |s| s.append(id, message)).await {
                 generation.stop();
                 return send_error(

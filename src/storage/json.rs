@@ -327,17 +327,7 @@ mod tests {
     use crate::types::Role;
 
     fn message(text: &str) -> StoredMessage {
-        StoredMessage {
-            id: Uuid::new_v4().to_string(),
-            role: Role::User,
-            content: text.into(),
-            created_at_ms: now_ms(),
-            model: None,
-            engine: None,
-            sampling: None,
-            metrics: None,
-            interrupted: false,
-        }
+        crate::storage::new_message(Role::User, text)
     }
 
     #[test]

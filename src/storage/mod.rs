@@ -75,6 +75,21 @@ pub fn open_store(
     )?))
 }
 
+/// A new message with a fresh id, stamped now, without provenance.
+pub fn new_message(role: crate::types::Role, content: impl Into<String>) -> StoredMessage {
+    StoredMessage {
+        id: Uuid::new_v4().to_string(),
+        role,
+        content: content.into(),
+        created_at_ms: now_ms(),
+        model: None,
+        engine: None,
+        sampling: None,
+        metrics: None,
+        interrupted: false,
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

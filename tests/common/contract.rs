@@ -6,23 +6,13 @@
 use std::sync::Arc;
 
 use quantlab::{
-    storage::{now_ms, ConversationStore, NewConversation, StoreError},
+    storage::{new_message, ConversationStore, NewConversation, StoreError},
     types::{GenerationMetrics, Role, SamplingParams, StoredMessage},
 };
 use uuid::Uuid;
 
 pub fn message(role: Role, text: &str) -> StoredMessage {
-    StoredMessage {
-        id: Uuid::new_v4().to_string(),
-        role,
-        content: text.into(),
-        created_at_ms: now_ms(),
-        model: None,
-        engine: None,
-        sampling: None,
-        metrics: None,
-        interrupted: false,
-    }
+    new_message(role, text)
 }
 
 fn id(s: &str) -> Uuid {
