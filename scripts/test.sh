@@ -10,6 +10,8 @@ say "cargo leptos build --release (server + WASM)"
 cargo leptos build --release
 BIN="$CARGO_TARGET_DIR/release/quantlab"
 "$BIN" models fetch smollm2-135m-instruct
+# A second real model for the Compare tab's browser test (offline pack, ~0.5 GB).
+"$BIN" models fetch qwen2.5-coder-0.5b-instruct
 
 say "cargo test (unit + integration, real model)"
 cargo test --release --no-default-features --features ssr

@@ -1,9 +1,11 @@
 //! The HTML shell and the router.
 
 mod chat;
+mod compare;
 mod history;
 mod markdown;
 mod sidebar;
+mod stream;
 mod widgets;
 
 use leptos::prelude::*;
@@ -45,6 +47,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=chat::ChatPage />
+                <Route path=StaticSegment("compare") view=compare::ComparePage />
             </Routes>
         </Router>
     }

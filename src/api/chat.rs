@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::{
     error::AppError,
-    inference::{sampling, workers::Generation},
+    inference::{sampling, workers::Generation, ResolvedSampling},
     state::App,
     types::{ChatEvent, ChatRequest},
 };
@@ -15,6 +15,13 @@ pub fn start_chat(
     request: ChatRequest,
     accepted_at: Instant,
 ) -> Result<Generation, AppError> {
+    let sampling = check_chat(app, &request)?;
+    app.pool
+        .submit(&request.model, request.messages, sampling, accepted_at)
+}
+
+/// Every check a chat request must pass before it is queued; returns its resolved sampling.
+pub fn check_chat(app: &App, request: &ChatRequest) -> Result<ResolvedSampling, AppError> {
     let limits = &app.settings.limits;
     // The model is checked first so a typo in its id gets a 404, not a complaint about messages.
     app.pool.runnable(&request.model)?;
@@ -41,9 +48,7 @@ pub fn start_chat(
             limits.max_prompt_chars
         )));
     }
-    let sampling = sampling::resolve(&request.sampling, limits.max_new_tokens)?;
-    app.pool
-        .submit(&request.model, request.messages, sampling, accepted_at)
+    sampling::resolve(&request.sampling, limits.max_new_tokens)
 }
 
 /// Waits for a generation's first event so an HTTP handler can still choose its status code:

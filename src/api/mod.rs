@@ -6,6 +6,8 @@ pub mod server_fns;
 #[cfg(feature = "ssr")]
 mod chat;
 #[cfg(feature = "ssr")]
+mod compare;
+#[cfg(feature = "ssr")]
 pub(crate) mod conversations;
 #[cfg(feature = "ssr")]
 mod json;
@@ -54,6 +56,7 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/health", get(rest::health))
         .route("/api/models", get(rest::models))
         .route("/api/chat/stream", post(rest::chat_stream))
+        .route("/api/compare", post(compare::compare))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .layer(DefaultBodyLimit::max(max_body))

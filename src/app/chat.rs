@@ -6,7 +6,8 @@ use super::{
     history::History,
     markdown::render_markdown,
     sidebar::{selected_model, ChatSettings, Sidebar},
-    widgets::MetricsLine,
+    stream::{request_stop, StopSender},
+    widgets::{MetricsLine, TopBar},
 };
 use crate::{
     api::server_fns::list_models,
@@ -60,16 +61,7 @@ pub fn ChatPage() -> impl IntoView {
 
     view! {
         <div class="layout">
-            <header class="topbar">
-                <button class="hamburger" aria-label="Open menu" data-testid="hamburger"
-                    on:click=move |_| sidebar_open.set(true)>
-                    <span></span><span></span><span></span>
-                </button>
-                <h1 class="brand">"Quantlab"</h1>
-                <nav class="tabs" aria-label="Tools">
-                    <a href="/" class="tab active" aria-current="page">"Chat"</a>
-                </nav>
-            </header>
+            <TopBar active="/" on_menu=Callback::new(move |()| sidebar_open.set(true)) />
             <Transition fallback=|| view! { <p class="loading">"Loading models…"</p> }>
                 {move || Suspend::new(async move {
                     match models.await {
@@ -218,13 +210,7 @@ fn ChatWorkspace(
         stream_reply(request, reply, stop_sender, busy, save);
     };
 
-    let stop = move |_| {
-        stop_sender.update_value(|sender| {
-            if let Some(sender) = sender {
-                let _ = sender.try_send(Ok(crate::types::ChatClientMsg::Stop));
-            }
-        });
-    };
+    let stop = move |_| request_stop(stop_sender);
     let on_example = Callback::new(move |text: String| send(text));
     let send_disabled = move || {
         busy.get() || draft.get().trim().is_empty() || !current.get().is_some_and(|m| m.available)
@@ -301,9 +287,6 @@ fn MessageView(message: UiMessage) -> impl IntoView {
     }
 }
 
-type StopSender =
-    futures::channel::mpsc::Sender<Result<crate::types::ChatClientMsg, crate::error::AppError>>;
-
 /// Opens the websocket, sends the request, and fills `reply` as events arrive (browser only).
 #[cfg(feature = "hydrate")]
 fn stream_reply(
@@ -313,12 +296,8 @@ fn stream_reply(
     busy: RwSignal<bool>,
     save: SaveTarget,
 ) {
-    use futures::StreamExt;
-
-    use crate::{
-        api::server_fns::{chat_socket, create_conversation},
-        types::{ChatClientMsg, ChatEvent},
-    };
+    use super::stream::stream_chat;
+    use crate::{api::server_fns::create_conversation, types::ChatEvent};
 
     leptos::task::spawn_local(async move {
         // The first message of a new chat creates its conversation, titled after the question.
@@ -345,51 +324,32 @@ fn stream_reply(
         }
         request.conversation_id = save.conversation.get_untracked();
         let expect_saved = request.conversation_id.is_some();
-        let (mut tx, rx) = futures::channel::mpsc::channel(4);
-        let _ = tx.try_send(Ok(ChatClientMsg::Start(request)));
-        // Kept until the reply ends: dropping it would close our half and stop the model.
-        stop_sender.set_value(Some(tx));
-        match chat_socket(rx.into()).await {
-            Ok(mut events) => {
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(ChatEvent::Token { text }) => {
-                            reply.text.update(|t| t.push_str(&text));
-                            scroll_to_bottom();
-                        }
-                        Ok(ChatEvent::Done { metrics }) => {
-                            reply.metrics.set(Some(metrics));
-                            // Only a request that names a conversation gets a `Saved` event.
-                            if !expect_saved {
-                                break;
-                            }
-                        }
-                        Ok(ChatEvent::Saved { .. }) => {
-                            reply.saved.set(true);
-                            save.history_version.update(|v| *v += 1);
-                            break;
-                        }
-                        Ok(ChatEvent::Error { message, .. }) => {
-                            reply.error.set(Some(message));
-                            break;
-                        }
-                        Err(e) => {
-                            reply.error.set(Some(e.to_string()));
-                            break;
-                        }
-                    }
-                }
-                if reply.metrics.get_untracked().is_none() && reply.error.get_untracked().is_none()
-                {
-                    reply.error.set(Some("The connection closed before the reply finished. Is the server still running?".into()));
-                }
+        let outcome = stream_chat(request, stop_sender, |event| match event {
+            ChatEvent::Token { text } => {
+                reply.text.update(|t| t.push_str(&text));
+                scroll_to_bottom();
+                true
             }
-            Err(e) => reply
-                .error
-                .set(Some(format!("Cannot reach the server: {e}"))),
+            ChatEvent::Done { metrics } => {
+                reply.metrics.set(Some(metrics));
+                // Only a request that names a conversation gets a `Saved` event.
+                expect_saved
+            }
+            ChatEvent::Saved { .. } => {
+                reply.saved.set(true);
+                save.history_version.update(|v| *v += 1);
+                false
+            }
+            ChatEvent::Error { message, .. } => {
+                reply.error.set(Some(message));
+                false
+            }
+        })
+        .await;
+        if let Err(e) = outcome {
+            reply.error.set(Some(e));
         }
         reply.streaming.set(false);
-        stop_sender.set_value(None);
         busy.set(false);
         scroll_to_bottom();
     });

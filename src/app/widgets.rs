@@ -55,3 +55,32 @@ pub fn MetricsLine(metrics: GenerationMetrics) -> impl IntoView {
         </div>
     }
 }
+
+/// The header: the hamburger (pages with a sidebar), the name, and the tabs.
+#[component]
+pub fn TopBar(
+    /// Which tab is shown, by its path.
+    active: &'static str,
+    #[prop(optional)] on_menu: Option<Callback<()>>,
+) -> impl IntoView {
+    let tab = move |href: &'static str, label: &'static str| {
+        let current = href == active;
+        view! {
+            <a href=href class="tab" class:active=current aria-current=current.then_some("page")>{label}</a>
+        }
+    };
+    view! {
+        <header class="topbar">
+            {on_menu.map(|open| view! {
+                <button class="hamburger" aria-label="Open menu" data-testid="hamburger" on:click=move |_| open.run(())>
+                    <span></span><span></span><span></span>
+                </button>
+            })}
+            <h1 class="brand">"Quantlab"</h1>
+            <nav class="tabs" aria-label="Tools">
+                {tab("/", "Chat")}
+                {tab("/compare", "Compare")}
+            </nav>
+        </header>
+    }
+}

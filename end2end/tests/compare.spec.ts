@@ -1,0 +1,48 @@
+import { expect, test } from "@playwright/test";
+import { open } from "./helpers";
+
+test("two models answer one prompt in turn and the summary compares them", async ({ page }, info) => {
+  await page.goto("/compare");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.getByRole("link", { name: "Compare" })).toHaveAttribute("aria-current", "page");
+  const run = page.getByTestId("compare-run");
+  await page.getByTestId("choose-smollm2-135m-instruct").check();
+  await expect(run).toBeDisabled(); // one model is not a comparison
+  await page.getByTestId("choose-qwen2.5-coder-0.5b-instruct").check();
+  await page.getByTestId("compare-prompt").fill("What is the capital of France?");
+  await page.getByTestId("compare-max-tokens").fill("24");
+  await page.getByTestId("compare-max-tokens").dispatchEvent("change");
+  await run.click();
+
+  const cards = page.getByTestId("compare-card");
+  await expect(cards).toHaveCount(2);
+  // One after another: the second waits while the first streams.
+  await expect(cards.nth(0).getByTestId("live")).toContainText("streaming");
+  await expect(cards.nth(1).getByTestId("live")).toContainText("waiting");
+  for (const i of [0, 1]) {
+    await expect(cards.nth(i).getByTestId("metrics")).toContainText("tok/s", { timeout: 90_000 });
+  }
+  const summary = page.getByTestId("compare-summary");
+  await expect(summary.locator("tbody tr")).toHaveCount(2);
+  await expect(summary).toContainText("one after another");
+  await expect(summary.locator("td.best").first()).toBeVisible();
+  await summary.locator("details.share summary").click();
+  const markdown = await page.getByTestId("compare-markdown").inputValue();
+  expect(markdown).toContain("| Model | Engine | TTFT (ms)");
+  expect(markdown).toContain("SmolLM2 135M Instruct");
+  expect(markdown).toContain("Qwen2.5 Coder 0.5B Instruct");
+  expect(markdown).toMatch(/\*\*[0-9.]+/);
+  await expect(run).toHaveText(/Run again/);
+  if (info.project.name === "phone") {
+    // Cards swipe sideways inside their row; the page itself never scrolls sideways.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    expect(await page.getByTestId("compare-grid").evaluate((e) => getComputedStyle(e).scrollSnapType)).toContain("x");
+  }
+});
+
+test("the tab bar links Chat and Compare", async ({ page }) => {
+  await open(page);
+  await page.getByRole("link", { name: "Compare" }).click();
+  await expect(page).toHaveURL(/\/compare$/);
+  await expect(page.getByTestId("compare-run")).toBeVisible();
+});

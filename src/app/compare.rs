@@ -1,0 +1,512 @@
+//! The Compare tab: one prompt to 2–4 models with shared settings and seed, replies side by
+//! side with live counters, then a summary table with the best value per column highlighted,
+//! shareable as Markdown. Runs one model at a time by default so each has the machine to itself.
+
+use leptos::prelude::*;
+
+use super::{
+    markdown::render_markdown,
+    stream::{request_stop, stream_chat, StopSender},
+    widgets::{format_bytes, MetricsLine, TopBar},
+};
+use crate::{
+    api::server_fns::list_models,
+    types::{
+        ChatEvent, ChatMessage, ChatRequest, GenerationMetrics, ModelInfo, Role, SamplingParams,
+    },
+};
+
+const MIN_MODELS: usize = 2;
+const MAX_MODELS: usize = 4;
+
+/// One column: a model's reply as it streams.
+#[derive(Clone)]
+struct Slot {
+    model: ModelInfo,
+    text: ArcRwSignal<String>,
+    pieces: ArcRwSignal<u32>,
+    running: ArcRwSignal<bool>,
+    metrics: ArcRwSignal<Option<GenerationMetrics>>,
+    error: ArcRwSignal<Option<String>>,
+}
+
+impl Slot {
+    fn new(model: ModelInfo) -> Self {
+        Self {
+            model,
+            text: ArcRwSignal::new(String::new()),
+            pieces: ArcRwSignal::new(0),
+            running: ArcRwSignal::new(false),
+            metrics: ArcRwSignal::new(None),
+            error: ArcRwSignal::new(None),
+        }
+    }
+}
+
+#[component]
+pub fn ComparePage() -> impl IntoView {
+    let models = Resource::new(|| (), |_| list_models());
+    view! {
+        <div class="layout">
+            <TopBar active="/compare" />
+            <Transition fallback=|| view! { <p class="loading">"Loading models…"</p> }>
+                {move || Suspend::new(async move {
+                    match models.await {
+                        Ok(list) => view! { <CompareWorkspace models=list /> }.into_any(),
+                        Err(e) => view! { <p class="error" role="alert">{format!("Cannot list models: {e}")}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+/// Which value wins a column.
+#[derive(Clone, Copy)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+/// The summary table's columns: heading, which way is better, and how to read a slot.
+type Column = (
+    &'static str,
+    Better,
+    fn(&ModelInfo, &GenerationMetrics) -> f64,
+    fn(f64) -> String,
+);
+
+const COLUMNS: [Column; 7] = [
+    (
+        "TTFT (ms)",
+        Better::Lower,
+        |_, m| m.time_to_first_token_ms,
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "Prompt tok/s",
+        Better::Higher,
+        |_, m| m.prompt_tokens_per_s,
+        |v| format!("{v:.1}"),
+    ),
+    (
+        "Decode tok/s",
+        Better::Higher,
+        |_, m| m.decode_tokens_per_s,
+        |v| format!("{v:.1}"),
+    ),
+    (
+        "Tokens",
+        Better::Higher,
+        |_, m| f64::from(m.generated_tokens),
+        |v| format!("{v:.0}"),
+    ),
+    (
+        "Resident memory",
+        Better::Lower,
+        |_, m| m.model_resident_bytes as f64,
+        |v| format_bytes(v as u64),
+    ),
+    (
+        "Bits/weight",
+        Better::Lower,
+        |info, _| f64::from(info.bits_per_weight),
+        |v| format!("{v:.2}"),
+    ),
+    (
+        "File size",
+        Better::Lower,
+        |info, _| info.size_bytes.unwrap_or(0) as f64,
+        |v| format_bytes(v as u64),
+    ),
+];
+
+fn best(values: &[f64], better: Better) -> Option<f64> {
+    let finite = values.iter().copied().filter(|v| v.is_finite() && *v > 0.0);
+    match better {
+        Better::Lower => finite.reduce(f64::min),
+        Better::Higher => finite.reduce(f64::max),
+    }
+}
+
+/// The finished slots as a Markdown table, best values in bold.
+fn markdown_table(rows: &[(ModelInfo, GenerationMetrics)], together: bool) -> String {
+    let mut out = format!(
+        "| Model | Engine | {} |\n|---|---|{}\n",
+        COLUMNS.map(|c| c.0).join(" | "),
+        "---|".repeat(COLUMNS.len())
+    );
+    for (info, m) in rows {
+        let cells: Vec<String> = COLUMNS
+            .iter()
+            .map(|(_, better, read, show)| {
+                let values: Vec<f64> = rows.iter().map(|(i, m)| read(i, m)).collect();
+                let v = read(info, m);
+                if best(&values, *better) == Some(v) {
+                    format!("**{}**", show(v))
+                } else {
+                    show(v)
+                }
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {} ({}) | {} | {} |\n",
+            info.name,
+            info.quantization,
+            info.engine.label(),
+            cells.join(" | ")
+        ));
+    }
+    out.push_str(if together {
+        "\n_Run together: the models shared the CPU, so speeds are lower than alone._\n"
+    } else {
+        "\n_Run one after another, each with the machine to itself._\n"
+    });
+    out
+}
+
+#[component]
+fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
+    let chosen = RwSignal::new(Vec::<String>::new());
+    let prompt = RwSignal::new("Explain in two sentences why the sky is blue.".to_string());
+    let temperature = RwSignal::new(0.7f32);
+    let max_tokens = RwSignal::new(128u32);
+    let seed = RwSignal::new(42u64);
+    let together = RwSignal::new(false);
+    let slots = RwSignal::new(Vec::<Slot>::new());
+    let running = RwSignal::new(false);
+    let ran_together = RwSignal::new(false);
+    let stop_sender = StoredValue::new(None::<StopSender>);
+    let cancelled = StoredValue::new(false);
+    let models = StoredValue::new(models);
+
+    let toggle = move |id: String, on: bool| {
+        chosen.update(|list| {
+            list.retain(|m| *m != id);
+            if on {
+                list.push(id);
+            }
+        })
+    };
+    let can_run = move || {
+        let n = chosen.with(Vec::len);
+        !running.get()
+            && (MIN_MODELS..=MAX_MODELS).contains(&n)
+            && !prompt.with(|p| p.trim().is_empty())
+    };
+    let run = move |_| {
+        if !can_run() {
+            return;
+        }
+        let picked: Vec<Slot> = chosen
+            .get_untracked()
+            .iter()
+            .filter_map(|id| models.with_value(|all| all.iter().find(|m| &m.id == id).cloned()))
+            .map(Slot::new)
+            .collect();
+        slots.set(picked.clone());
+        running.set(true);
+        cancelled.set_value(false);
+        ran_together.set(together.get_untracked());
+        let sampling = SamplingParams {
+            temperature: Some(temperature.get_untracked()),
+            max_tokens: Some(max_tokens.get_untracked()),
+            seed: Some(seed.get_untracked()),
+            ..Default::default()
+        };
+        let messages = vec![ChatMessage {
+            role: Role::User,
+            content: prompt.get_untracked(),
+        }];
+        let requests: Vec<(Slot, ChatRequest)> = picked
+            .into_iter()
+            .map(|slot| {
+                let request = ChatRequest {
+                    model: slot.model.id.clone(),
+                    messages: messages.clone(),
+                    sampling: sampling.clone(),
+                    conversation_id: None,
+                };
+                (slot, request)
+            })
+            .collect();
+        let all_at_once = together.get_untracked();
+        leptos::task::spawn_local(async move {
+            let runs = requests.into_iter().map(|(slot, request)| async move {
+                if cancelled.get_value() {
+                    return;
+                }
+                // Together, every slot has its own socket (Stop reaches the last one opened).
+                let stop = if all_at_once {
+                    StoredValue::new(None)
+                } else {
+                    stop_sender
+                };
+                slot.running.set(true);
+                let outcome = stream_chat(request, stop, |event| match event {
+                    ChatEvent::Token { text } => {
+                        slot.text.update(|t| t.push_str(&text));
+                        slot.pieces.update(|n| *n += 1);
+                        true
+                    }
+                    ChatEvent::Done { metrics } => {
+                        slot.metrics.set(Some(metrics));
+                        false
+                    }
+                    ChatEvent::Error { message, .. } => {
+                        slot.error.set(Some(message));
+                        false
+                    }
+                    ChatEvent::Saved { .. } => false,
+                })
+                .await;
+                if let Err(e) = outcome {
+                    slot.error.set(Some(e));
+                }
+                slot.running.set(false);
+            });
+            if all_at_once {
+                futures::future::join_all(runs).await;
+            } else {
+                for run in runs {
+                    run.await;
+                }
+            }
+            running.set(false);
+        });
+    };
+    let stop = move |_| {
+        cancelled.set_value(true);
+        request_stop(stop_sender);
+    };
+
+    let set_max_tokens = move |ev: leptos::ev::Event| {
+        if let Ok(v) = event_target_value(&ev).parse::<u32>() {
+            max_tokens.set(v.clamp(1, 4096));
+        }
+    };
+    let set_seed = move |ev: leptos::ev::Event| {
+        if let Ok(v) = event_target_value(&ev).parse::<u64>() {
+            seed.set(v.min(u64::from(u32::MAX)));
+        }
+    };
+
+    let finished = move || {
+        slots.with(|list| {
+            list.iter()
+                .filter_map(|s| s.metrics.get().map(|m| (s.model.clone(), m)))
+                .collect::<Vec<_>>()
+        })
+    };
+
+    view! {
+        <main class="compare">
+            <section class="compare-form" aria-label="Comparison settings">
+                <fieldset class="compare-models">
+                    <legend>{format!("Models ({MIN_MODELS}–{MAX_MODELS})")}</legend>
+                    {models.get_value().into_iter().map(|m| {
+                        let id = m.id.clone();
+                        let label = format!("{} · {} · {}", m.name, m.quantization, m.engine.label());
+                        view! {
+                            <label class="model-choice" class:unavailable=!m.available title=m.reason.clone().unwrap_or_default()>
+                                <input type="checkbox" data-testid=format!("choose-{}", m.id) disabled=!m.available
+                                    on:change=move |ev| toggle(id.clone(), event_target_checked(&ev)) />
+                                {label}
+                                {(!m.available).then(|| view! { <span class="hint">" (unavailable)"</span> })}
+                            </label>
+                        }
+                    }).collect_view()}
+                </fieldset>
+                <label class="compare-prompt">"Prompt"
+                    <textarea rows="3" data-testid="compare-prompt" prop:value=move || prompt.get()
+                        on:input=move |ev| prompt.set(event_target_value(&ev))></textarea>
+                </label>
+                <div class="compare-settings">
+                    <label>"Temperature " <output>{move || format!("{:.2}", temperature.get())}</output>
+                        <input type="range" min="0" max="2" step="0.05" prop:value=move || temperature.get().to_string()
+                            on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { temperature.set(v) } />
+                    </label>
+                    <label>"Max new tokens"
+                        <input type="number" min="1" max="4096" data-testid="compare-max-tokens" prop:value=move || max_tokens.get().to_string()
+                            on:change=set_max_tokens />
+                    </label>
+                    <label>"Seed (shared)"
+                        <input type="number" min="0" max="4294967295" prop:value=move || seed.get().to_string()
+                            on:change=set_seed />
+                    </label>
+                </div>
+                <div class="compare-mode" role="radiogroup" aria-label="How to run">
+                    <label><input type="radio" name="mode" checked=true on:change=move |_| together.set(false) />
+                        " One after another (fair: each model has the machine to itself)"</label>
+                    <label><input type="radio" name="mode" data-testid="mode-together" on:change=move |_| together.set(true) />
+                        " Together (faster overall; the models share the CPU, so their speeds are lower)"</label>
+                </div>
+                <div class="compare-actions">
+                    <Show when=move || running.get()
+                        fallback=move || view! {
+                            <button class="send" data-testid="compare-run" disabled=move || !can_run() on:click=run>
+                                {move || if slots.with(Vec::is_empty) { "Compare" } else { "Run again (same seed)" }}
+                            </button>
+                        }>
+                        <button class="stop" data-testid="compare-stop" on:click=stop>"Stop"</button>
+                    </Show>
+                </div>
+            </section>
+
+            <section class="compare-grid" data-testid="compare-grid" aria-live="polite">
+                <For
+                    each=move || slots.get().into_iter().enumerate()
+                    key=|(i, s)| (*i, s.model.id.clone())
+                    children=|(_, column)| view! { <SlotCard column /> }
+                />
+            </section>
+
+            {move || {
+                let rows = finished();
+                (!rows.is_empty()).then(|| {
+                    let table = markdown_table(&rows, ran_together.get());
+                    view! { <Summary rows together=ran_together.get() markdown=table /> }
+                })
+            }}
+        </main>
+    }
+}
+
+#[component]
+fn SlotCard(column: Slot) -> impl IntoView {
+    let Slot {
+        model,
+        text,
+        pieces,
+        running,
+        metrics,
+        error,
+    } = column;
+    let live = {
+        let (pieces, running) = (pieces.clone(), running.clone());
+        move || {
+            let n = pieces.get();
+            if running.get() {
+                format!("streaming… {n} pieces")
+            } else if n == 0 {
+                "waiting".to_string()
+            } else {
+                String::new()
+            }
+        }
+    };
+    view! {
+        <article class="compare-card" data-testid="compare-card" class:running=move || running.get()>
+            <header>
+                <strong>{model.name.clone()}</strong>
+                <span class="hint">{format!("{} · {} · {} bits/weight", model.quantization, model.engine.label(), model.bits_per_weight)}</span>
+            </header>
+            <p class="hint live" data-testid="live">{live}</p>
+            <div class="md" inner_html=move || render_markdown(&text.get())></div>
+            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}
+        </article>
+    }
+}
+
+#[component]
+fn Summary(
+    rows: Vec<(ModelInfo, GenerationMetrics)>,
+    together: bool,
+    markdown: String,
+) -> impl IntoView {
+    let columns: Vec<Vec<f64>> = COLUMNS
+        .iter()
+        .map(|(_, _, read, _)| rows.iter().map(|(i, m)| read(i, m)).collect())
+        .collect();
+    view! {
+        <section class="compare-summary" data-testid="compare-summary">
+            <h2>"Summary"</h2>
+            <p class="hint">{if together { "Run together: speeds are lower than each model alone." } else { "Run one after another, each model alone on the machine." }}</p>
+            <div class="table-wrap">
+                <table>
+                    <thead><tr><th>"Model"</th>{COLUMNS.map(|c| view! { <th>{c.0}</th> }).collect_view()}</tr></thead>
+                    <tbody>
+                        {rows.iter().map(|(info, m)| view! {
+                            <tr>
+                                <th scope="row">{info.name.clone()}</th>
+                                {COLUMNS.iter().zip(&columns).map(|((_, better, read, show), values)| {
+                                    let v = read(info, m);
+                                    let is_best = best(values, *better) == Some(v);
+                                    view! { <td class:best=is_best>{show(v)}</td> }
+                                }).collect_view()}
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+            <details class="share">
+                <summary>"Share as Markdown"</summary>
+                <textarea readonly rows="8" data-testid="compare-markdown">{markdown}</textarea>
+            </details>
+        </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EngineKind;
+
+    fn info(name: &str, bpw: f32) -> ModelInfo {
+        ModelInfo {
+            id: name.into(),
+            name: name.into(),
+            family: String::new(),
+            parameters: String::new(),
+            quantization: "Q4".into(),
+            bits_per_weight: bpw,
+            context_length: 1,
+            engine: EngineKind::LlamaCpp,
+            instruct: true,
+            license: String::new(),
+            description: String::new(),
+            source: String::new(),
+            provenance_note: None,
+            default: false,
+            available: true,
+            reason: None,
+            fix: None,
+            size_bytes: Some(1 << 20),
+            loaded: true,
+        }
+    }
+
+    #[test]
+    fn the_markdown_table_bolds_the_best_value_of_each_column() {
+        let fast = GenerationMetrics {
+            time_to_first_token_ms: 100.0,
+            decode_tokens_per_s: 80.0,
+            prompt_tokens_per_s: 300.0,
+            generated_tokens: 10,
+            model_resident_bytes: 200 << 20,
+            ..Default::default()
+        };
+        let slow = GenerationMetrics {
+            time_to_first_token_ms: 400.0,
+            decode_tokens_per_s: 20.0,
+            prompt_tokens_per_s: 90.0,
+            generated_tokens: 12,
+            model_resident_bytes: 600 << 20,
+            ..Default::default()
+        };
+        let table = markdown_table(
+            &[(info("small", 5.0), fast), (info("big", 4.85), slow)],
+            false,
+        );
+        let small = table.lines().find(|l| l.starts_with("| small")).unwrap();
+        let big = table.lines().find(|l| l.starts_with("| big")).unwrap();
+        assert!(
+            small.contains("**100**") && small.contains("**80.0**") && small.contains("**300.0**"),
+            "{small}"
+        );
+        assert!(big.contains("**12**") && big.contains("**4.85**"), "{big}");
+        assert!(!big.contains("**400**"));
+        assert!(table.contains("one after another"));
+    }
+}
