@@ -1,7 +1,7 @@
 import { expect, test } from "@playwright/test";
 import { open } from "./helpers";
 
-test("two models answer one prompt in turn and the summary compares them", async ({ page }, info) => {
+test("two models answer one prompt in turn and the summary compares them", async ({ page, request }, info) => {
   await page.goto("/compare");
   await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
   await expect(page.getByRole("link", { name: "Compare" })).toHaveAttribute("aria-current", "page");
@@ -9,7 +9,8 @@ test("two models answer one prompt in turn and the summary compares them", async
   await page.getByTestId("choose-smollm2-135m-instruct").check();
   await expect(run).toBeDisabled(); // one model is not a comparison
   await page.getByTestId("choose-qwen2.5-coder-0.5b-instruct").check();
-  await page.getByTestId("compare-prompt").fill("What is the capital of France?");
+  const question = `What is the capital of France? (${Math.random().toString(36).slice(2, 8)})`;
+  await page.getByTestId("compare-prompt").fill(question);
   await page.getByTestId("compare-max-tokens").fill("24");
   await page.getByTestId("compare-max-tokens").dispatchEvent("change");
   await run.click();
@@ -33,6 +34,16 @@ test("two models answer one prompt in turn and the summary compares them", async
   expect(markdown).toContain("Qwen2.5 Coder 0.5B Instruct");
   expect(markdown).toMatch(/\*\*[0-9.]+/);
   await expect(run).toHaveText(/Run again/);
+
+  // The comparison is saved as one conversation: the prompt and both replies, with provenance.
+  await page.getByTestId("compare-save").click();
+  await expect(page.getByTestId("compare-saved")).toContainText("Compare: ");
+  const found = await (await request.get(`/api/conversations?q=${encodeURIComponent(question)}`)).json();
+  expect(found).toHaveLength(1);
+  const saved = await (await request.get(`/api/conversations/${found[0].id}`)).json();
+  expect(saved.messages.map((m: { role: string }) => m.role)).toEqual(["user", "assistant", "assistant"]);
+  expect(saved.messages[2].model).toBe("qwen2.5-coder-0.5b-instruct");
+  expect(saved.messages[2].metrics.decode_tokens_per_s).toBeGreaterThan(0);
   if (info.project.name === "phone") {
     // Cards swipe sideways inside their row; the page itself never scrolls sideways.
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);

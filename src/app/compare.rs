@@ -10,7 +10,7 @@ use super::{
     widgets::{format_bytes, MetricsLine, TopBar},
 };
 use crate::{
-    api::server_fns::list_models,
+    api::server_fns::{import_conversation, list_models},
     types::{
         ChatEvent, ChatMessage, ChatRequest, GenerationMetrics, ModelInfo, Role, SamplingParams,
     },
@@ -178,6 +178,7 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
     let ran_together = RwSignal::new(false);
     let stop_sender = StoredValue::new(None::<StopSender>);
     let cancelled = StoredValue::new(false);
+    let saved = RwSignal::new(None::<Result<String, String>>);
     let models = StoredValue::new(models);
 
     let toggle = move |id: String, on: bool| {
@@ -205,6 +206,7 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
             .map(Slot::new)
             .collect();
         slots.set(picked.clone());
+        saved.set(None);
         running.set(true);
         cancelled.set_value(false);
         ran_together.set(together.get_untracked());
@@ -291,6 +293,42 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
         }
     };
 
+    // Saves the prompt and every finished reply (with its provenance) as one conversation.
+    let save = move |_| {
+        let question = prompt.get_untracked();
+        let replies: Vec<serde_json::Value> = slots.with_untracked(|list| {
+            list.iter()
+                .filter_map(|s| {
+                    let metrics = s.metrics.get_untracked()?;
+                    Some(serde_json::json!({
+                        "role": "assistant",
+                        "content": s.text.get_untracked(),
+                        "model": s.model.id,
+                        "engine": metrics.engine,
+                        "sampling": { "temperature": temperature.get_untracked(), "max_tokens": max_tokens.get_untracked(), "seed": metrics.seed },
+                        "interrupted": metrics.finish_reason == Some(crate::types::FinishReason::Cancelled),
+                        "metrics": metrics,
+                    }))
+                })
+                .collect()
+        });
+        let title: String = format!("Compare: {}", question.trim())
+            .chars()
+            .take(80)
+            .collect();
+        let mut messages = vec![serde_json::json!({ "role": "user", "content": question })];
+        messages.extend(replies);
+        let body = serde_json::json!({ "title": title, "messages": messages }).to_string();
+        leptos::task::spawn_local(async move {
+            saved.set(Some(
+                import_conversation(body)
+                    .await
+                    .map(|c| c.title)
+                    .map_err(|e| e.to_string()),
+            ));
+        });
+    };
+
     let finished = move || {
         slots.with(|list| {
             list.iter()
@@ -365,7 +403,18 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
                 let rows = finished();
                 (!rows.is_empty()).then(|| {
                     let table = markdown_table(&rows, ran_together.get());
-                    view! { <Summary rows together=ran_together.get() markdown=table /> }
+                    view! {
+                        <Summary rows together=ran_together.get() markdown=table />
+                        <div class="compare-save">
+                            <button class="new-conversation" data-testid="compare-save" disabled=move || running.get() on:click=save>
+                                "Save to conversations"
+                            </button>
+                            {move || saved.get().map(|r| match r {
+                                Ok(title) => view! { <span class="saved" data-testid="compare-saved">{format!("✓ saved as “{title}”")}</span> }.into_any(),
+                                Err(e) => view! { <span class="error" role="alert">{e}</span> }.into_any(),
+                            })}
+                        </div>
+                    }
                 })
             }}
         </main>
