@@ -1,6 +1,6 @@
 //! Run-time settings, read in one place: command-line flags with environment fallbacks.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 /// Limits that protect the server from bad or excessive input. Each is explicit and tested.
 #[derive(Clone, Debug)]
@@ -37,7 +37,6 @@ impl Default for Limits {
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub addr: SocketAddr,
     /// The model registry file.
     pub models_file: PathBuf,
     /// Where `quantlab models fetch` puts weights and where local files are looked up.
@@ -67,7 +66,6 @@ impl Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             models_file: PathBuf::from("models.toml"),
             models_dir: PathBuf::from("models"),
             threads: Self::default_threads(),

@@ -57,7 +57,7 @@ pub async fn serve(
     let addr = leptos_options.site_addr;
     let store = crate::storage::open_store(&settings).context("opening the conversation store")?;
     tracing::info!("conversations: {}", store.status().detail);
-    let app = App::new(Settings { addr, ..settings }, registry, store);
+    let app = App::new(settings, registry, store);
     if app.settings.preload_default {
         let id = app.registry.default_id.clone();
         if let Err(e) = app.pool.preload(&id) {

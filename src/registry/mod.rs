@@ -185,6 +185,14 @@ impl Registry {
 
     /// Why this model cannot run here, with the command that fixes it; `None` when it can.
     pub fn unavailability(&self, entry: &ModelEntry) -> Option<(String, Option<String>)> {
+        self.unavailability_with(entry, &self.file_status(entry))
+    }
+
+    fn unavailability_with(
+        &self,
+        entry: &ModelEntry,
+        status: &FileStatus,
+    ) -> Option<(String, Option<String>)> {
         if !engine_is_built(entry.engine) {
             return Some((
                 format!(
@@ -195,7 +203,7 @@ impl Registry {
             ));
         }
         let fetch = format!("quantlab models fetch {}", entry.id);
-        match self.file_status(entry) {
+        match status {
             FileStatus::Present { .. } => None,
             FileStatus::Missing => Some((
                 format!(
@@ -220,8 +228,9 @@ impl Registry {
 
     /// The public description of a model. `loaded` comes from the worker pool.
     pub fn info(&self, entry: &ModelEntry, loaded: bool) -> ModelInfo {
-        let unavailable = self.unavailability(entry);
-        let size_bytes = match self.file_status(entry) {
+        let status = self.file_status(entry);
+        let unavailable = self.unavailability_with(entry, &status);
+        let size_bytes = match status {
             FileStatus::Present { size, .. } => Some(size),
             _ => entry.size,
         };

@@ -192,7 +192,7 @@ impl ConversationStore for FallbackStore {
                     self.postgres.url(),
                     self.json.dir().display()
                 ),
-                pending_import: self.json.all().map(|all| all.len()).unwrap_or(0),
+                pending_import: self.json.count().unwrap_or(0),
             },
         }
     }

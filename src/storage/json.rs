@@ -168,6 +168,11 @@ impl JsonStore {
             .collect())
     }
 
+    /// How many conversation files the folder holds, without reading them.
+    pub fn count(&self) -> Result<usize, StoreError> {
+        self.ids().map(|ids| ids.len())
+    }
+
     /// Every readable conversation (used by listing and by the import into PostgreSQL).
     pub fn all(&self) -> Result<Vec<Conversation>, StoreError> {
         let mut out = Vec::new();
