@@ -1,5 +1,7 @@
 //! The HTML shell and the router.
 
+mod bench;
+mod charts;
 mod chat;
 mod compare;
 mod history;
@@ -48,6 +50,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=chat::ChatPage />
                 <Route path=StaticSegment("compare") view=compare::ComparePage />
+                <Route path=StaticSegment("bench") view=bench::BenchPage />
             </Routes>
         </Router>
     }

@@ -56,6 +56,14 @@ pub struct CommonArgs {
     /// PostgreSQL for conversations; without it they are kept as JSON files.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Folder where bench runs are stored (one JSON file per run).
+    #[arg(
+        long,
+        env = "QUANTLAB_BENCH_DIR",
+        default_value = "bench-results",
+        global = true
+    )]
+    pub bench_dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,8 +73,8 @@ pub enum Command {
     /// List or fetch models.
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// Measure prefill and decode speed (see `quantlab bench --help`).
-    Bench(crate::bench::BenchArgs),
+    /// Measure speed, memory and perplexity of models (see `quantlab bench --help`).
+    Bench(crate::bench::cli::BenchArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -134,6 +142,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     args.context
                 },
                 preload_default: !args.lazy,
+                conversations_dir: cli.common.conversations_dir.clone(),
+                database_url: cli.common.database_url.clone(),
+                bench_dir: cli.common.bench_dir.clone(),
                 ..Settings::default()
             };
             if let Some(threads) = cli.common.threads {
@@ -186,7 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run(&cli.common, args),
+        Command::Bench(args) => crate::bench::cli::run(&cli.common, args),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Settings {
     pub conversations_dir: PathBuf,
     /// PostgreSQL, when configured.
     pub database_url: Option<String>,
+    /// Where bench runs are stored.
+    pub bench_dir: PathBuf,
     pub limits: Limits,
 }
 
@@ -73,6 +75,7 @@ impl Default for Settings {
             preload_default: true,
             conversations_dir: PathBuf::from("conversations"),
             database_url: None,
+            bench_dir: PathBuf::from("bench-results"),
             limits: Limits::default(),
         }
     }

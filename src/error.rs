@@ -18,6 +18,9 @@ pub enum AppError {
     /// An unknown model or path (404).
     #[error("{0}")]
     NotFound(String),
+    /// Something is already running that allows only one at a time (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The body or a message is over its size limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -41,6 +44,7 @@ impl AppError {
             AppError::BadRequest(_) => 400,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
+            AppError::Conflict(_) => 409,
             AppError::PayloadTooLarge(_) => 413,
             AppError::ModelUnavailable(_) | AppError::Overloaded { .. } => 503,
             AppError::Internal(_) => 500,
@@ -53,6 +57,7 @@ impl AppError {
             AppError::BadRequest(_) => "invalid_request_error",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) => "conflict",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::ModelUnavailable(_) => "model_unavailable",
             AppError::Overloaded { .. } => "overloaded",

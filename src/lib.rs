@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod error;
 pub mod types;
 
@@ -28,8 +29,6 @@ pub fn hydrate() {
     }
 }
 
-#[cfg(feature = "ssr")]
-pub mod bench;
 #[cfg(feature = "ssr")]
 pub mod cli;
 #[cfg(feature = "ssr")]

@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
+    bench::{jobs::BenchJobs, results::BenchResults},
     config::Settings,
     error::AppError,
     inference::workers::WorkerPool,
@@ -15,6 +16,7 @@ use crate::{
 
 pub struct App {
     pub settings: Settings,
+    pub bench: BenchJobs,
     pub registry: Arc<Registry>,
     pub pool: WorkerPool,
     pub conversations: Arc<dyn ConversationStore>,
@@ -34,6 +36,7 @@ impl App {
     ) -> Arc<Self> {
         let registry = Arc::new(registry);
         Arc::new(Self {
+            bench: BenchJobs::new(BenchResults::new(settings.bench_dir.clone())),
             pool: WorkerPool::new(registry.clone(), settings.clone()),
             registry,
             settings,

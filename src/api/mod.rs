@@ -1,8 +1,11 @@
 //! Everything the server answers besides pages: server functions (used by the UI), the REST
 //! API, and the OpenAI-compatible API.
 
+pub mod bench_fns;
 pub mod server_fns;
 
+#[cfg(feature = "ssr")]
+mod bench;
 #[cfg(feature = "ssr")]
 mod chat;
 #[cfg(feature = "ssr")]
@@ -57,6 +60,9 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/api/models", get(rest::models))
         .route("/api/chat/stream", post(rest::chat_stream))
         .route("/api/compare", post(compare::compare))
+        .route("/api/bench", post(bench::start).delete(bench::cancel))
+        .route("/api/bench/status", get(bench::status))
+        .route("/api/bench/results", get(bench::results))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .layer(DefaultBodyLimit::max(max_body))

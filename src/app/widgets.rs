@@ -80,6 +80,7 @@ pub fn TopBar(
             <nav class="tabs" aria-label="Tools">
                 {tab("/", "Chat")}
                 {tab("/compare", "Compare")}
+                {tab("/bench", "Bench")}
             </nav>
         </header>
     }

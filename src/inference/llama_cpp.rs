@@ -14,13 +14,18 @@ use llama_cpp_2::{
 };
 
 use super::{
-    utf8::Utf8Stream, ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling,
-    TokenSink,
+    score::{token_nll, ScoreWindow, TextScore},
+    utf8::Utf8Stream,
+    ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
 use crate::types::FinishReason;
 
 /// Tokens evaluated per forward pass during prefill (llama.cpp's default).
 const PREFILL_BATCH: usize = 512;
+/// Tokens per forward pass when scoring. Every scored position needs its logits kept, and
+/// llama.cpp keeps the output buffer at its high-water mark (rows × vocabulary × 4 bytes), so a
+/// small batch bounds that memory (39 MB for a 152k vocabulary).
+const SCORE_BATCH: usize = 64;
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 const PENALTY_LAST_N: i32 = 64;
 
@@ -254,6 +259,69 @@ impl ChatEngine for LlamaCppEngine {
             }
             stats.finish_reason = Some(finish);
             Ok(stats)
+        })
+    }
+
+    fn score(
+        &mut self,
+        text: &str,
+        window: ScoreWindow,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<TextScore, EngineError> {
+        // One window must fit the context together with its BOS.
+        let window = ScoreWindow {
+            tokens: window.tokens.clamp(2, self.facts.context_size - 1),
+            ..window
+        };
+        self.inner.with_dependent_mut(|model, ctx| {
+            let started = Instant::now();
+            let vocab = model.vocab();
+            // Plain text: no special-token parsing, so markup in the text stays text.
+            let mut tokens = vocab.tokenize(text.as_bytes(), false, false);
+            if window.max_text_tokens > 0 {
+                tokens.truncate(window.max_text_tokens);
+            }
+            let prefix: Vec<LlamaToken> = if vocab.should_add_bos() {
+                vec![vocab.bos()]
+            } else {
+                Vec::new()
+            };
+            let mut score = TextScore::default();
+            let mut batch = LlamaBatch::new(SCORE_BATCH, 1);
+            for (index, chunk) in tokens.chunks(window.tokens).enumerate() {
+                if !window.keeps(index, chunk.len()) {
+                    continue;
+                }
+                let sequence: Vec<LlamaToken> = prefix.iter().chain(chunk).copied().collect();
+                // Logits at position p predict the token at p + 1.
+                let first_wanted = prefix.len() + ScoreWindow::first_scored(chunk.len()) - 1;
+                let wanted = |p: usize| p >= first_wanted && p + 1 < sequence.len();
+                ctx.clear_kv_cache_seq(None, None, None)
+                    .map_err(inference_error)?;
+                for (part_index, part) in sequence.chunks(SCORE_BATCH).enumerate() {
+                    if cancelled() {
+                        ctx.clear_kv_cache();
+                        return Err(EngineError::Cancelled);
+                    }
+                    let offset = part_index * SCORE_BATCH;
+                    batch.clear();
+                    for (i, token) in part.iter().enumerate() {
+                        batch
+                            .add(*token, (offset + i) as i32, &[0], wanted(offset + i))
+                            .map_err(inference_error)?;
+                    }
+                    ctx.decode(&mut batch).map_err(inference_error)?;
+                    score.evaluated_tokens += part.len();
+                    for i in (0..part.len()).filter(|&i| wanted(offset + i)) {
+                        let next = sequence[offset + i + 1].0 as usize;
+                        score.nll_sum += token_nll(ctx.get_logits_ith(i as i32), next);
+                        score.scored_tokens += 1;
+                    }
+                }
+            }
+            ctx.clear_kv_cache();
+            score.secs = started.elapsed().as_secs_f64();
+            Ok(score)
         })
     }
 }

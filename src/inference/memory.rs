@@ -3,11 +3,23 @@
 /// Resident set size in bytes, or `None` where `/proc/self/status` is unavailable.
 pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_rss(&status)
+    parse_status_kib(&status, "VmRSS:")
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// The highest resident set size since the process started or since `reset_peak`.
+pub fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_kib(&status, "VmHWM:")
+}
+
+/// Resets the kernel's high-water mark to the current resident size (Linux ≥ 4.0), so the peak
+/// of one benchmark step can be read alone. `false` when the kernel refused.
+pub fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -19,7 +31,7 @@ mod tests {
     #[test]
     fn parses_vm_rss_and_grows_when_memory_is_touched() {
         assert_eq!(
-            parse_vm_rss("Name: x\nVmRSS:\t  1234 kB\n"),
+            parse_status_kib("Name: x\nVmRSS:\t  1234 kB\n", "VmRSS:"),
             Some(1234 * 1024)
         );
         let before = resident_bytes().unwrap();
@@ -27,5 +39,19 @@ mod tests {
         let after = resident_bytes().unwrap();
         assert!(after >= before + (32 << 20), "{before} -> {after}");
         drop(block);
+    }
+
+    #[test]
+    fn peak_can_be_reset_and_then_records_a_new_high() {
+        if !reset_peak() {
+            return; // a kernel without clear_refs: the bench reports no peak there
+        }
+        let base = peak_resident_bytes().unwrap();
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        drop(block);
+        let peak = peak_resident_bytes().unwrap();
+        assert!(peak >= base + (32 << 20), "{base} -> {peak}");
+        assert!(reset_peak());
+        assert!(peak_resident_bytes().unwrap() < peak);
     }
 }

@@ -4,6 +4,7 @@
 pub mod llama_cpp;
 pub mod memory;
 pub mod sampling;
+pub mod score;
 pub mod template;
 pub mod utf8;
 pub mod workers;
@@ -11,6 +12,7 @@ pub mod workers;
 use std::ops::ControlFlow;
 
 pub use sampling::ResolvedSampling;
+pub use score::{ScoreWindow, TextScore};
 
 use crate::types::FinishReason;
 
@@ -29,6 +31,8 @@ pub enum EngineError {
     Template(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// What an engine knows about the model it loaded.
@@ -76,4 +80,12 @@ pub trait ChatEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError>;
+    /// Scores a plain text (no chat template) in windows, for perplexity. `cancelled` is
+    /// polled between forward passes.
+    fn score(
+        &mut self,
+        text: &str,
+        window: ScoreWindow,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<TextScore, EngineError>;
 }

@@ -13,11 +13,14 @@ use std::{
     time::Instant,
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    llama_cpp::LlamaCppEngine, memory, template::PromptFormat, ChatEngine, EngineError,
-    GenerationStats, ResolvedSampling, TokenSink,
+    llama_cpp::LlamaCppEngine,
+    memory,
+    score::{ScoreWindow, TextScore},
+    template::PromptFormat,
+    ChatEngine, EngineError, GenerationStats, ResolvedSampling, TokenSink,
 };
 use crate::{
     config::Settings,
@@ -30,14 +33,43 @@ use crate::{
 /// takes a few seconds on two cores.
 const RETRY_AFTER_SECS: u32 = 5;
 
+/// Work for a model's thread.
+enum Job {
+    Reply(ReplyJob),
+    Score(ScoreJob),
+}
+
 /// A request for one reply.
-pub struct Job {
+pub struct ReplyJob {
     pub messages: Vec<ChatMessage>,
     pub sampling: ResolvedSampling,
     /// When the server accepted the request; time to first token counts from here.
     pub accepted_at: Instant,
     pub cancel: Arc<AtomicBool>,
     pub reply: mpsc::UnboundedSender<ChatEvent>,
+}
+
+/// A request to score a text (perplexity), used by the bench.
+struct ScoreJob {
+    text: Arc<str>,
+    window: ScoreWindow,
+    cancel: Arc<AtomicBool>,
+    reply: oneshot::Sender<Result<TextScore, String>>,
+}
+
+/// The caller's side of a scoring job.
+pub struct Scoring {
+    pub result: oneshot::Receiver<Result<TextScore, String>>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// How loading a model went, measured by its worker.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadReport {
+    /// From the start of the worker thread to a warmed-up engine.
+    pub load_ms: f64,
+    /// Resident memory the load added to the process.
+    pub resident_bytes: u64,
 }
 
 /// The caller's side of a submitted job.
@@ -58,11 +90,13 @@ struct WorkerState {
     loaded: AtomicBool,
     failed: Mutex<Option<String>>,
     resident_bytes: AtomicU64,
+    load_micros: AtomicU64,
 }
 
 struct Worker {
     queue: mpsc::Sender<Job>,
     state: Arc<WorkerState>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The loaded models and their queues.
@@ -122,6 +156,28 @@ impl WorkerPool {
             .and_then(|w| w.state.failed.lock().ok().and_then(|f| f.clone()))
     }
 
+    /// Frees a model: its queue closes, queued jobs still finish, then the engine is dropped.
+    /// Blocks until the worker thread has ended, so its memory is back when this returns.
+    pub fn unload(&self, id: &str) {
+        let worker = self.lock().remove(id);
+        if let Some(Worker { queue, thread, .. }) = worker {
+            drop(queue);
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// How the model's load went, once it is loaded.
+    pub fn load_report(&self, id: &str) -> Option<LoadReport> {
+        let workers = self.lock();
+        let state = &workers.get(id)?.state;
+        state.loaded.load(Ordering::Acquire).then(|| LoadReport {
+            load_ms: state.load_micros.load(Ordering::Relaxed) as f64 / 1e3,
+            resident_bytes: state.resident_bytes.load(Ordering::Relaxed),
+        })
+    }
+
     /// Queues a reply. Fails at once (never waits) when the model's queue is full.
     pub fn submit(
         &self,
@@ -130,20 +186,44 @@ impl WorkerPool {
         sampling: ResolvedSampling,
         accepted_at: Instant,
     ) -> Result<Generation, AppError> {
-        let entry = self.runnable(model_id)?.clone();
         let (reply, events) = mpsc::unbounded_channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job {
+        let job = ReplyJob {
             messages,
             sampling,
             accepted_at,
             cancel: cancel.clone(),
             reply,
         };
+        self.enqueue(model_id, Job::Reply(job))?;
+        Ok(Generation { events, cancel })
+    }
+
+    /// Queues the scoring of a plain text (no chat template), for perplexity.
+    pub fn score(
+        &self,
+        model_id: &str,
+        text: Arc<str>,
+        window: ScoreWindow,
+    ) -> Result<Scoring, AppError> {
+        let (reply, result) = oneshot::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = ScoreJob {
+            text,
+            window,
+            cancel: cancel.clone(),
+            reply,
+        };
+        self.enqueue(model_id, Job::Score(job))?;
+        Ok(Scoring { result, cancel })
+    }
+
+    fn enqueue(&self, model_id: &str, job: Job) -> Result<(), AppError> {
+        let entry = self.runnable(model_id)?.clone();
         let mut workers = self.lock();
         let queue = self.worker_for(&mut workers, &entry);
         match queue.try_send(job) {
-            Ok(()) => Ok(Generation { events, cancel }),
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(AppError::Overloaded {
                 message: format!(
                     "model `{model_id}` is busy: {} requests are already waiting; retry shortly",
@@ -200,12 +280,20 @@ impl WorkerPool {
         let spawned = std::thread::Builder::new()
             .name(format!("model-{}", entry.id))
             .spawn(move || run_worker(spec, thread_state, jobs));
-        if let Err(e) = spawned {
-            if let Ok(mut failed) = state.failed.lock() {
-                *failed = Some(format!("cannot start a worker thread: {e}"));
+        let thread = match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                if let Ok(mut failed) = state.failed.lock() {
+                    *failed = Some(format!("cannot start a worker thread: {e}"));
+                }
+                None
             }
+        };
+        Worker {
+            queue,
+            state,
+            thread,
         }
-        Worker { queue, state }
     }
 }
 
@@ -251,6 +339,7 @@ fn prompt_format(spec: &WorkerSpec, engine: &dyn ChatEngine) -> Result<PromptFor
 }
 
 fn run_worker(spec: WorkerSpec, state: Arc<WorkerState>, mut jobs: mpsc::Receiver<Job>) {
+    let load_started = Instant::now();
     let rss_before = memory::resident_bytes().unwrap_or(0);
     let loaded = load_engine(&spec).and_then(|engine| {
         let format = prompt_format(&spec, engine.as_ref()).map_err(EngineError::Template)?;
@@ -266,10 +355,17 @@ fn run_worker(spec: WorkerSpec, state: Arc<WorkerState>, mut jobs: mpsc::Receive
             }
             jobs.close();
             while let Some(job) = jobs.blocking_recv() {
-                let _ = job.reply.send(ChatEvent::Error {
-                    status: 503,
-                    message: message.clone(),
-                });
+                match job {
+                    Job::Reply(job) => {
+                        let _ = job.reply.send(ChatEvent::Error {
+                            status: 503,
+                            message: message.clone(),
+                        });
+                    }
+                    Job::Score(job) => {
+                        let _ = job.reply.send(Err(message.clone()));
+                    }
+                }
             }
             return;
         }
@@ -278,20 +374,39 @@ fn run_worker(spec: WorkerSpec, state: Arc<WorkerState>, mut jobs: mpsc::Receive
         .unwrap_or(0)
         .saturating_sub(rss_before);
     state.resident_bytes.store(resident, Ordering::Relaxed);
+    state
+        .load_micros
+        .store(load_started.elapsed().as_micros() as u64, Ordering::Relaxed);
     state.loaded.store(true, Ordering::Release);
     tracing::info!(model = %spec.model_id, resident_mib = resident >> 20, "model loaded");
 
     while let Some(job) = jobs.blocking_recv() {
-        if job.reply.is_closed() {
-            continue;
+        match job {
+            Job::Reply(job) => {
+                if job.reply.is_closed() {
+                    continue;
+                }
+                let event = run_job(&spec, engine.as_mut(), &format, &job, resident);
+                let _ = job.reply.send(event);
+            }
+            Job::Score(job) => {
+                if job.reply.is_closed() {
+                    continue;
+                }
+                let cancel = job.cancel.clone();
+                let result = engine
+                    .score(&job.text, job.window, &mut || {
+                        cancel.load(Ordering::Relaxed)
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = job.reply.send(result);
+            }
         }
-        let event = run_job(&spec, engine.as_mut(), &format, &job, resident);
-        let _ = job.reply.send(event);
     }
 }
 
 struct JobSink<'a> {
-    job: &'a Job,
+    job: &'a ReplyJob,
     first_piece_at: Option<Instant>,
 }
 
@@ -318,7 +433,7 @@ fn run_job(
     spec: &WorkerSpec,
     engine: &mut dyn ChatEngine,
     format: &PromptFormat,
-    job: &Job,
+    job: &ReplyJob,
     resident_bytes: u64,
 ) -> ChatEvent {
     let started = Instant::now();
@@ -374,7 +489,7 @@ fn per_second(count: usize, secs: f64) -> f64 {
 fn metrics(
     spec: &WorkerSpec,
     engine: &dyn ChatEngine,
-    job: &Job,
+    job: &ReplyJob,
     started: Instant,
     first_piece_at: Option<Instant>,
     stats: &GenerationStats,

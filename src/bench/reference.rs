@@ -1,5 +1,5 @@
-//! `quantlab bench`: prefill and decode speed of a model measured three ways in one run —
-//! through our engine directly, through the HTTP API, and through upstream llama.cpp
+//! `quantlab bench --reference`: prefill and decode speed of one model measured three ways in
+//! one run — through our engine directly, through the HTTP API, and through upstream llama.cpp
 //! (llama-cpp-python on the same GGUF, same threads, same prompt tokens) — with the ratios.
 
 use std::{
@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use clap::Args;
 use serde::Deserialize;
 
 use crate::{
@@ -25,24 +24,13 @@ use crate::{
 };
 
 /// A prompt long enough to measure prefill, asking for an answer long enough to measure decode.
-const PROMPT: &str = "You are reviewing a design for a small web application that runs quantized language models on an ordinary CPU. The application streams tokens to the browser, measures time to first token, prompt processing speed and decode speed, and lets people compare models side by side. It stores conversations in PostgreSQL with a fallback to JSON files. Write a detailed, well organised review: describe the strengths of the design, the risks you see for performance and reliability, and concrete improvements, with a short explanation for each.";
+const PROMPT: &str = super::runner::PROMPTS[1].text;
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// The model id to measure.
-    #[arg(long, default_value = "smollm2-135m-instruct")]
+pub struct ReferenceArgs {
     pub model: String,
-    /// Tokens to generate per run.
-    #[arg(long, default_value_t = 128)]
     pub tokens: u32,
-    /// Measured runs per method (after one warm-up); the median is reported.
-    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Skip the upstream llama.cpp comparison.
-    #[arg(long)]
     pub no_upstream: bool,
-    /// Python with llama-cpp-python installed (see scripts/bench-upstream-deps.sh).
-    #[arg(long, env = "QUANTLAB_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
 }
 
@@ -54,13 +42,8 @@ struct Speed {
     decode_tok_s: f64,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
+fn median(values: Vec<f64>) -> f64 {
+    super::stats::Stat::of(&values).map_or(0.0, |s| s.median)
 }
 
 fn median_speed(runs: &[Speed]) -> Speed {
@@ -83,7 +66,7 @@ impl TokenSink for CountingSink {
     }
 }
 
-pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
     let registry = crate::cli::load_registry(common)?;
     let entry = registry
         .get(&args.model)
@@ -213,7 +196,7 @@ fn bench_http(
     common: &CommonArgs,
     registry: &crate::registry::Registry,
     model: String,
-    args: &BenchArgs,
+    args: &ReferenceArgs,
     threads: u32,
 ) -> anyhow::Result<Speed> {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -282,7 +265,7 @@ fn bench_http(
 
 /// Upstream llama.cpp through llama-cpp-python: same file, threads, batch size and prompt.
 fn bench_upstream(
-    args: &BenchArgs,
+    args: &ReferenceArgs,
     path: &Path,
     prompt: &str,
     threads: u32,
@@ -312,16 +295,4 @@ fn bench_upstream(
         bail!("{}", stderr.lines().last().unwrap_or("failed"));
     }
     serde_json::from_slice(&output.stdout).context("reading the upstream result")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(vec![]), 0.0);
-    }
 }

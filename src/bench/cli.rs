@@ -1,0 +1,204 @@
+//! `quantlab bench`: the bench from the command line, with a progress bar and a table; the run
+//! is saved where the Bench page finds it.
+
+use std::{path::PathBuf, sync::atomic::AtomicBool, sync::Arc};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::{
+    results::BenchResults,
+    runner::run_bench,
+    types::{BenchConfig, BenchRun},
+};
+use crate::{cli::CommonArgs, config::Settings};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model ids to measure, comma-separated (default: the registry's default model).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Measured runs per prompt, after one warm-up per model; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: u32,
+    /// Tokens generated per run (greedy).
+    #[arg(long, default_value_t = 128)]
+    pub tokens: u32,
+    /// Text tokens scored for perplexity (0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    pub perplexity_tokens: u32,
+    /// Also write the run as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Do not store the run in the bench folder (the Bench page would not show it).
+    #[arg(long)]
+    pub no_save: bool,
+    /// Instead, compare our engine and HTTP API with upstream llama.cpp (llama-cpp-python) on
+    /// the first model.
+    #[arg(long)]
+    pub reference: bool,
+    /// With --reference: skip the upstream side.
+    #[arg(long, requires = "reference")]
+    pub no_upstream: bool,
+    /// With --reference: a Python with llama-cpp-python (see scripts/bench-upstream-deps.sh).
+    #[arg(long, env = "QUANTLAB_BENCH_PYTHON", default_value = "python3")]
+    pub python: String,
+}
+
+pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
+    let registry = crate::cli::load_registry(common)?;
+    let models = if args.models.is_empty() {
+        vec![registry.default_id.clone()]
+    } else {
+        args.models.clone()
+    };
+    if args.reference {
+        return super::reference::run(
+            common,
+            super::reference::ReferenceArgs {
+                model: models[0].clone(),
+                tokens: args.tokens,
+                repeats: args.repeats as usize,
+                no_upstream: args.no_upstream,
+                python: args.python,
+            },
+        );
+    }
+    let config = BenchConfig {
+        models,
+        repeats: args.repeats,
+        max_tokens: args.tokens,
+        perplexity_tokens: args.perplexity_tokens,
+    };
+    if let Err(e) = config.validate() {
+        bail!("{e}");
+    }
+    for id in &config.models {
+        let entry = registry.get(id).with_context(|| {
+            format!("unknown model `{id}`; `quantlab models list` shows the ids")
+        })?;
+        if let Some((reason, fix)) = registry.unavailability(entry) {
+            bail!(
+                "{id}: {reason}{}",
+                fix.map(|f| format!(" Run `{f}`.")).unwrap_or_default()
+            );
+        }
+    }
+    let settings = Settings {
+        models_file: common.models_file.clone(),
+        models_dir: common.models_dir.clone(),
+        threads: common
+            .threads
+            .unwrap_or_else(Settings::default_threads)
+            .max(1),
+        ..Settings::default()
+    };
+
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let cancel = AtomicBool::new(false);
+    let run = run_bench(Arc::new(registry), &settings, &config, &cancel, &mut |p| {
+        bar.set_length(u64::from(p.total_steps));
+        bar.set_position(u64::from(p.step));
+        bar.set_message(format!("{}: {}", p.model, p.phase));
+    });
+    bar.finish_and_clear();
+
+    print_run(&run);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&run)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nJSON: {}", path.display());
+    }
+    if !args.no_save {
+        let saved = BenchResults::new(&common.bench_dir).save(&run)?;
+        println!("saved: {} (the Bench page lists it)", saved.display());
+    }
+    if run.models.iter().any(|m| m.error.is_some()) {
+        bail!("some models could not be measured (see above)");
+    }
+    Ok(())
+}
+
+fn print_run(run: &BenchRun) {
+    let m = &run.machine;
+    println!(
+        "machine: {}, {} logical cores, {} threads, CPU SIMD [{}], built for [{}]",
+        m.cpu,
+        m.logical_cores,
+        m.threads,
+        m.cpu_simd.join(" "),
+        m.build_simd.join(" ")
+    );
+    println!(
+        "{} measured runs per prompt after a warm-up, {} tokens each, greedy; medians (min–max)\n",
+        run.config.repeats, run.config.max_tokens
+    );
+    let fmt = |s: Option<super::stats::Stat>, digits: usize| match s {
+        Some(s) if s.n > 1 => format!(
+            "{:.*} ({:.*}–{:.*})",
+            digits, s.median, digits, s.min, digits, s.max
+        ),
+        Some(s) => format!("{:.*}", digits, s.median),
+        None => "-".into(),
+    };
+    let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0));
+    println!(
+        "{:<28} {:<7} {:>5} {:>8} {:>8} {:>8} {:>12} {:>22} {:>22} {:>22}",
+        "model",
+        "quant",
+        "bpw",
+        "load ms",
+        "RSS MiB",
+        "peak MiB",
+        "perplexity",
+        "TTFT ms (short)",
+        "prefill tok/s (long)",
+        "decode tok/s"
+    );
+    for model in &run.models {
+        println!(
+            "{:<28} {:<7} {:>5.2} {:>8} {:>8} {:>8} {:>12} {:>22} {:>22} {:>22}",
+            model.model,
+            model.quantization,
+            model.bits_per_weight,
+            model.load_ms.map_or("-".into(), |v| format!("{v:.0}")),
+            mib(model.resident_bytes),
+            mib(model.peak_resident_bytes),
+            model
+                .perplexity
+                .as_ref()
+                .map_or("-".into(), |p| format!("{:.2}", p.perplexity)),
+            fmt(model.ttft_ms(), 1),
+            fmt(model.prefill_tok_s(), 1),
+            fmt(model.decode_tok_s, 1),
+        );
+        for prompt in &model.prompts {
+            println!(
+                "  {:<10} {:>5} prompt tokens   TTFT {:>20} ms   prefill {:>20} tok/s   decode {:>20} tok/s",
+                prompt.prompt,
+                prompt.prompt_tokens,
+                fmt(prompt.ttft_ms, 1),
+                fmt(prompt.prefill_tok_s, 1),
+                fmt(prompt.decode_tok_s, 1)
+            );
+        }
+        if let Some(p) = &model.perplexity {
+            println!(
+                "  perplexity {:.3} over {} scored tokens of {} (windows of {}, {:.1} s)",
+                p.perplexity, p.scored_tokens, p.text, p.window, p.secs
+            );
+        }
+        if let Some(e) = &model.error {
+            println!("  error: {e}");
+        }
+    }
+    println!(
+        "\nwall time {:.1} s{}",
+        run.wall_ms / 1e3,
+        if run.cancelled { " (cancelled)" } else { "" }
+    );
+}

@@ -1,0 +1,20 @@
+//! Benchmarks: speed (prefill, decode, time to first token), memory (resident, peak, load time)
+//! and quality (perplexity on a shipped public-domain text) of each model, on a fixed prompt set
+//! with warm-up and repeats. The same runner serves `quantlab bench`, `POST /api/bench` and the
+//! Bench page; the types and statistics are shared with the browser.
+
+pub mod stats;
+pub mod types;
+
+#[cfg(feature = "ssr")]
+pub mod cli;
+#[cfg(feature = "ssr")]
+pub mod jobs;
+#[cfg(feature = "ssr")]
+pub mod machine;
+#[cfg(feature = "ssr")]
+pub mod reference;
+#[cfg(feature = "ssr")]
+pub mod results;
+#[cfg(feature = "ssr")]
+pub mod runner;
