@@ -22,7 +22,7 @@ LOG="$(mktemp)"
 # The browser tests save conversations; keep them out of the checkout's conversations/.
 E2E_CONVERSATIONS="$(mktemp -d)"
 say "starting the server on $QUANTLAB_E2E_URL (log: $LOG)"
-LEPTOS_SITE_ROOT=target/site QUANTLAB_CONVERSATIONS_DIR="$E2E_CONVERSATIONS" \
+LEPTOS_SITE_ROOT=target/site QUANTLAB_CONVERSATIONS_DIR="$E2E_CONVERSATIONS" QUANTLAB_BENCH_DIR="$(mktemp -d)" \
   "$BIN" serve --addr "127.0.0.1:$PORT" --queue 8 >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

@@ -407,7 +407,7 @@ fn RunView(run: BenchRun) -> impl IntoView {
 
     view! {
         <p class="hint" data-testid="bench-run-machine">{format!(
-            "{} · {} runs per prompt · {} tokens per run · {:.1} s in all{}",
+            "{} · runs per prompt: {} · tokens per run: {} · {:.1} s in all{}",
             machine_line(&run.machine), run.config.repeats, run.config.max_tokens, run.wall_ms / 1000.0,
             if run.cancelled { " · cancelled" } else { "" }
         )}</p>

@@ -134,7 +134,7 @@ pub fn BarChart(
 ) -> impl IntoView {
     const ROW: f64 = 18.0;
     const GROUP_GAP: f64 = 18.0;
-    let label_w = 56.0;
+    let label_w = 96.0;
     let groups: Vec<String> = bars.iter().fold(Vec::new(), |mut g, b| {
         if !g.contains(&b.group) {
             g.push(b.group.clone());
@@ -143,7 +143,7 @@ pub fn BarChart(
     });
     let max = ticks(bars.iter().map(|b| b.value).fold(0.0, f64::max) * 1.05);
     let max = *max.last().unwrap_or(&1.0);
-    let plot_w = WIDTH - label_w - RIGHT - 44.0;
+    let plot_w = WIDTH - label_w - RIGHT - 52.0;
     let mut y = TOP;
     let mut rows = Vec::new();
     for group in &groups {

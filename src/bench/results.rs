@@ -80,7 +80,7 @@ impl BenchResults {
                     .ok()
             })
             .collect();
-        runs.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+        runs.sort_by_key(|run| std::cmp::Reverse(run.started_at_ms));
         runs
     }
 
