@@ -327,3 +327,36 @@ fn the_command_line_bench_accounts_for_its_time_against_an_outside_clock() {
         run.wall_ms
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_bench_stops_early_and_says_so() {
+    let (url, _) = bench_server();
+    let client = reqwest::Client::new();
+    let body =
+        json!({ "models": [MODEL], "repeats": 10, "max_tokens": 16, "perplexity_tokens": 0 });
+    let response = client
+        .post(format!("{url}/api/bench"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cancelled = client
+        .delete(format!("{url}/api/bench"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 202);
+    let text = response.text().await.unwrap();
+    let last = parse_sse(&text).pop().unwrap();
+    assert_eq!(last.event.as_deref(), Some("done"), "{text}");
+    let run: BenchRun = serde_json::from_str(&last.data).unwrap();
+    assert!(run.cancelled);
+    let measured: usize = run
+        .models
+        .iter()
+        .flat_map(|m| &m.prompts)
+        .map(|p| p.samples.len())
+        .sum();
+    assert!(measured < 30, "stopped well before all 30 runs: {measured}");
+}
