@@ -42,7 +42,12 @@ pub fn ticks(max: f64) -> Vec<f64> {
 
 fn tick_label(v: f64) -> String {
     if v >= 1000.0 {
-        format!("{:.0}k", v / 1000.0)
+        let k = v / 1000.0;
+        if k.fract() == 0.0 {
+            format!("{k:.0}k")
+        } else {
+            format!("{k:.1}k")
+        }
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
@@ -85,18 +90,30 @@ pub fn ScatterChart(
             }
         })
         .collect_view();
+    let mut placed: Vec<(f64, f64)> = Vec::new();
     let dots = points
         .iter()
         .map(|p| {
             let (cx, cy) = (sx(p.x), sy(p.y));
             // Labels go left of points in the right half so they stay inside the plot.
-            let (lx, anchor) = if cx > LEFT + plot_w * 0.6 { (cx - 8.0, "end") } else { (cx + 8.0, "start") };
+            let (lx, anchor) = if cx > LEFT + plot_w * 0.6 {
+                (cx - 8.0, "end")
+            } else {
+                (cx + 8.0, "start")
+            };
+            // A label that would overprint an earlier one goes under its point instead.
+            let above = cy - 7.0;
+            let clashes = placed
+                .iter()
+                .any(|&(x, y)| (x - lx).abs() < 90.0 && (y - above).abs() < 12.0);
+            let ly = if clashes { cy + 16.0 } else { above };
+            placed.push((lx, ly));
             let colour = PALETTE[p.series % PALETTE.len()];
             view! {
                 <circle cx=cx cy=cy r="5" fill=colour class="point">
                     <title>{format!("{}: {:.2}, {:.2}", p.label, p.x, p.y)}</title>
                 </circle>
-                <text x=lx y=cy - 7.0 text-anchor=anchor class="point-label">{p.label.clone()}</text>
+                <text x=lx y=ly text-anchor=anchor class="point-label">{p.label.clone()}</text>
             }
         })
         .collect_view();
@@ -187,6 +204,8 @@ mod tests {
         assert_eq!(ticks(130.0), vec![0.0, 50.0, 100.0, 150.0]);
         assert_eq!(ticks(9.0), vec![0.0, 2.5, 5.0, 7.5, 10.0]);
         assert_eq!(ticks(0.0).len(), 5, "an empty chart still gets an axis");
+        assert_eq!(super::tick_label(1500.0), "1.5k");
+        assert_eq!(super::tick_label(2000.0), "2k");
         let t = ticks(1234.0);
         assert!(*t.last().unwrap() >= 1234.0 && t.len() <= 6, "{t:?}");
     }
