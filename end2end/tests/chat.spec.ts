@@ -3,6 +3,14 @@ import { open, openSidebarIfPhone, setAdvanced } from "./helpers";
 
 test("the page renders on the server and hydrates without errors", async ({ page }) => {
   const errors = await open(page);
+  for (const path of ["/", "/compare", "/bench"]) {
+    await page.goto(path);
+    // The header (menu, name, every tab) fits the screen: the page never scrolls sideways.
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    expect(width, path).toBeLessThanOrEqual(page.viewportSize()!.width);
+  }
+  await page.goto("/");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
   await openSidebarIfPhone(page);
   await expect(page.getByTestId("model-select")).toHaveValue("smollm2-135m-instruct");
   await expect(page.getByTestId("model-card")).toContainText("SmolLM2 135M Instruct");
