@@ -21,6 +21,12 @@ fn bench_server() -> (String, std::path::PathBuf) {
     (spawn_server(s).0, dir)
 }
 
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str, path: &str) -> T {
+    let response = reqwest::get(format!("{url}{path}")).await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
 fn within(reported: f64, observed: f64, tolerance: f64) -> bool {
     (reported - observed).abs() <= tolerance * reported.abs().max(observed.abs())
 }
@@ -55,14 +61,7 @@ async fn a_bench_streams_progress_refuses_a_second_run_and_stores_figures_that_m
             .contains("already running"),
         "{message}"
     );
-    let status: BenchStatus = client
-        .get(format!("{url}/api/bench/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: BenchStatus = get_json(&url, "/api/bench/status").await;
     assert!(status.progress.is_some(), "{status:?}");
 
     let text = response.text().await.unwrap();
@@ -133,14 +132,7 @@ async fn a_bench_streams_progress_refuses_a_second_run_and_stores_figures_that_m
     assert!(run.machine.logical_cores >= 1 && run.machine.threads == 2);
 
     // Stored, listed, exported; the status says it is over.
-    let stored: Value = client
-        .get(format!("{url}/api/bench/results"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = get_json(&url, "/api/bench/results").await;
     assert_eq!(stored["runs"][0]["id"], json!(run.id));
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let csv = client
@@ -158,14 +150,7 @@ async fn a_bench_streams_progress_refuses_a_second_run_and_stores_figures_that_m
     assert!(
         lines[0].starts_with("run_id,") && lines[1].contains(MODEL) && lines[3].contains(",long,")
     );
-    let status: BenchStatus = client
-        .get(format!("{url}/api/bench/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: BenchStatus = get_json(&url, "/api/bench/status").await;
     assert_eq!((status.progress, status.latest_run), (None, Some(run.id)));
 }
 
@@ -218,14 +203,7 @@ async fn bad_bench_requests_are_refused_before_anything_starts() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404, "nothing to cancel");
-    let runs: Value = client
-        .get(format!("{url}/api/bench/results"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = get_json(&url, "/api/bench/results").await;
     assert_eq!(runs["runs"], json!([]), "nothing ran");
 }
 

@@ -250,14 +250,7 @@ fn BenchForm(
 }
 
 fn stat_cell(s: Option<Stat>, digits: usize) -> String {
-    match s {
-        Some(s) if s.n > 1 => format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits, s.median, digits, s.min, digits, s.max
-        ),
-        Some(s) => format!("{:.*}", digits, s.median),
-        None => "—".into(),
-    }
+    s.map_or_else(|| "—".into(), |s| s.display(digits))
 }
 
 fn bytes_cell(b: Option<u64>) -> String {
@@ -305,6 +298,26 @@ fn format_time(ms: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year}-{month:02}-{day:02} {h:02}:{m:02} UTC")
+}
+
+/// One chart point per model that has both values, coloured by the model's position.
+fn model_points(
+    models: &[ModelBench],
+    xy: impl Fn(&ModelBench) -> Option<(f64, f64)>,
+) -> Vec<Point> {
+    models
+        .iter()
+        .enumerate()
+        .filter_map(|(series, m)| {
+            let (x, y) = xy(m)?;
+            Some(Point {
+                label: m.model.clone(),
+                x,
+                y,
+                series,
+            })
+        })
+        .collect()
 }
 
 #[component]
@@ -359,32 +372,18 @@ fn RunView(run: BenchRun) -> impl IntoView {
         })
         .collect_view();
 
-    let decode_points: Vec<Point> = run
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            Some(Point {
-                label: m.model.clone(),
-                x: m.resident_bytes? as f64 / 1_048_576.0,
-                y: m.decode_tok_s?.median,
-                series: i,
-            })
-        })
-        .collect();
-    let ppl_points: Vec<Point> = run
-        .models
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| {
-            Some(Point {
-                label: m.model.clone(),
-                x: f64::from(m.bits_per_weight),
-                y: m.perplexity.as_ref()?.perplexity,
-                series: i,
-            })
-        })
-        .collect();
+    let decode_points = model_points(&run.models, |m| {
+        Some((
+            m.resident_bytes? as f64 / 1_048_576.0,
+            m.decode_tok_s?.median,
+        ))
+    });
+    let ppl_points = model_points(&run.models, |m| {
+        Some((
+            f64::from(m.bits_per_weight),
+            m.perplexity.as_ref()?.perplexity,
+        ))
+    });
     let ttft_bars: Vec<Bar> = run
         .models
         .iter()

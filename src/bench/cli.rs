@@ -137,14 +137,8 @@ fn print_run(run: &BenchRun) {
         "{} measured runs per prompt after a warm-up, {} tokens each, greedy; medians (min–max)\n",
         run.config.repeats, run.config.max_tokens
     );
-    let fmt = |s: Option<super::stats::Stat>, digits: usize| match s {
-        Some(s) if s.n > 1 => format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits, s.median, digits, s.min, digits, s.max
-        ),
-        Some(s) => format!("{:.*}", digits, s.median),
-        None => "-".into(),
-    };
+    let fmt =
+        |s: Option<super::stats::Stat>, digits: usize| s.map_or("-".into(), |s| s.display(digits));
     let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0));
     println!(
         "{:<28} {:<7} {:>5} {:>8} {:>8} {:>8} {:>12} {:>22} {:>22} {:>22}",

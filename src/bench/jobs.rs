@@ -45,6 +45,7 @@ impl BenchJobs {
     }
 
     pub fn status(&self) -> BenchStatus {
+        let latest_run = self.results.latest_id();
         let state = self.lock();
         let progress = state
             .running
@@ -55,7 +56,7 @@ impl BenchJobs {
             });
         BenchStatus {
             progress,
-            latest_run: self.results.latest_id(),
+            latest_run,
             last_error: state.last_error.clone(),
         }
     }

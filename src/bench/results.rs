@@ -174,7 +174,8 @@ pub fn to_csv(runs: &[BenchRun]) -> String {
             let error = model.error.clone().unwrap_or_default();
             if model.prompts.is_empty() {
                 let mut row: Vec<String> = model_cells.to_vec();
-                row.extend(std::iter::repeat_n(String::new(), 12));
+                // Every prompt column is blank; the last column is the error.
+                row.resize(header.len() - 1, String::new());
                 row.push(error.clone());
                 push_row(&mut out, &row);
             }

@@ -119,29 +119,19 @@ fn bench_model(
     cancel: &AtomicBool,
     steps: &mut Steps<'_>,
 ) -> ModelBench {
-    let entry = registry.get(id);
-    let info = entry.map(|e| registry.info(e, false));
     let mut result = ModelBench {
         model: id.to_string(),
-        name: info.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
-        engine: info
-            .as_ref()
-            .map(|i| i.engine.as_str().to_string())
-            .unwrap_or_default(),
-        quantization: info
-            .as_ref()
-            .map(|i| i.quantization.clone())
-            .unwrap_or_default(),
-        bits_per_weight: info.as_ref().map(|i| i.bits_per_weight).unwrap_or(0.0),
-        file_bytes: info.as_ref().and_then(|i| i.size_bytes),
-        load_ms: None,
-        resident_bytes: None,
-        peak_resident_bytes: None,
-        prompts: Vec::new(),
-        decode_tok_s: None,
-        perplexity: None,
-        error: None,
+        ..Default::default()
     };
+    let Some(info) = registry.get(id).map(|e| registry.info(e, false)) else {
+        result.error = Some(format!("unknown model `{id}`"));
+        return result;
+    };
+    result.name = info.name;
+    result.engine = info.engine.as_str().to_string();
+    result.quantization = info.quantization;
+    result.bits_per_weight = info.bits_per_weight;
+    result.file_bytes = info.size_bytes;
     let sampling = ResolvedSampling {
         temperature: 0.0,
         top_p: 1.0,

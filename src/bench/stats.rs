@@ -34,6 +34,18 @@ impl Stat {
         })
     }
 
+    /// "median (min–max)" with `digits` decimals; just the median for a single measurement.
+    pub fn display(&self, digits: usize) -> String {
+        if self.n > 1 {
+            format!(
+                "{:.*} ({:.*}–{:.*})",
+                digits, self.median, digits, self.min, digits, self.max
+            )
+        } else {
+            format!("{:.*}", digits, self.median)
+        }
+    }
+
     /// (max − min) / median, in percent: how far apart the runs were.
     pub fn spread_percent(&self) -> f64 {
         if self.median == 0.0 {
@@ -68,6 +80,15 @@ mod tests {
         assert!((s.spread_percent() - 20.0).abs() < 1e-9);
         assert_eq!(Stat::of(&[5.0, 5.0]).unwrap().spread_percent(), 0.0);
         assert_eq!(Stat::of(&[0.0]).unwrap().spread_percent(), 0.0);
+    }
+
+    #[test]
+    fn displays_the_range_only_when_there_is_one() {
+        assert_eq!(
+            Stat::of(&[1.0, 2.0, 4.0]).unwrap().display(1),
+            "2.0 (1.0–4.0)"
+        );
+        assert_eq!(Stat::of(&[3.25]).unwrap().display(0), "3");
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub struct PerplexityResult {
 }
 
 /// Everything measured for one model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelBench {
     pub model: String,
     pub name: String,
