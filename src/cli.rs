@@ -121,6 +121,19 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// candle sizes its matmul pool once, from `CANDLE_NUM_THREADS`, when first used; set it from
+/// `--threads` while the process is still single-threaded so both engines get the same cores.
+/// An explicit `CANDLE_NUM_THREADS` in the environment wins.
+pub fn configure_candle_threads(common: &CommonArgs) {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        let threads = common
+            .threads
+            .unwrap_or_else(Settings::default_threads)
+            .max(1);
+        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+    }
+}
+
 pub fn load_registry(common: &CommonArgs) -> anyhow::Result<Registry> {
     Registry::load(&common.models_file, &common.models_dir).with_context(|| {
         format!(

@@ -123,6 +123,28 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Other engines against llama.cpp on the same file, when the run measured both.
+fn print_engine_ratios(models: &[super::types::ModelBench]) {
+    let ratios = super::ratios::engine_ratios(models);
+    if ratios.is_empty() {
+        return;
+    }
+    let x = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+    println!("\nsame file, other engine ÷ llama.cpp (tok/s above 1 = faster; TTFT, memory above 1 = more):");
+    for r in &ratios {
+        println!(
+            "  {} on {}: decode {}  prefill {}  TTFT {}  resident memory {}  perplexity {}",
+            r.engine,
+            r.file,
+            x(r.decode),
+            x(r.prefill),
+            x(r.ttft),
+            x(r.resident),
+            x(r.perplexity)
+        );
+    }
+}
+
 fn print_run(run: &BenchRun) {
     let m = &run.machine;
     println!(
@@ -190,6 +212,7 @@ fn print_run(run: &BenchRun) {
             println!("  error: {e}");
         }
     }
+    print_engine_ratios(&run.models);
     println!(
         "\nwall time {:.1} s{}",
         run.wall_ms / 1e3,

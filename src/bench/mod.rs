@@ -3,6 +3,7 @@
 //! with warm-up and repeats. The same runner serves `quantlab bench`, `POST /api/bench` and the
 //! Bench page; the types and statistics are shared with the browser.
 
+pub mod ratios;
 pub mod stats;
 pub mod types;
 

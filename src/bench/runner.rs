@@ -132,6 +132,7 @@ fn bench_model(
     result.quantization = info.quantization;
     result.bits_per_weight = info.bits_per_weight;
     result.file_bytes = info.size_bytes;
+    result.file = registry.get(id).map(|e| e.file.clone());
     let sampling = ResolvedSampling {
         temperature: 0.0,
         top_p: 1.0,

@@ -111,7 +111,7 @@ pub struct Sample {
 }
 
 /// One prompt of the fixed set, measured `repeats` times.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PromptBench {
     /// `short`, `medium` or `long`.
     pub prompt: String,
@@ -143,6 +143,8 @@ pub struct ModelBench {
     pub engine: String,
     pub quantization: String,
     pub bits_per_weight: f32,
+    /// The weights' file name: two engines on one file are compared (see `ratios`).
+    pub file: Option<String>,
     pub file_bytes: Option<u64>,
     pub load_ms: Option<f64>,
     /// Resident memory the loaded model added.

@@ -14,6 +14,7 @@ use llama_cpp_2::{
 };
 
 use super::{
+    sampler::argmax,
     score::{token_nll, ScoreWindow, TextScore},
     utf8::Utf8Stream,
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
@@ -77,6 +78,8 @@ impl LlamaCppEngine {
         if !path.is_file() {
             return Err(load_error("file not found".into()));
         }
+        // llama.cpp's own errors for a damaged file are terse; ours say what is wrong.
+        super::gguf::open(path).map_err(|e| load_error(e.to_string()))?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| load_error(format!("llama.cpp rejected the file ({e})")))?;
         let context_size = context_size.min(model.n_ctx_train()).max(16);
@@ -119,6 +122,46 @@ impl LlamaCppEngine {
             ctx.decode(&mut batch).map_err(inference_error)?;
             ctx.clear_kv_cache();
             Ok(())
+        })
+    }
+
+    /// Token ids for a rendered prompt, exactly as generation would feed them.
+    pub fn tokenize_prompt(&self, prompt: &str) -> Vec<u32> {
+        Self::tokenize(self.inner.borrow_owner(), prompt)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    }
+
+    /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
+    /// Used to hold other engines on the same file to llama.cpp.
+    pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
+        if tokens.len() >= self.facts.context_size {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: tokens.len(),
+                context: self.facts.context_size,
+            });
+        }
+        self.inner.with_dependent_mut(|_, ctx| {
+            ctx.clear_kv_cache_seq(None, None, None)
+                .map_err(inference_error)?;
+            let mut predictions = Vec::with_capacity(tokens.len());
+            let mut batch = LlamaBatch::new(SCORE_BATCH, 1);
+            for (part_index, part) in tokens.chunks(SCORE_BATCH).enumerate() {
+                batch.clear();
+                for (i, token) in part.iter().enumerate() {
+                    let position = (part_index * SCORE_BATCH + i) as i32;
+                    batch
+                        .add(LlamaToken(*token as i32), position, &[0], true)
+                        .map_err(inference_error)?;
+                }
+                ctx.decode(&mut batch).map_err(inference_error)?;
+                for i in 0..part.len() {
+                    predictions.push(argmax(ctx.get_logits_ith(i as i32)));
+                }
+            }
+            ctx.clear_kv_cache();
+            Ok(predictions)
         })
     }
 

@@ -1,8 +1,11 @@
 //! Inference: engines behind one trait, the per-model workers that own them, and the pieces
 //! every engine shares (sampling settings, chat templates, UTF-8 streaming, memory readings).
 
+pub mod candle;
+pub mod gguf;
 pub mod llama_cpp;
 pub mod memory;
+pub mod sampler;
 pub mod sampling;
 pub mod score;
 pub mod template;

@@ -16,6 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    candle::CandleEngine,
     llama_cpp::LlamaCppEngine,
     memory,
     score::{ScoreWindow, TextScore},
@@ -309,6 +310,11 @@ struct WorkerSpec {
 fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
     match spec.engine {
         EngineKind::LlamaCpp => Ok(Box::new(LlamaCppEngine::load(
+            &spec.path,
+            spec.context_size,
+            spec.threads,
+        )?)),
+        EngineKind::Candle => Ok(Box::new(CandleEngine::load(
             &spec.path,
             spec.context_size,
             spec.threads,

@@ -53,7 +53,12 @@ pub struct ModelEntry {
     /// Shown beside the model, e.g. for files from anonymous uploads.
     #[serde(default)]
     pub provenance_note: Option<String>,
+    /// Another entry whose weights (file, checksum, size and sources) this one runs, e.g. the
+    /// same GGUF on a second engine; the fields below are then taken from it.
+    #[serde(default)]
+    pub weights_of: Option<String>,
     /// The weights' file name inside the models folder.
+    #[serde(default)]
     pub file: String,
     /// Expected sha256 of the file (verified on every fetch).
     #[serde(default)]
@@ -126,10 +131,12 @@ impl Registry {
     }
 
     pub fn parse(text: &str, origin: &Path, models_dir: &Path) -> Result<Self, RegistryError> {
-        let file: RegistryFile = toml::from_str(text).map_err(|source| RegistryError::Parse {
-            path: origin.to_path_buf(),
-            source: Box::new(source),
-        })?;
+        let mut file: RegistryFile =
+            toml::from_str(text).map_err(|source| RegistryError::Parse {
+                path: origin.to_path_buf(),
+                source: Box::new(source),
+            })?;
+        resolve_shared_weights(&mut file.models)?;
         let mut seen = HashSet::new();
         for model in &file.models {
             validate_entry(model)?;
@@ -258,9 +265,42 @@ impl Registry {
     }
 }
 
+/// Fills the weight fields of entries that name `weights_of` from the entry they name.
+fn resolve_shared_weights(models: &mut [ModelEntry]) -> Result<(), RegistryError> {
+    for index in 0..models.len() {
+        let Some(source_id) = models[index].weights_of.clone() else {
+            continue;
+        };
+        let source = models
+            .iter()
+            .find(|m| m.id == source_id && m.weights_of.is_none())
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!(
+                    "model `{}`: `weights_of = \"{source_id}\"` must name a declared model that has its own weights",
+                    models[index].id
+                ))
+            })?;
+        let entry = &mut models[index];
+        if !entry.file.is_empty() || entry.hub.is_some() || !entry.pypi.is_empty() {
+            return Err(RegistryError::Invalid(format!(
+                "model `{}`: give either `weights_of` or its own `file` and sources, not both",
+                entry.id
+            )));
+        }
+        entry.file = source.file;
+        entry.sha256 = source.sha256;
+        entry.size = source.size;
+        entry.path = source.path;
+        entry.hub = source.hub;
+        entry.pypi = source.pypi;
+    }
+    Ok(())
+}
+
 /// Engines compiled into this binary. Later engines flip their arm to `true`.
 pub fn engine_is_built(engine: EngineKind) -> bool {
-    matches!(engine, EngineKind::LlamaCpp)
+    matches!(engine, EngineKind::LlamaCpp | EngineKind::Candle)
 }
 
 pub fn source_description(entry: &ModelEntry) -> String {
@@ -399,6 +439,26 @@ size = 3
     }
 
     #[test]
+    fn weights_of_shares_one_file_between_engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = MINIMAL[MINIMAL.find("[[models]]").unwrap()..]
+            .replace("id = \"a\"", "id = \"a-candle\"\nweights_of = \"a\"")
+            .replace("engine = \"llama_cpp\"", "engine = \"candle\"")
+            .replace("file = \"a.gguf\"", "");
+        let reg = registry(&format!("{MINIMAL}{second}"), dir.path()).unwrap();
+        let (a, b) = (reg.get("a").unwrap(), reg.get("a-candle").unwrap());
+        assert_eq!(reg.file_path(a), reg.file_path(b));
+        assert_eq!(b.engine, EngineKind::Candle);
+        // Naming a model that does not exist, or also giving a file, is refused.
+        let dangling = second.replace("weights_of = \"a\"", "weights_of = \"zzz\"");
+        let err = registry(&format!("{MINIMAL}{dangling}"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("zzz"), "{err}");
+        let both = second.replace("weights_of", "file = \"b.gguf\"\nweights_of");
+        let err = registry(&format!("{MINIMAL}{both}"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
     fn the_shipped_registry_parses_and_declares_the_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models.toml");
         let reg = Registry::load(&path, Path::new("models")).unwrap();
@@ -406,6 +466,12 @@ size = 3
         let engines: HashSet<_> = reg.models.iter().map(|m| m.engine).collect();
         assert!(engines.contains(&EngineKind::LlamaCpp));
         assert!(engines.contains(&EngineKind::Bitnet));
+        let candle = reg.get("smollm2-135m-instruct-candle").unwrap();
+        assert_eq!(candle.engine, EngineKind::Candle);
+        assert_eq!(
+            reg.file_path(candle),
+            reg.file_path(reg.get(&reg.default_id).unwrap())
+        );
         let base = reg.get("gemma-3-270m").unwrap();
         assert!(!base.instruct);
     }

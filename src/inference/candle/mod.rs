@@ -1,0 +1,297 @@
+//! The candle engine: the same GGUF files as llama.cpp, run by candle-transformers' quantized
+//! llama and qwen2 models in pure Rust. The tokenizer comes from the file's own metadata
+//! ([`vocab`]), the chat template is applied by the shared minijinja code, and sampling is the
+//! shared [`Sampler`], so the two engines differ only in their kernels.
+
+mod vocab;
+
+use std::{path::Path, time::Instant};
+
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+
+use super::{
+    gguf,
+    sampler::Sampler,
+    score::{token_nll, ScoreWindow, TextScore},
+    utf8::Utf8Stream,
+    ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
+};
+use crate::types::FinishReason;
+pub use vocab::{GgufVocab, VocabError};
+
+/// Tokens per forward pass during prefill; the quantized matmuls tile over these rows.
+const PREFILL_BATCH: usize = 512;
+
+enum Model {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+impl Model {
+    /// Logits for the last of `tokens`, which start at `position` in the sequence. Position 0
+    /// starts a new sequence (the models drop their KV cache).
+    fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, EngineError> {
+        let mut run = || -> candle_core::Result<Vec<f32>> {
+            let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+            let logits = match self {
+                Model::Llama(m) => m.forward(&input, position)?,
+                Model::Qwen2(m) => m.forward(&input, position)?,
+            };
+            logits.squeeze(0)?.to_vec1::<f32>()
+        };
+        run().map_err(|e| EngineError::Inference(e.to_string()))
+    }
+}
+
+pub struct CandleEngine {
+    model: Model,
+    vocab: GgufVocab,
+    facts: EngineFacts,
+}
+
+/// Threads candle's matmul pool uses: `CANDLE_NUM_THREADS`, which `quantlab` sets from
+/// `--threads` at start-up, else candle's own default (physical cores).
+fn candle_threads(fallback: u32) -> u32 {
+    std::env::var("CANDLE_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(fallback)
+}
+
+impl CandleEngine {
+    /// Loads a GGUF chat model (llama or qwen2 architecture) and runs one warm-up token.
+    ///
+    /// # Errors
+    /// `EngineError::Load` for a missing, truncated or corrupt file, an architecture or
+    /// tokenizer candle cannot run, or a tensor type candle cannot read.
+    pub fn load(path: &Path, context_size: u32, threads: u32) -> Result<Self, EngineError> {
+        let load_error = |detail: String| EngineError::Load {
+            path: path.display().to_string(),
+            detail,
+        };
+        if !path.is_file() {
+            return Err(load_error("file not found".into()));
+        }
+        let gguf::CheckedGguf {
+            content,
+            mut reader,
+        } = gguf::open(path).map_err(|e| load_error(e.to_string()))?;
+        let architecture = gguf::architecture(&content)
+            .ok_or_else(|| load_error("the file does not name its architecture".into()))?
+            .to_string();
+        let trained_context = content
+            .metadata
+            .get(&format!("{architecture}.context_length"))
+            .and_then(|v| v.to_u32().ok())
+            .unwrap_or(context_size);
+        let vocab = GgufVocab::from_gguf(&content).map_err(|e| load_error(e.to_string()))?;
+        let chat_template = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let device = Device::Cpu;
+        let (model, architecture_limit) = match architecture.as_str() {
+            "llama" => (
+                quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)
+                    .map(Model::Llama),
+                // candle's llama precomputes rotary tables for this many positions.
+                quantized_llama::MAX_SEQ_LEN as u32,
+            ),
+            "qwen2" => (
+                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
+                    .map(Model::Qwen2),
+                trained_context,
+            ),
+            other => {
+                return Err(load_error(format!(
+                    "architecture `{other}` is not supported by the candle engine (it runs llama and qwen2); run this model on llama.cpp"
+                )))
+            }
+        };
+        let model = model.map_err(|e| {
+            load_error(format!(
+                "candle cannot build the model ({e}); an unsupported tensor type or a damaged file"
+            ))
+        })?;
+        let context_size = context_size
+            .min(trained_context)
+            .min(architecture_limit)
+            .max(16);
+        let facts = EngineFacts {
+            context_size: context_size as usize,
+            chat_template,
+            bos_token: vocab.bos_text.clone(),
+            eos_token: vocab.eos_text.clone(),
+            threads: candle_threads(threads),
+        };
+        let mut engine = Self {
+            model,
+            vocab,
+            facts,
+        };
+        let warm_up = engine.vocab.bos_id.unwrap_or(0);
+        engine.model.forward(&[warm_up], 0)?;
+        Ok(engine)
+    }
+
+    /// Token ids for a rendered prompt, exactly as generation would feed them.
+    pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
+        self.vocab
+            .encode_prompt(prompt)
+            .map_err(|e| EngineError::Inference(e.to_string()))
+    }
+
+    /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`
+    /// (one forward pass per position, since the models return only the last logits).
+    pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
+        if tokens.len() >= self.facts.context_size {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: tokens.len(),
+                context: self.facts.context_size,
+            });
+        }
+        (0..tokens.len())
+            .map(|position| {
+                let logits = self.model.forward(&tokens[position..=position], position)?;
+                Ok(super::sampler::argmax(&logits))
+            })
+            .collect()
+    }
+}
+
+impl ChatEngine for CandleEngine {
+    fn facts(&self) -> &EngineFacts {
+        &self.facts
+    }
+
+    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
+        Ok(self.tokenize_prompt(prompt)?.len())
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &str,
+        sampling: &ResolvedSampling,
+        sink: &mut dyn TokenSink,
+    ) -> Result<GenerationStats, EngineError> {
+        let context = self.facts.context_size;
+        let started = Instant::now();
+        let tokens = self.tokenize_prompt(prompt)?;
+        let mut stats = GenerationStats {
+            prompt_tokens: tokens.len(),
+            ..Default::default()
+        };
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if tokens.len() >= context {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: tokens.len(),
+                context,
+            });
+        }
+        let mut sampler = Sampler::new(sampling);
+        let mut logits = Vec::new();
+        for (index, chunk) in tokens.chunks(PREFILL_BATCH).enumerate() {
+            if sink.cancelled() {
+                stats.finish_reason = Some(FinishReason::Cancelled);
+                return Ok(stats);
+            }
+            logits = self.model.forward(chunk, index * PREFILL_BATCH)?;
+        }
+        for &token in &tokens {
+            sampler.accept(token);
+        }
+        let mut token = sampler.sample(&mut logits);
+        stats.prompt_secs = started.elapsed().as_secs_f64();
+
+        let mut text = Utf8Stream::default();
+        let mut position = tokens.len();
+        let decode_started = Instant::now();
+        let finish = loop {
+            if self.vocab.is_end_of_generation(token) {
+                break FinishReason::Stop;
+            }
+            sampler.accept(token);
+            let piece = text.push(self.vocab.piece(token));
+            stats.generated_tokens += 1;
+            if !piece.is_empty() && sink.piece(&piece).is_break() {
+                break FinishReason::Cancelled;
+            }
+            if stats.generated_tokens >= sampling.max_tokens as usize {
+                break FinishReason::Length;
+            }
+            if position + 1 >= context {
+                break FinishReason::ContextFull;
+            }
+            if sink.cancelled() {
+                break FinishReason::Cancelled;
+            }
+            let mut logits = self.model.forward(&[token], position)?;
+            stats.decode_calls += 1;
+            position += 1;
+            token = sampler.sample(&mut logits);
+        };
+        stats.decode_secs = decode_started.elapsed().as_secs_f64();
+        let rest = text.finish();
+        if !rest.is_empty() && finish != FinishReason::Cancelled {
+            let _ = sink.piece(&rest);
+        }
+        stats.finish_reason = Some(finish);
+        Ok(stats)
+    }
+
+    fn score(
+        &mut self,
+        text: &str,
+        window: ScoreWindow,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<TextScore, EngineError> {
+        let window = ScoreWindow {
+            tokens: window.tokens.clamp(2, self.facts.context_size - 1),
+            ..window
+        };
+        let started = Instant::now();
+        let mut tokens = self
+            .vocab
+            .encode_text(text)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        if window.max_text_tokens > 0 {
+            tokens.truncate(window.max_text_tokens);
+        }
+        let prefix = self.vocab.text_prefix();
+        let mut score = TextScore::default();
+        for (index, chunk) in tokens.chunks(window.tokens).enumerate() {
+            if !window.keeps(index, chunk.len()) {
+                continue;
+            }
+            if cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let sequence: Vec<u32> = prefix.iter().chain(chunk).copied().collect();
+            // The models return logits for the last position only: the unscored first half
+            // goes in as one batch, then each scored position is one forward pass.
+            let first_wanted = prefix.len() + ScoreWindow::first_scored(chunk.len()) - 1;
+            let mut logits = self.model.forward(&sequence[..=first_wanted], 0)?;
+            score.evaluated_tokens += first_wanted + 1;
+            for position in first_wanted..sequence.len() - 1 {
+                if position > first_wanted {
+                    if cancelled() {
+                        return Err(EngineError::Cancelled);
+                    }
+                    logits = self
+                        .model
+                        .forward(&sequence[position..=position], position)?;
+                    score.evaluated_tokens += 1;
+                }
+                score.nll_sum += token_nll(&logits, sequence[position + 1] as usize);
+                score.scored_tokens += 1;
+            }
+        }
+        score.secs = started.elapsed().as_secs_f64();
+        Ok(score)
+    }
+}
