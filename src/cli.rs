@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Load the default model on first use instead of at start-up.
     #[arg(long)]
     pub lazy: bool,
+    /// Require this key (as `Authorization: Bearer <key>`) on the OpenAI-compatible API.
+    #[arg(long, env = "QUANTLAB_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +161,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 conversations_dir: cli.common.conversations_dir.clone(),
                 database_url: cli.common.database_url.clone(),
                 bench_dir: cli.common.bench_dir.clone(),
+                api_key: args.api_key.clone().filter(|k| !k.is_empty()),
                 ..Settings::default()
             };
             if let Some(threads) = cli.common.threads {

@@ -53,6 +53,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Where bench runs are stored.
     pub bench_dir: PathBuf,
+    /// When set, the OpenAI-compatible API (`/v1/*`) requires it as a bearer token.
+    pub api_key: Option<String>,
     pub limits: Limits,
 }
 
@@ -76,6 +78,7 @@ impl Default for Settings {
             conversations_dir: PathBuf::from("conversations"),
             database_url: None,
             bench_dir: PathBuf::from("bench-results"),
+            api_key: None,
             limits: Limits::default(),
         }
     }

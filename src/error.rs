@@ -12,6 +12,9 @@ pub enum AppError {
     /// The request is malformed or a parameter is out of range (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A missing or wrong API key (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The request came from a page we do not serve (403).
     #[error("{0}")]
     Forbidden(String),
@@ -33,6 +36,12 @@ pub enum AppError {
         message: String,
         retry_after_secs: u32,
     },
+    /// A remote inference server answered badly or not at all (502).
+    #[error("{0}")]
+    BadGateway(String),
+    /// A remote inference server took too long (504).
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// Something failed on our side; details are in the server log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -42,12 +51,15 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest(_) => 400,
+            AppError::Unauthorized(_) => 401,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::PayloadTooLarge(_) => 413,
             AppError::ModelUnavailable(_) | AppError::Overloaded { .. } => 503,
             AppError::Internal(_) => 500,
+            AppError::BadGateway(_) => 502,
+            AppError::GatewayTimeout(_) => 504,
         }
     }
 
@@ -55,6 +67,7 @@ impl AppError {
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "invalid_request_error",
+            AppError::Unauthorized(_) => "invalid_api_key",
             AppError::Forbidden(_) => "forbidden",
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
@@ -62,6 +75,8 @@ impl AppError {
             AppError::ModelUnavailable(_) => "model_unavailable",
             AppError::Overloaded { .. } => "overloaded",
             AppError::Internal(_) => "internal_error",
+            AppError::BadGateway(_) => "upstream_error",
+            AppError::GatewayTimeout(_) => "upstream_timeout",
         }
     }
 }

@@ -67,7 +67,13 @@ pub async fn first_event(generation: &mut Generation) -> Result<ChatEvent, AppEr
 pub fn error_from_status(status: u16, message: String) -> AppError {
     match status {
         400 => AppError::BadRequest(message),
+        429 => AppError::Overloaded {
+            message,
+            retry_after_secs: 5,
+        },
+        502 => AppError::BadGateway(message),
         503 => AppError::ModelUnavailable(message),
+        504 => AppError::GatewayTimeout(message),
         _ => AppError::Internal(message),
     }
 }

@@ -1,5 +1,6 @@
 //! Refuses websocket upgrades whose `Origin` is not this server: another site open in the same
-//! browser must not be able to drive the model through the user's connection.
+//! browser must not be able to drive the model through the user's connection. And, when the
+//! server has an API key, refuses OpenAI-API calls that do not bring it.
 
 use axum::{
     extract::Request,
@@ -41,6 +42,40 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .or_else(|| origin.strip_prefix("https://"))
         .unwrap_or("");
     origin_host.eq_ignore_ascii_case(host)
+}
+
+/// With `--api-key`, `/v1/*` needs `Authorization: Bearer <key>`: a Quantlab that other
+/// Quantlabs send inference to should not serve the whole network.
+pub async fn require_api_key(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.app.settings.api_key.as_deref() else {
+        return next.run(request).await;
+    };
+    if !request.uri().path().starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(key) if same_secret(key.as_bytes(), expected.as_bytes()) => next.run(request).await,
+        Some(_) => AppError::Unauthorized("the API key is not valid for this server".into())
+            .into_response(),
+        None => AppError::Unauthorized(
+            "this server needs an API key: send `Authorization: Bearer <key>`".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the key.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

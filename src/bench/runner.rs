@@ -187,7 +187,13 @@ fn bench_model(
         .collect();
     result.decode_tok_s = Stat::of(&all_decode);
 
-    if config.perplexity_tokens > 0 && result.error.is_none() && !cancel.load(Ordering::Relaxed) {
+    // Chat servers do not return every token's probability, so remote models have none.
+    let can_score = result.engine != crate::types::EngineKind::Remote.as_str();
+    if config.perplexity_tokens > 0
+        && can_score
+        && result.error.is_none()
+        && !cancel.load(Ordering::Relaxed)
+    {
         steps.next(id, format!("perplexity on {PERPLEXITY_TEXT_NAME}"));
         match perplexity(pool, id, config.perplexity_tokens as usize) {
             Ok(p) => result.perplexity = Some(p),

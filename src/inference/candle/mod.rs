@@ -4,6 +4,7 @@
 //! shared [`Sampler`], so the two engines differ only in their kernels.
 
 mod vocab;
+mod widen;
 
 use std::{path::Path, time::Instant};
 
@@ -75,9 +76,14 @@ impl CandleEngine {
             return Err(load_error("file not found".into()));
         }
         let gguf::CheckedGguf {
-            content,
-            mut reader,
+            mut content,
+            reader,
         } = gguf::open(path).map_err(|e| load_error(e.to_string()))?;
+        let (mut reader, widened) = widen::widen_q5_0(&mut content, reader)
+            .map_err(|e| load_error(format!("cannot read the Q5_0 tensors: {e}")))?;
+        if widened > 0 {
+            tracing::debug!(widened, "Q5_0 tensors re-encoded as Q8_0 (same values)");
+        }
         let architecture = gguf::architecture(&content)
             .ok_or_else(|| load_error("the file does not name its architecture".into()))?
             .to_string();
