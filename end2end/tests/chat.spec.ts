@@ -85,3 +85,18 @@ test("the desktop layout shows the sidebar without a hamburger", async ({ page }
   await expect(page.getByTestId("hamburger")).toBeHidden();
   await expect(page.getByTestId("sidebar")).toBeInViewport();
 });
+
+test("the default model's file answers on candle too, and the reply names the engine", async ({ page }) => {
+  const errors = await open(page);
+  await openSidebarIfPhone(page);
+  await page.getByTestId("model-select").selectOption("smollm2-135m-instruct-candle");
+  await expect(page.getByTestId("model-card")).toContainText("candle");
+  // Picking a model closes the phone menu by itself.
+  if (await page.getByTestId("hamburger").isVisible()) await expect(page.getByTestId("sidebar")).not.toBeInViewport();
+  await page.getByTestId("prompt").fill("What is the capital of France?");
+  await page.getByTestId("send").click();
+  const metrics = page.getByTestId("message-assistant").last().getByTestId("metrics");
+  await expect(metrics).toContainText("tok/s", { timeout: 90_000 });
+  await expect(metrics).toContainText("smollm2-135m-instruct-candle on candle");
+  expect(errors).toEqual([]);
+});
