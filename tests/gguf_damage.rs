@@ -107,3 +107,50 @@ fn both_engines_refuse_a_truncated_file_with_a_clear_message() {
         .to_string();
     assert!(message.contains("not a valid GGUF"), "{message}");
 }
+
+/// The position right after the first occurrence of `needle`.
+fn after(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+        + needle.len()
+}
+
+#[test]
+fn unsupported_architectures_and_tensor_types_are_named() {
+    let bytes = default_model_bytes();
+    let dir = tempfile::tempdir().unwrap();
+
+    // general.architecture: key, value type (u32 8 = string), length (u64 5), "llama".
+    let mut other_arch = bytes.clone();
+    let value = after(&other_arch, b"general.architecture") + 4 + 8;
+    assert_eq!(&other_arch[value..value + 5], b"llama");
+    other_arch[value..value + 5].copy_from_slice(b"bloom");
+    let path = dir.path().join("bloom.gguf");
+    std::fs::write(&path, &other_arch).unwrap();
+    let message = CandleEngine::load(&path, 512, 1).err().unwrap().to_string();
+    assert!(
+        message.contains("architecture `bloom`") && message.contains("llama.cpp"),
+        "{message}"
+    );
+
+    // The first tensor's type: name, dimension count (u32), dimensions (u64 each), type (u32).
+    let mut iq = bytes;
+    let header_len = gguf::check(Cursor::new(&iq[..]))
+        .unwrap()
+        .content
+        .tensor_data_offset as usize;
+    let table = header_len - 60_000;
+    let name_end = table + after(&iq[table..header_len], b".weight");
+    let dims = u32::from_le_bytes(iq[name_end..name_end + 4].try_into().unwrap()) as usize;
+    let type_at = name_end + 4 + 8 * dims;
+    iq[type_at..type_at + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
+    let path = dir.path().join("iq.gguf");
+    std::fs::write(&path, &iq).unwrap();
+    let message = CandleEngine::load(&path, 512, 1).err().unwrap().to_string();
+    assert!(
+        message.contains("IQ2_XXS") && message.contains("run it on llama.cpp"),
+        "{message}"
+    );
+}

@@ -27,6 +27,26 @@ pub enum GgufError {
         end: u64,
         file_len: u64,
     },
+    #[error("the file uses tensor type {type_id} ({}), which the candle engine cannot read; run it on llama.cpp", type_name(*.type_id))]
+    UnsupportedType { type_id: u32 },
+}
+
+/// Names of ggml tensor types candle does not read (its reader knows only the others).
+fn type_name(type_id: u32) -> &'static str {
+    match type_id {
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        _ => "unknown to this build",
+    }
 }
 
 /// A validated header plus the file it came from (positioned anywhere; readers seek).
@@ -47,7 +67,18 @@ pub fn check<R: Read + Seek>(mut reader: R) -> Result<CheckedGguf<R>, GgufError>
     reader.rewind()?;
     let content = catch_unwind(AssertUnwindSafe(|| gguf_file::Content::read(&mut reader)))
         .map_err(|_| GgufError::Corrupt("the header is inconsistent".into()))?
-        .map_err(|e| GgufError::Corrupt(e.to_string()))?;
+        .map_err(|e| {
+            // candle appends a backtrace when RUST_BACKTRACE is set; the first line says it.
+            let message = e.to_string().lines().next().unwrap_or_default().to_string();
+            match message
+                .strip_prefix("unknown dtype for tensor ")
+                .and_then(|id| id.split_whitespace().next())
+                .and_then(|id| id.parse().ok())
+            {
+                Some(type_id) => GgufError::UnsupportedType { type_id },
+                None => GgufError::Corrupt(message),
+            }
+        })?;
     if let Some(alignment) = content.metadata.get("general.alignment") {
         let valid = alignment
             .to_u32()

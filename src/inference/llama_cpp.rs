@@ -78,8 +78,12 @@ impl LlamaCppEngine {
         if !path.is_file() {
             return Err(load_error("file not found".into()));
         }
-        // llama.cpp's own errors for a damaged file are terse; ours say what is wrong.
-        super::gguf::open(path).map_err(|e| load_error(e.to_string()))?;
+        // llama.cpp's own errors for a damaged file are terse; ours say what is wrong. Tensor
+        // types our reader does not know (the IQ quants) are llama.cpp's to judge.
+        match super::gguf::open(path) {
+            Ok(_) | Err(super::gguf::GgufError::UnsupportedType { .. }) => {}
+            Err(e) => return Err(load_error(e.to_string())),
+        }
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| load_error(format!("llama.cpp rejected the file ({e})")))?;
         let context_size = context_size.min(model.n_ctx_train()).max(16);

@@ -41,8 +41,18 @@ impl Model {
             };
             logits.squeeze(0)?.to_vec1::<f32>()
         };
-        run().map_err(|e| EngineError::Inference(e.to_string()))
+        run().map_err(|e| EngineError::Inference(first_line(&e)))
     }
+}
+
+/// candle appends a backtrace to its errors when RUST_BACKTRACE is set; people need the cause.
+fn first_line(error: &candle_core::Error) -> String {
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 pub struct CandleEngine {
@@ -92,6 +102,15 @@ impl CandleEngine {
             .get(&format!("{architecture}.context_length"))
             .and_then(|v| v.to_u32().ok())
             .unwrap_or(context_size);
+        let is_llama = match architecture.as_str() {
+            "llama" => true,
+            "qwen2" => false,
+            other => {
+                return Err(load_error(format!(
+                    "architecture `{other}` is not supported by the candle engine (it runs llama and qwen2); run this model on llama.cpp"
+                )))
+            }
+        };
         let vocab = GgufVocab::from_gguf(&content).map_err(|e| load_error(e.to_string()))?;
         let chat_template = content
             .metadata
@@ -99,27 +118,24 @@ impl CandleEngine {
             .and_then(|v| v.to_string().ok())
             .cloned();
         let device = Device::Cpu;
-        let (model, architecture_limit) = match architecture.as_str() {
-            "llama" => (
+        let (model, architecture_limit) = if is_llama {
+            (
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)
                     .map(Model::Llama),
                 // candle's llama precomputes rotary tables for this many positions.
                 quantized_llama::MAX_SEQ_LEN as u32,
-            ),
-            "qwen2" => (
+            )
+        } else {
+            (
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
                     .map(Model::Qwen2),
                 trained_context,
-            ),
-            other => {
-                return Err(load_error(format!(
-                    "architecture `{other}` is not supported by the candle engine (it runs llama and qwen2); run this model on llama.cpp"
-                )))
-            }
+            )
         };
         let model = model.map_err(|e| {
             load_error(format!(
-                "candle cannot build the model ({e}); an unsupported tensor type or a damaged file"
+                "candle cannot build the model ({}); an unsupported tensor type or a damaged file",
+                first_line(&e)
             ))
         })?;
         let context_size = context_size
