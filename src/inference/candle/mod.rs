@@ -1,15 +1,15 @@
-//! The candle engine: the same GGUF files as llama.cpp, run by candle-transformers' quantized
-//! llama and qwen2 models in pure Rust. The tokenizer comes from the file's own metadata
-//! ([`vocab`]), the chat template is applied by the shared minijinja code, and sampling is the
-//! shared [`Sampler`], so the two engines differ only in their kernels.
+//! The candle engine: the same GGUF files as llama.cpp, run in pure Rust by our own llama-family
+//! forward pass ([`model`]) on candle's tensors and quantized matmuls. The tokenizer comes from
+//! the file's own metadata ([`vocab`]), the chat template is applied by the shared minijinja
+//! code, and sampling is the shared [`Sampler`], so the two engines differ only in their kernels.
 
+mod model;
 mod vocab;
 mod widen;
 
 use std::{path::Path, time::Instant};
 
-use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use model::Transformer;
 
 use super::{
     gguf,
@@ -23,25 +23,35 @@ pub use vocab::{GgufVocab, VocabError};
 
 /// Tokens per forward pass during prefill; the quantized matmuls tile over these rows.
 const PREFILL_BATCH: usize = 512;
+/// Positions per forward pass when every position's logits are kept (scoring): bounds the
+/// logits buffer (rows × vocabulary × 4 bytes; 39 MB for a 152k vocabulary).
+const SCORE_BATCH: usize = 64;
 
-enum Model {
-    Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
+/// The model and the position its cache has reached.
+struct Model {
+    transformer: Transformer,
 }
 
 impl Model {
     /// Logits for the last of `tokens`, which start at `position` in the sequence. Position 0
-    /// starts a new sequence (the models drop their KV cache).
+    /// starts a new sequence.
     fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, EngineError> {
-        let mut run = || -> candle_core::Result<Vec<f32>> {
-            let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
-            let logits = match self {
-                Model::Llama(m) => m.forward(&input, position)?,
-                Model::Qwen2(m) => m.forward(&input, position)?,
-            };
-            logits.squeeze(0)?.to_vec1::<f32>()
-        };
-        run().map_err(|e| EngineError::Inference(first_line(&e)))
+        self.transformer
+            .forward(tokens, position, false)
+            .and_then(|logits| logits.squeeze(0)?.to_vec1::<f32>())
+            .map_err(|e| EngineError::Inference(first_line(&e)))
+    }
+
+    /// Logits for every one of `tokens`, one row each.
+    fn forward_all(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.transformer
+            .forward(tokens, position, true)
+            .and_then(|logits| logits.to_vec2::<f32>())
+            .map_err(|e| EngineError::Inference(first_line(&e)))
     }
 }
 
@@ -86,14 +96,9 @@ impl CandleEngine {
             return Err(load_error("file not found".into()));
         }
         let gguf::CheckedGguf {
-            mut content,
-            reader,
+            content,
+            mut reader,
         } = gguf::open(path).map_err(|e| load_error(e.to_string()))?;
-        let (mut reader, widened) = widen::widen_q5_0(&mut content, reader)
-            .map_err(|e| load_error(format!("cannot read the Q5_0 tensors: {e}")))?;
-        if widened > 0 {
-            tracing::debug!(widened, "Q5_0 tensors re-encoded as Q8_0 (same values)");
-        }
         let architecture = gguf::architecture(&content)
             .ok_or_else(|| load_error("the file does not name its architecture".into()))?
             .to_string();
@@ -102,46 +107,27 @@ impl CandleEngine {
             .get(&format!("{architecture}.context_length"))
             .and_then(|v| v.to_u32().ok())
             .unwrap_or(context_size);
-        let is_llama = match architecture.as_str() {
-            "llama" => true,
-            "qwen2" => false,
-            other => {
-                return Err(load_error(format!(
-                    "architecture `{other}` is not supported by the candle engine (it runs llama and qwen2); run this model on llama.cpp"
-                )))
-            }
-        };
+        if !matches!(architecture.as_str(), "llama" | "qwen2") {
+            return Err(load_error(format!(
+                "architecture `{architecture}` is not supported by the candle engine (it runs llama and qwen2); run this model on llama.cpp"
+            )));
+        }
         let vocab = GgufVocab::from_gguf(&content).map_err(|e| load_error(e.to_string()))?;
         let chat_template = content
             .metadata
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .cloned();
-        let device = Device::Cpu;
-        let (model, architecture_limit) = if is_llama {
-            (
-                quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)
-                    .map(Model::Llama),
-                // candle's llama precomputes rotary tables for this many positions.
-                quantized_llama::MAX_SEQ_LEN as u32,
-            )
-        } else {
-            (
-                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)
-                    .map(Model::Qwen2),
-                trained_context,
-            )
-        };
-        let model = model.map_err(|e| {
-            load_error(format!(
+        let context_size = context_size.min(trained_context).max(16);
+        let transformer =
+            Transformer::from_gguf(&content, &mut reader, &architecture, context_size as usize)
+                .map_err(|e| {
+                    load_error(format!(
                 "candle cannot build the model ({}); an unsupported tensor type or a damaged file",
                 first_line(&e)
             ))
-        })?;
-        let context_size = context_size
-            .min(trained_context)
-            .min(architecture_limit)
-            .max(16);
+                })?;
+        let model = Model { transformer };
         let facts = EngineFacts {
             context_size: context_size as usize,
             chat_template,
@@ -166,8 +152,7 @@ impl CandleEngine {
             .map_err(|e| EngineError::Inference(e.to_string()))
     }
 
-    /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`
-    /// (one forward pass per position, since the models return only the last logits).
+    /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
     pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
         if tokens.len() >= self.facts.context_size {
             return Err(EngineError::PromptTooLong {
@@ -175,12 +160,12 @@ impl CandleEngine {
                 context: self.facts.context_size,
             });
         }
-        (0..tokens.len())
-            .map(|position| {
-                let logits = self.model.forward(&tokens[position..=position], position)?;
-                Ok(super::sampler::argmax(&logits))
-            })
-            .collect()
+        let mut predictions = Vec::with_capacity(tokens.len());
+        for (index, part) in tokens.chunks(SCORE_BATCH).enumerate() {
+            let rows = self.model.forward_all(part, index * SCORE_BATCH)?;
+            predictions.extend(rows.iter().map(|row| super::sampler::argmax(row)));
+        }
+        Ok(predictions)
     }
 }
 
@@ -294,24 +279,25 @@ impl ChatEngine for CandleEngine {
                 return Err(EngineError::Cancelled);
             }
             let sequence: Vec<u32> = prefix.iter().chain(chunk).copied().collect();
-            // The models return logits for the last position only: the unscored first half
-            // goes in as one batch, then each scored position is one forward pass.
+            // Logits at position p predict the token at p + 1. The unscored first half goes in
+            // as one batch; the rest in batches that keep every row.
             let first_wanted = prefix.len() + ScoreWindow::first_scored(chunk.len()) - 1;
-            let mut logits = self.model.forward(&sequence[..=first_wanted], 0)?;
-            score.evaluated_tokens += first_wanted + 1;
-            for position in first_wanted..sequence.len() - 1 {
-                if position > first_wanted {
-                    if cancelled() {
-                        return Err(EngineError::Cancelled);
-                    }
-                    logits = self
-                        .model
-                        .forward(&sequence[position..=position], position)?;
-                    score.evaluated_tokens += 1;
-                }
-                score.nll_sum += token_nll(&logits, sequence[position + 1] as usize);
-                score.scored_tokens += 1;
+            if first_wanted > 0 {
+                self.model.forward(&sequence[..first_wanted], 0)?;
             }
+            let scored = &sequence[first_wanted..sequence.len() - 1];
+            for (index, part) in scored.chunks(SCORE_BATCH).enumerate() {
+                if cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
+                let offset = first_wanted + index * SCORE_BATCH;
+                let rows = self.model.forward_all(part, offset)?;
+                for (i, row) in rows.iter().enumerate() {
+                    score.nll_sum += token_nll(row, sequence[offset + i + 1] as usize);
+                    score.scored_tokens += 1;
+                }
+            }
+            score.evaluated_tokens += sequence.len() - 1;
         }
         score.secs = started.elapsed().as_secs_f64();
         Ok(score)
