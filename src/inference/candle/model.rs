@@ -145,17 +145,82 @@ fn quantized_block_sums(x: &Tensor) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// Matrices that read the same input, stacked by rows into one when their types match, so a
+/// token takes one matmul (one hand-off to candle's thread pool) instead of several.
+struct Stacked {
+    parts: Vec<Linear>,
+    /// Output width of each original matrix.
+    widths: Vec<usize>,
+}
+
+impl Stacked {
+    fn new(weights: Vec<QTensor>) -> Result<Self> {
+        // Widen first, so a Q5_0 matrix can stack with Q8_0 neighbours.
+        let weights = weights
+            .into_iter()
+            .map(|w| match w.dtype() {
+                GgmlDType::Q5_0 => super::widen::q5_0_as_q8_0(&w),
+                _ => Ok(w),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut shapes = Vec::with_capacity(weights.len());
+        for w in &weights {
+            shapes.push(w.shape().dims2()?);
+        }
+        let widths: Vec<usize> = shapes.iter().map(|(n, _)| *n).collect();
+        let first = weights.first().map(|w| w.dtype());
+        let stackable = weights.len() > 1
+            && weights.iter().all(|w| Some(w.dtype()) == first)
+            && shapes.iter().all(|(_, k)| *k == shapes[0].1)
+            && !matches!(first, Some(GgmlDType::F32 | GgmlDType::F16));
+        let parts = match first {
+            Some(dtype) if stackable => {
+                // Quantized rows are whole blocks, so the row-major bytes simply concatenate.
+                let mut bytes = Vec::new();
+                for w in &weights {
+                    bytes.extend_from_slice(&w.data()?);
+                }
+                let device = weights[0].device();
+                let shape = vec![widths.iter().sum(), shapes[0].1];
+                drop(weights);
+                vec![Linear::new(qtensor_from_ggml(
+                    dtype, &bytes, shape, &device,
+                )?)?]
+            }
+            _ => weights
+                .into_iter()
+                .map(Linear::new)
+                .collect::<Result<_>>()?,
+        };
+        Ok(Self { parts, widths })
+    }
+
+    /// One output per original matrix.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        if self.parts.len() == self.widths.len() {
+            return self.parts.iter().map(|p| p.forward(x)).collect();
+        }
+        let y = self.parts[0].forward(x)?;
+        let mut start = 0;
+        let mut outputs = Vec::with_capacity(self.widths.len());
+        for &width in &self.widths {
+            outputs.push(y.narrow(candle_core::D::Minus1, start, width)?);
+            start += width;
+        }
+        Ok(outputs)
+    }
+}
+
 struct Layer {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v.
+    qkv: Stacked,
     /// qwen2 only.
     qkv_bias: Option<(Tensor, Tensor, Tensor)>,
     o: Linear,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    /// gate, up.
+    gate_up: Stacked,
     down: Linear,
     cache: Option<(Tensor, Tensor)>,
 }
@@ -209,14 +274,15 @@ impl Transformer {
             };
             layers.push(Layer {
                 attn_norm: t("attn_norm.weight")?.dequantize(&device)?,
-                q: Linear::new(t("attn_q.weight")?)?,
-                k: Linear::new(t("attn_k.weight")?)?,
-                v: Linear::new(t("attn_v.weight")?)?,
+                qkv: Stacked::new(vec![
+                    t("attn_q.weight")?,
+                    t("attn_k.weight")?,
+                    t("attn_v.weight")?,
+                ])?,
                 qkv_bias,
                 o: Linear::new(t("attn_output.weight")?)?,
                 ffn_norm: t("ffn_norm.weight")?.dequantize(&device)?,
-                gate: Linear::new(t("ffn_gate.weight")?)?,
-                up: Linear::new(t("ffn_up.weight")?)?,
+                gate_up: Stacked::new(vec![t("ffn_gate.weight")?, t("ffn_up.weight")?])?,
                 down: Linear::new(t("ffn_down.weight")?)?,
                 cache: None,
             });
@@ -262,17 +328,18 @@ impl Transformer {
         let h = &self.hyper;
         for layer in &mut self.layers {
             let normed = candle_nn::ops::rms_norm(&x, &layer.attn_norm, h.rms_eps)?;
-            let (mut q, mut k, mut v) = (
-                layer.q.forward(&normed)?,
-                layer.k.forward(&normed)?,
-                layer.v.forward(&normed)?,
-            );
+            let [mut q, mut k, mut v]: [Tensor; 3] = layer
+                .qkv
+                .forward(&normed)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("q, k and v expected".into()))?;
             if let Some((bq, bk, bv)) = &layer.qkv_bias {
                 q = q.broadcast_add(bq)?;
                 k = k.broadcast_add(bk)?;
                 v = v.broadcast_add(bv)?;
             }
             let heads = |t: Tensor, n: usize| {
+                let t = t.contiguous()?;
                 t.reshape((1, len, n, h.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
@@ -311,8 +378,12 @@ impl Transformer {
             x = (layer.o.forward(&attended)? + x)?;
 
             let normed = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, h.rms_eps)?;
-            let gated = (candle_nn::ops::silu(&layer.gate.forward(&normed)?)?
-                * layer.up.forward(&normed)?)?;
+            let [gate, up]: [Tensor; 2] = layer
+                .gate_up
+                .forward(&normed)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("gate and up expected".into()))?;
+            let gated = (candle_nn::ops::silu(&gate.contiguous()?)? * up)?;
             x = (layer.down.forward(&gated)? + x)?;
         }
         let x = if all { x } else { x.i((.., len - 1.., ..))? };
@@ -375,6 +446,56 @@ mod tests {
         // Q8_0 quantizes the input for the d·q part; allow that rounding, not a wrong formula.
         for (e, g) in expected.iter().zip(&got) {
             assert!((e - g).abs() < 0.01 * e.abs().max(1.0), "{e} vs {g}");
+        }
+    }
+
+    /// Q8_0 blocks with small positive scales and varied values.
+    fn q8_0_matrix(n: usize, k: usize, seed: u32) -> QTensor {
+        let mut bytes = Vec::new();
+        let mut state = seed;
+        for block in 0..(n * k / BLOCK) as u16 {
+            bytes.extend_from_slice(&(0x2000u16 + block * 7).to_le_bytes());
+            for _ in 0..BLOCK {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                bytes.push((state >> 24) as u8);
+            }
+        }
+        qtensor_from_ggml(GgmlDType::Q8_0, &bytes, vec![n, k], &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn stacked_matrices_give_each_original_output() {
+        let k = 64;
+        let x = Tensor::arange(0f32, (3 * k) as f32, &Device::Cpu)
+            .unwrap()
+            .affine(0.02, -1.0)
+            .unwrap()
+            .reshape((1, 3, k))
+            .unwrap();
+        let separate: Vec<Vec<f32>> = [(8, 1), (4, 2)]
+            .iter()
+            .map(|&(n, seed)| {
+                Linear::new(q8_0_matrix(n, k, seed))
+                    .unwrap()
+                    .forward(&x)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect();
+        let stacked = Stacked::new(vec![q8_0_matrix(8, k, 1), q8_0_matrix(4, k, 2)]).unwrap();
+        assert_eq!(stacked.parts.len(), 1, "same type and width: one matmul");
+        for (got, want) in stacked.forward(&x).unwrap().iter().zip(&separate) {
+            let got = got
+                .contiguous()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(&got, want);
         }
     }
 
