@@ -188,7 +188,7 @@ fn bench_model(
     result.decode_tok_s = Stat::of(&all_decode);
 
     // Chat servers do not return every token's probability, so remote models have none.
-    let can_score = result.engine != crate::types::EngineKind::Remote.as_str();
+    let can_score = info.engine != crate::types::EngineKind::Remote;
     if config.perplexity_tokens > 0
         && can_score
         && result.error.is_none()

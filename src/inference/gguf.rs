@@ -68,8 +68,7 @@ pub fn check<R: Read + Seek>(mut reader: R) -> Result<CheckedGguf<R>, GgufError>
     let content = catch_unwind(AssertUnwindSafe(|| gguf_file::Content::read(&mut reader)))
         .map_err(|_| GgufError::Corrupt("the header is inconsistent".into()))?
         .map_err(|e| {
-            // candle appends a backtrace when RUST_BACKTRACE is set; the first line says it.
-            let message = e.to_string().lines().next().unwrap_or_default().to_string();
+            let message = candle_cause(&e);
             match message
                 .strip_prefix("unknown dtype for tensor ")
                 .and_then(|id| id.split_whitespace().next())
@@ -125,6 +124,17 @@ pub fn check<R: Read + Seek>(mut reader: R) -> Result<CheckedGguf<R>, GgufError>
         }
     }
     Ok(CheckedGguf { content, reader })
+}
+
+/// candle appends a backtrace to its errors when RUST_BACKTRACE is set; people need the cause,
+/// which is the first line.
+pub fn candle_cause(error: &candle_core::Error) -> String {
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `general.architecture`, e.g. `llama` or `qwen2`.

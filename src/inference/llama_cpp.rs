@@ -14,9 +14,9 @@ use llama_cpp_2::{
 };
 
 use super::{
+    decode::{check_prompt, decode, DecodeStep},
     sampler::argmax,
     score::{token_nll, ScoreWindow, TextScore},
-    utf8::Utf8Stream,
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
 use crate::types::FinishReason;
@@ -209,6 +209,33 @@ fn build_sampler(model: &LlamaModel, s: &ResolvedSampling) -> LlamaSampler {
     LlamaSampler::chain_simple(chain)
 }
 
+/// One token at a time through llama.cpp, for the shared decode loop.
+struct Step<'a, 'model> {
+    model: &'model LlamaModel,
+    ctx: &'a mut Context<'model>,
+    batch: LlamaBatch<'static>,
+    sampler: LlamaSampler,
+}
+
+impl DecodeStep<LlamaToken> for Step<'_, '_> {
+    fn ends_reply(&self, token: LlamaToken) -> bool {
+        self.model.vocab().is_eog(token)
+    }
+
+    fn bytes(&self, token: LlamaToken) -> Vec<u8> {
+        self.model.vocab().token_to_piece(token, false, None)
+    }
+
+    fn next(&mut self, token: LlamaToken, position: usize) -> Result<LlamaToken, EngineError> {
+        self.batch.clear();
+        self.batch
+            .add(token, position as i32, &[0], true)
+            .map_err(inference_error)?;
+        self.ctx.decode(&mut self.batch).map_err(inference_error)?;
+        Ok(self.sampler.sample(self.ctx, 0))
+    }
+}
+
 impl ChatEngine for LlamaCppEngine {
     fn facts(&self) -> &EngineFacts {
         &self.facts
@@ -232,15 +259,7 @@ impl ChatEngine for LlamaCppEngine {
                 prompt_tokens: tokens.len(),
                 ..Default::default()
             };
-            if tokens.is_empty() {
-                return Err(EngineError::EmptyPrompt);
-            }
-            if tokens.len() >= context {
-                return Err(EngineError::PromptTooLong {
-                    prompt_tokens: tokens.len(),
-                    context,
-                });
-            }
+            check_prompt(tokens.len(), context)?;
             // Drop the previous request's cells; the buffer itself is reused without a memset.
             ctx.clear_kv_cache_seq(None, None, None)
                 .map_err(inference_error)?;
@@ -265,46 +284,23 @@ impl ChatEngine for LlamaCppEngine {
                 }
                 ctx.decode(&mut batch).map_err(inference_error)?;
             }
-            let mut token = sampler.sample(ctx, batch.n_tokens() - 1);
+            let first = sampler.sample(ctx, batch.n_tokens() - 1);
             stats.prompt_secs = started.elapsed().as_secs_f64();
 
-            let vocab = model.vocab();
-            let mut text = Utf8Stream::default();
-            let mut position = tokens.len();
-            let decode_started = Instant::now();
-            let finish = loop {
-                if vocab.is_eog(token) {
-                    break FinishReason::Stop;
-                }
-                let piece = text.push(&vocab.token_to_piece(token, false, None));
-                stats.generated_tokens += 1;
-                if !piece.is_empty() && sink.piece(&piece).is_break() {
-                    break FinishReason::Cancelled;
-                }
-                if stats.generated_tokens >= sampling.max_tokens as usize {
-                    break FinishReason::Length;
-                }
-                if position + 1 >= context {
-                    break FinishReason::ContextFull;
-                }
-                if sink.cancelled() {
-                    break FinishReason::Cancelled;
-                }
-                batch.clear();
-                batch
-                    .add(token, position as i32, &[0], true)
-                    .map_err(inference_error)?;
-                ctx.decode(&mut batch).map_err(inference_error)?;
-                stats.decode_calls += 1;
-                position += 1;
-                token = sampler.sample(ctx, 0);
+            let mut step = Step {
+                model,
+                ctx,
+                batch,
+                sampler,
             };
-            stats.decode_secs = decode_started.elapsed().as_secs_f64();
-            let rest = text.finish();
-            if !rest.is_empty() && finish != FinishReason::Cancelled {
-                let _ = sink.piece(&rest);
-            }
-            stats.finish_reason = Some(finish);
+            decode(
+                &mut step,
+                first,
+                context,
+                sampling.max_tokens,
+                sink,
+                &mut stats,
+            )?;
             Ok(stats)
         })
     }
@@ -315,11 +311,7 @@ impl ChatEngine for LlamaCppEngine {
         window: ScoreWindow,
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
-        // One window must fit the context together with its BOS.
-        let window = ScoreWindow {
-            tokens: window.tokens.clamp(2, self.facts.context_size - 1),
-            ..window
-        };
+        let window = window.within(self.facts.context_size);
         self.inner.with_dependent_mut(|model, ctx| {
             let started = Instant::now();
             let vocab = model.vocab();

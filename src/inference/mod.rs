@@ -2,6 +2,7 @@
 //! every engine shares (sampling settings, chat templates, UTF-8 streaming, memory readings).
 
 pub mod candle;
+pub mod decode;
 pub mod gguf;
 pub mod llama_cpp;
 pub mod memory;

@@ -20,6 +20,15 @@ impl ScoreWindow {
         (len / 2).max(1)
     }
 
+    /// The window shrunk, if needed, so that it fits a context of `context` tokens together
+    /// with its BOS (and holds at least two tokens).
+    pub fn within(self, context: usize) -> Self {
+        Self {
+            tokens: self.tokens.clamp(2, context.saturating_sub(1).max(2)),
+            ..self
+        }
+    }
+
     /// Whether the window at `index` (of `len` tokens) is scored at all.
     pub fn keeps(&self, index: usize, len: usize) -> bool {
         index == 0 || len * 2 >= self.tokens
@@ -97,6 +106,17 @@ mod tests {
     #[test]
     fn nothing_scored_has_no_perplexity() {
         assert_eq!(TextScore::default().perplexity(), None);
+    }
+
+    #[test]
+    fn a_window_shrinks_to_fit_the_context_with_its_bos() {
+        let w = ScoreWindow {
+            tokens: 512,
+            max_text_tokens: 0,
+        };
+        assert_eq!(w.within(4096).tokens, 512);
+        assert_eq!(w.within(256).tokens, 255);
+        assert_eq!(w.within(1).tokens, 2);
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::{path::Path, time::Instant};
 use model::Transformer;
 
 use super::{
+    decode::{check_prompt, decode, DecodeStep},
     gguf,
     sampler::Sampler,
     score::{token_nll, ScoreWindow, TextScore},
-    utf8::Utf8Stream,
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
 use crate::types::FinishReason;
@@ -27,7 +27,7 @@ const PREFILL_BATCH: usize = 512;
 /// logits buffer (rows × vocabulary × 4 bytes; 39 MB for a 152k vocabulary).
 const SCORE_BATCH: usize = 64;
 
-/// The model and the position its cache has reached.
+/// Our forward pass, answering in plain vectors and engine errors.
 struct Model {
     transformer: Transformer,
 }
@@ -39,7 +39,7 @@ impl Model {
         self.transformer
             .forward(tokens, position, false)
             .and_then(|logits| logits.squeeze(0)?.to_vec1::<f32>())
-            .map_err(|e| EngineError::Inference(first_line(&e)))
+            .map_err(|e| EngineError::Inference(gguf::candle_cause(&e)))
     }
 
     /// Logits for every one of `tokens`, one row each.
@@ -51,18 +51,8 @@ impl Model {
         self.transformer
             .forward(tokens, position, true)
             .and_then(|logits| logits.to_vec2::<f32>())
-            .map_err(|e| EngineError::Inference(first_line(&e)))
+            .map_err(|e| EngineError::Inference(gguf::candle_cause(&e)))
     }
-}
-
-/// candle appends a backtrace to its errors when RUST_BACKTRACE is set; people need the cause.
-fn first_line(error: &candle_core::Error) -> String {
-    error
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 pub struct CandleEngine {
@@ -124,7 +114,7 @@ impl CandleEngine {
                 .map_err(|e| {
                     load_error(format!(
                 "candle cannot build the model ({}); an unsupported tensor type or a damaged file",
-                first_line(&e)
+                gguf::candle_cause(&e)
             ))
                 })?;
         let model = Model { transformer };
@@ -169,6 +159,29 @@ impl CandleEngine {
     }
 }
 
+/// One token at a time through our forward pass, for the shared decode loop.
+struct Step<'a> {
+    vocab: &'a GgufVocab,
+    model: &'a mut Model,
+    sampler: Sampler,
+}
+
+impl DecodeStep<u32> for Step<'_> {
+    fn ends_reply(&self, token: u32) -> bool {
+        self.vocab.is_end_of_generation(token)
+    }
+
+    fn bytes(&self, token: u32) -> Vec<u8> {
+        self.vocab.piece(token).to_vec()
+    }
+
+    fn next(&mut self, token: u32, position: usize) -> Result<u32, EngineError> {
+        self.sampler.accept(token);
+        let mut logits = self.model.forward(&[token], position)?;
+        Ok(self.sampler.sample(&mut logits))
+    }
+}
+
 impl ChatEngine for CandleEngine {
     fn facts(&self) -> &EngineFacts {
         &self.facts
@@ -191,15 +204,7 @@ impl ChatEngine for CandleEngine {
             prompt_tokens: tokens.len(),
             ..Default::default()
         };
-        if tokens.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if tokens.len() >= context {
-            return Err(EngineError::PromptTooLong {
-                prompt_tokens: tokens.len(),
-                context,
-            });
-        }
+        check_prompt(tokens.len(), context)?;
         let mut sampler = Sampler::new(sampling);
         let mut logits = Vec::new();
         for (index, chunk) in tokens.chunks(PREFILL_BATCH).enumerate() {
@@ -212,42 +217,22 @@ impl ChatEngine for CandleEngine {
         for &token in &tokens {
             sampler.accept(token);
         }
-        let mut token = sampler.sample(&mut logits);
+        let first = sampler.sample(&mut logits);
         stats.prompt_secs = started.elapsed().as_secs_f64();
 
-        let mut text = Utf8Stream::default();
-        let mut position = tokens.len();
-        let decode_started = Instant::now();
-        let finish = loop {
-            if self.vocab.is_end_of_generation(token) {
-                break FinishReason::Stop;
-            }
-            sampler.accept(token);
-            let piece = text.push(self.vocab.piece(token));
-            stats.generated_tokens += 1;
-            if !piece.is_empty() && sink.piece(&piece).is_break() {
-                break FinishReason::Cancelled;
-            }
-            if stats.generated_tokens >= sampling.max_tokens as usize {
-                break FinishReason::Length;
-            }
-            if position + 1 >= context {
-                break FinishReason::ContextFull;
-            }
-            if sink.cancelled() {
-                break FinishReason::Cancelled;
-            }
-            let mut logits = self.model.forward(&[token], position)?;
-            stats.decode_calls += 1;
-            position += 1;
-            token = sampler.sample(&mut logits);
+        let mut step = Step {
+            vocab: &self.vocab,
+            model: &mut self.model,
+            sampler,
         };
-        stats.decode_secs = decode_started.elapsed().as_secs_f64();
-        let rest = text.finish();
-        if !rest.is_empty() && finish != FinishReason::Cancelled {
-            let _ = sink.piece(&rest);
-        }
-        stats.finish_reason = Some(finish);
+        decode(
+            &mut step,
+            first,
+            context,
+            sampling.max_tokens,
+            sink,
+            &mut stats,
+        )?;
         Ok(stats)
     }
 
@@ -257,10 +242,7 @@ impl ChatEngine for CandleEngine {
         window: ScoreWindow,
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
-        let window = ScoreWindow {
-            tokens: window.tokens.clamp(2, self.facts.context_size - 1),
-            ..window
-        };
+        let window = window.within(self.facts.context_size);
         let started = Instant::now();
         let mut tokens = self
             .vocab

@@ -77,13 +77,9 @@ const BLOCK: usize = 32;
 
 impl Linear {
     fn new(weight: QTensor) -> Result<Self> {
-        match weight.dtype() {
-            GgmlDType::Q4_1 => {}
-            GgmlDType::Q5_0 => {
-                let widened = super::widen::q5_0_as_q8_0(&weight)?;
-                return Ok(Self::Quantized(QMatMul::from_qtensor(widened)?));
-            }
-            _ => return Ok(Self::Quantized(QMatMul::from_qtensor(weight)?)),
+        let weight = super::widen::without_q5_0(weight)?;
+        if weight.dtype() != GgmlDType::Q4_1 {
+            return Ok(Self::Quantized(QMatMul::from_qtensor(weight)?));
         }
         let (n, k) = weight.shape().dims2()?;
         let device = weight.device();
@@ -158,10 +154,7 @@ impl Stacked {
         // Widen first, so a Q5_0 matrix can stack with Q8_0 neighbours.
         let weights = weights
             .into_iter()
-            .map(|w| match w.dtype() {
-                GgmlDType::Q5_0 => super::widen::q5_0_as_q8_0(&w),
-                _ => Ok(w),
-            })
+            .map(super::widen::without_q5_0)
             .collect::<Result<Vec<_>>>()?;
         let mut shapes = Vec::with_capacity(weights.len());
         for w in &weights {

@@ -228,8 +228,4 @@ impl GgufVocab {
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.contains(&id)
     }
-
-    pub fn vocab_size(&self) -> usize {
-        self.pieces.len()
-    }
 }

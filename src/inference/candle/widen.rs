@@ -13,8 +13,11 @@ const Q5_0_BLOCK_BYTES: usize = 22;
 const Q8_0_BLOCK_BYTES: usize = 34;
 const BLOCK: usize = 32;
 
-/// The Q8_0 tensor holding exactly the values of a Q5_0 one.
-pub fn q5_0_as_q8_0(weight: &QTensor) -> Result<QTensor> {
+/// The tensor itself, or for Q5_0 the Q8_0 tensor holding exactly its values.
+pub fn without_q5_0(weight: QTensor) -> Result<QTensor> {
+    if weight.dtype() != GgmlDType::Q5_0 {
+        return Ok(weight);
+    }
     let data = weight.data()?;
     let mut q8 = vec![0u8; data.len() / Q5_0_BLOCK_BYTES * Q8_0_BLOCK_BYTES];
     for (q5, q8) in data
@@ -66,27 +69,18 @@ mod tests {
                 q5.push(state as u8);
             }
         }
-        let mut q8 = vec![0u8; 64 * Q8_0_BLOCK_BYTES];
-        for (a, b) in q5.chunks_exact(22).zip(q8.chunks_exact_mut(34)) {
-            q5_0_block_to_q8_0(a, b);
-        }
-        let dims = vec![2, 1024];
-        let original = qtensor_from_ggml(GgmlDType::Q5_0, &q5, dims.clone(), &Device::Cpu)
-            .unwrap()
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let widened = qtensor_from_ggml(GgmlDType::Q8_0, &q8, dims, &Device::Cpu)
-            .unwrap()
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let original =
+            qtensor_from_ggml(GgmlDType::Q5_0, &q5, vec![2, 1024], &Device::Cpu).unwrap();
+        let widened = without_q5_0(
+            qtensor_from_ggml(GgmlDType::Q5_0, &q5, vec![2, 1024], &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(widened.dtype(), GgmlDType::Q8_0);
+        let values = |t: &QTensor| {
+            let dense = t.dequantize(&Device::Cpu).unwrap();
+            dense.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (original, widened) = (values(&original), values(&widened));
         assert_eq!(original, widened);
         assert!(original.iter().any(|w| *w != 0.0));
     }
