@@ -1,10 +1,13 @@
 //! Inference: engines behind one trait, the per-model workers that own them, and the pieces
 //! every engine shares (sampling settings, chat templates, UTF-8 streaming, memory readings).
 
+pub mod bitnet;
+pub mod byte_level;
 pub mod candle;
 pub mod decode;
 pub mod gguf;
 pub mod llama_cpp;
+pub mod logits;
 pub mod memory;
 pub mod remote;
 pub mod sampler;

@@ -16,6 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    bitnet::BitnetEngine,
     candle::CandleEngine,
     llama_cpp::LlamaCppEngine,
     memory,
@@ -322,6 +323,11 @@ fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
             spec.context_size,
             spec.threads,
         )?)),
+        EngineKind::Bitnet => Ok(Box::new(BitnetEngine::load(
+            &spec.path,
+            spec.context_size,
+            spec.threads,
+        )?)),
         EngineKind::Remote => match &spec.remote {
             Some(source) => Ok(Box::new(RemoteEngine::load(source, spec.context_size)?)),
             None => Err(EngineError::Load {
@@ -329,10 +335,6 @@ fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
                 detail: "a remote model needs a `remote` table in models.toml".into(),
             }),
         },
-        other => Err(EngineError::Load {
-            path: spec.path.display().to_string(),
-            detail: format!("the {} engine is not part of this build", other.label()),
-        }),
     }
 }
 

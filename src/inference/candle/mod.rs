@@ -12,13 +12,11 @@ use std::{path::Path, time::Instant};
 use model::Transformer;
 
 use super::{
-    decode::{check_prompt, decode, DecodeStep},
     gguf,
-    sampler::Sampler,
-    score::{token_nll, ScoreWindow, TextScore},
+    logits::{self, LogitsModel, TokenText},
+    score::{ScoreWindow, TextScore},
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
-use crate::types::FinishReason;
 pub use vocab::{GgufVocab, VocabError};
 
 /// Tokens per forward pass during prefill; the quantized matmuls tile over these rows.
@@ -30,19 +28,23 @@ const SCORE_BATCH: usize = 64;
 /// Our forward pass, answering in plain vectors and engine errors.
 struct Model {
     transformer: Transformer,
+    last_logits: Vec<f32>,
 }
 
-impl Model {
-    /// Logits for the last of `tokens`, which start at `position` in the sequence. Position 0
-    /// starts a new sequence.
-    fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, EngineError> {
-        self.transformer
+impl LogitsModel for Model {
+    fn forward_last(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<&mut [f32], EngineError> {
+        self.last_logits = self
+            .transformer
             .forward(tokens, position, false)
             .and_then(|logits| logits.squeeze(0)?.to_vec1::<f32>())
-            .map_err(|e| EngineError::Inference(gguf::candle_cause(&e)))
+            .map_err(|e| EngineError::Inference(gguf::candle_cause(&e)))?;
+        Ok(&mut self.last_logits)
     }
 
-    /// Logits for every one of `tokens`, one row each.
     fn forward_all(
         &mut self,
         tokens: &[u32],
@@ -52,6 +54,24 @@ impl Model {
             .forward(tokens, position, true)
             .and_then(|logits| logits.to_vec2::<f32>())
             .map_err(|e| EngineError::Inference(gguf::candle_cause(&e)))
+    }
+
+    fn prefill_batch(&self) -> usize {
+        PREFILL_BATCH
+    }
+
+    fn score_batch(&self) -> usize {
+        SCORE_BATCH
+    }
+}
+
+impl TokenText for GgufVocab {
+    fn ends_reply(&self, token: u32) -> bool {
+        self.is_end_of_generation(token)
+    }
+
+    fn piece(&self, token: u32) -> &[u8] {
+        GgufVocab::piece(self, token)
     }
 }
 
@@ -117,7 +137,10 @@ impl CandleEngine {
                 gguf::candle_cause(&e)
             ))
                 })?;
-        let model = Model { transformer };
+        let model = Model {
+            transformer,
+            last_logits: Vec::new(),
+        };
         let facts = EngineFacts {
             context_size: context_size as usize,
             chat_template,
@@ -131,7 +154,7 @@ impl CandleEngine {
             facts,
         };
         let warm_up = engine.vocab.bos_id.unwrap_or(0);
-        engine.model.forward(&[warm_up], 0)?;
+        engine.model.forward_last(&[warm_up], 0)?;
         Ok(engine)
     }
 
@@ -144,41 +167,7 @@ impl CandleEngine {
 
     /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
     pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
-        if tokens.len() >= self.facts.context_size {
-            return Err(EngineError::PromptTooLong {
-                prompt_tokens: tokens.len(),
-                context: self.facts.context_size,
-            });
-        }
-        let mut predictions = Vec::with_capacity(tokens.len());
-        for (index, part) in tokens.chunks(SCORE_BATCH).enumerate() {
-            let rows = self.model.forward_all(part, index * SCORE_BATCH)?;
-            predictions.extend(rows.iter().map(|row| super::sampler::argmax(row)));
-        }
-        Ok(predictions)
-    }
-}
-
-/// One token at a time through our forward pass, for the shared decode loop.
-struct Step<'a> {
-    vocab: &'a GgufVocab,
-    model: &'a mut Model,
-    sampler: Sampler,
-}
-
-impl DecodeStep<u32> for Step<'_> {
-    fn ends_reply(&self, token: u32) -> bool {
-        self.vocab.is_end_of_generation(token)
-    }
-
-    fn bytes(&self, token: u32) -> Vec<u8> {
-        self.vocab.piece(token).to_vec()
-    }
-
-    fn next(&mut self, token: u32, position: usize) -> Result<u32, EngineError> {
-        self.sampler.accept(token);
-        let mut logits = self.model.forward(&[token], position)?;
-        Ok(self.sampler.sample(&mut logits))
+        logits::top1_predictions(&mut self.model, tokens, self.facts.context_size)
     }
 }
 
@@ -197,43 +186,17 @@ impl ChatEngine for CandleEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError> {
-        let context = self.facts.context_size;
         let started = Instant::now();
         let tokens = self.tokenize_prompt(prompt)?;
-        let mut stats = GenerationStats {
-            prompt_tokens: tokens.len(),
-            ..Default::default()
-        };
-        check_prompt(tokens.len(), context)?;
-        let mut sampler = Sampler::new(sampling);
-        let mut logits = Vec::new();
-        for (index, chunk) in tokens.chunks(PREFILL_BATCH).enumerate() {
-            if sink.cancelled() {
-                stats.finish_reason = Some(FinishReason::Cancelled);
-                return Ok(stats);
-            }
-            logits = self.model.forward(chunk, index * PREFILL_BATCH)?;
-        }
-        for &token in &tokens {
-            sampler.accept(token);
-        }
-        let first = sampler.sample(&mut logits);
-        stats.prompt_secs = started.elapsed().as_secs_f64();
-
-        let mut step = Step {
-            vocab: &self.vocab,
-            model: &mut self.model,
-            sampler,
-        };
-        decode(
-            &mut step,
-            first,
-            context,
-            sampling.max_tokens,
+        logits::generate(
+            &mut self.model,
+            &self.vocab,
+            &tokens,
+            self.facts.context_size,
+            sampling,
             sink,
-            &mut stats,
-        )?;
-        Ok(stats)
+            started,
+        )
     }
 
     fn score(
@@ -252,36 +215,6 @@ impl ChatEngine for CandleEngine {
             tokens.truncate(window.max_text_tokens);
         }
         let prefix = self.vocab.text_prefix();
-        let mut score = TextScore::default();
-        for (index, chunk) in tokens.chunks(window.tokens).enumerate() {
-            if !window.keeps(index, chunk.len()) {
-                continue;
-            }
-            if cancelled() {
-                return Err(EngineError::Cancelled);
-            }
-            let sequence: Vec<u32> = prefix.iter().chain(chunk).copied().collect();
-            // Logits at position p predict the token at p + 1. The unscored first half goes in
-            // as one batch; the rest in batches that keep every row.
-            let first_wanted = prefix.len() + ScoreWindow::first_scored(chunk.len()) - 1;
-            if first_wanted > 0 {
-                self.model.forward(&sequence[..first_wanted], 0)?;
-            }
-            let scored = &sequence[first_wanted..sequence.len() - 1];
-            for (index, part) in scored.chunks(SCORE_BATCH).enumerate() {
-                if cancelled() {
-                    return Err(EngineError::Cancelled);
-                }
-                let offset = first_wanted + index * SCORE_BATCH;
-                let rows = self.model.forward_all(part, offset)?;
-                for (i, row) in rows.iter().enumerate() {
-                    score.nll_sum += token_nll(row, sequence[offset + i + 1] as usize);
-                    score.scored_tokens += 1;
-                }
-            }
-            score.evaluated_tokens += sequence.len() - 1;
-        }
-        score.secs = started.elapsed().as_secs_f64();
-        Ok(score)
+        logits::score(&mut self.model, &tokens, &prefix, window, cancelled, started)
     }
 }

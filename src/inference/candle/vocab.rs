@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use crate::inference::byte_level;
 use candle_core::quantized::{gguf_file, tokenizer::TokenizerFromGguf};
 use tokenizers::{
     pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence},
@@ -64,23 +65,6 @@ fn metadata_str<'a>(ct: &'a gguf_file::Content, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// GPT-2's byte-level alphabet: every byte maps to a printable character; this is the inverse.
-fn byte_level_decoder() -> std::collections::HashMap<char, u8> {
-    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    let mut shifted = 0u32;
-    (0u8..=255)
-        .map(|b| {
-            let c = if printable(b) {
-                char::from(b)
-            } else {
-                shifted += 1;
-                char::from_u32(255 + shifted).unwrap_or('\u{FFFD}')
-            };
-            (c, b)
-        })
-        .collect()
-}
-
 impl GgufVocab {
     pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self, VocabError> {
         let model = metadata_str(ct, "tokenizer.ggml.model")
@@ -129,7 +113,7 @@ impl GgufVocab {
                     .collect()
             })
             .unwrap_or_default();
-        let decoder = byte_level_decoder();
+        let decoder = byte_level::decoder();
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut end_of_generation = HashSet::new();
         for (id, token) in tokens.iter().enumerate() {
@@ -142,13 +126,7 @@ impl GgufVocab {
             pieces.push(match kind {
                 TOKEN_TYPE_CONTROL => Vec::new(),
                 TOKEN_TYPE_USER_DEFINED => text.as_bytes().to_vec(),
-                _ => text
-                    .chars()
-                    .flat_map(|c| match decoder.get(&c) {
-                        Some(b) => vec![*b],
-                        None => c.to_string().into_bytes(),
-                    })
-                    .collect(),
+                _ => byte_level::token_bytes(text, &decoder),
             });
         }
         for key in [

@@ -1,0 +1,207 @@
+//! The native BitNet b1.58 engine: Microsoft's ternary models from their hub checkpoints
+//! (packed `microsoft/bitnet-b1.58-2B-4T` or `…-bf16`, quantized at load), run by our own
+//! forward pass ([`model`]) on our ternary kernels ([`kernels`]): 2-bit weights against int8
+//! activations with AVX2 where the CPU has it, threads over output rows, nothing allocated per
+//! token. The tokenizer and chat template are the hub's ([`vocab`]); sampling, the decode loop
+//! and perplexity are shared with the candle engine ([`super::logits`]).
+
+pub mod checkpoint;
+pub mod config;
+pub mod kernels;
+pub mod model;
+pub mod ternary;
+pub mod vocab;
+
+use std::{path::Path, time::Instant};
+
+use checkpoint::{Checkpoint, CheckpointKind};
+use config::BitnetConfig;
+use kernels::Isa;
+use model::{Model, MAX_BATCH};
+use vocab::HubVocab;
+
+use super::{
+    logits::{self, LogitsModel},
+    score::{ScoreWindow, TextScore},
+    ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
+};
+
+impl LogitsModel for Model {
+    fn forward_last(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<&mut [f32], EngineError> {
+        check_fits(tokens.len(), position, self.context())?;
+        Ok(Model::forward_last(self, tokens, position))
+    }
+
+    fn forward_all(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        check_fits(tokens.len(), position, self.context())?;
+        Ok(Model::forward_all(self, tokens, position))
+    }
+
+    fn prefill_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn score_batch(&self) -> usize {
+        MAX_BATCH
+    }
+}
+
+fn check_fits(tokens: usize, position: usize, context: usize) -> Result<(), EngineError> {
+    if position + tokens > context {
+        return Err(EngineError::PromptTooLong {
+            prompt_tokens: position + tokens,
+            context,
+        });
+    }
+    Ok(())
+}
+
+/// What the engine loaded, for the UI and the bench.
+#[derive(Clone, Debug)]
+pub struct BitnetSummary {
+    pub kind: CheckpointKind,
+    pub isa: Isa,
+    pub ternary_bytes: usize,
+    pub embedding_bytes: usize,
+    pub ternary_parameters: usize,
+}
+
+pub struct BitnetEngine {
+    model: Model,
+    vocab: HubVocab,
+    facts: EngineFacts,
+    summary: BitnetSummary,
+}
+
+impl BitnetEngine {
+    /// Loads a checkpoint folder (config.json, model.safetensors or its shards, tokenizer.json,
+    /// and optionally tokenizer_config.json and generation_config.json).
+    ///
+    /// # Errors
+    /// `EngineError::Load` naming the file and what is wrong with it.
+    pub fn load(dir: &Path, context_size: u32, threads: u32) -> Result<Self, EngineError> {
+        let load_error = |detail: String| EngineError::Load {
+            path: dir.display().to_string(),
+            detail,
+        };
+        if !dir.is_dir() {
+            return Err(load_error(
+                "not a folder: a BitNet model is a checkpoint folder (config.json, model.safetensors, tokenizer.json)"
+                    .into(),
+            ));
+        }
+        let config = BitnetConfig::read(&dir.join("config.json"))
+            .map_err(|e| load_error(e.to_string()))?;
+        let vocab = HubVocab::load(dir, &config).map_err(|e| load_error(e.to_string()))?;
+        let (weights, kind) = Checkpoint::open(dir)
+            .and_then(|checkpoint| checkpoint.weights(&config))
+            .map_err(|e| load_error(e.to_string()))?;
+        let context = (context_size as usize)
+            .min(config.max_position_embeddings)
+            .max(16);
+        let isa = Isa::detect();
+        let model = Model::new(weights, context, threads as usize, isa)
+            .map_err(|e| load_error(e.to_string()))?;
+        let weights = model.weights();
+        let summary = BitnetSummary {
+            kind,
+            isa,
+            ternary_bytes: weights.ternary_bytes(),
+            embedding_bytes: weights.embedding_bytes(),
+            ternary_parameters: weights.ternary_parameters(),
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            checkpoint = kind.label(),
+            kernels = isa.label(),
+            ternary_mib = summary.ternary_bytes / (1 << 20),
+            embedding_mib = summary.embedding_bytes / (1 << 20),
+            "BitNet model loaded"
+        );
+        let facts = EngineFacts {
+            context_size: context,
+            chat_template: vocab.chat_template.clone(),
+            bos_token: vocab.bos_text.clone(),
+            eos_token: vocab.eos_text.clone(),
+            threads: threads.max(1),
+        };
+        Ok(Self {
+            model,
+            vocab,
+            facts,
+            summary,
+        })
+    }
+
+    pub fn summary(&self) -> &BitnetSummary {
+        &self.summary
+    }
+
+    /// Token ids for a rendered prompt, exactly as generation feeds them.
+    pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
+        self.vocab
+            .encode_prompt(prompt)
+            .map_err(|e| EngineError::Inference(e.to_string()))
+    }
+
+    /// The logits after every one of `tokens` (a new sequence), one row each.
+    pub fn logits_for(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        LogitsModel::forward_all(&mut self.model, tokens, 0)
+    }
+}
+
+impl ChatEngine for BitnetEngine {
+    fn facts(&self) -> &EngineFacts {
+        &self.facts
+    }
+
+    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
+        Ok(self.tokenize_prompt(prompt)?.len())
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &str,
+        sampling: &ResolvedSampling,
+        sink: &mut dyn TokenSink,
+    ) -> Result<GenerationStats, EngineError> {
+        let started = Instant::now();
+        let tokens = self.tokenize_prompt(prompt)?;
+        logits::generate(
+            &mut self.model,
+            &self.vocab,
+            &tokens,
+            self.facts.context_size,
+            sampling,
+            sink,
+            started,
+        )
+    }
+
+    fn score(
+        &mut self,
+        text: &str,
+        window: ScoreWindow,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<TextScore, EngineError> {
+        let window = window.within(self.facts.context_size);
+        let started = Instant::now();
+        let mut tokens = self
+            .vocab
+            .encode(text)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        if window.max_text_tokens > 0 {
+            tokens.truncate(window.max_text_tokens);
+        }
+        let prefix = self.vocab.prefix();
+        logits::score(&mut self.model, &tokens, &prefix, window, cancelled, started)
+    }
+}

@@ -1,0 +1,400 @@
+//! Ternary weight matrices and the int8 activations they multiply, with BitNet b1.58's two
+//! quantizers as the reference defines them (transformers' `WeightQuant` and `ActQuant`):
+//! weights `round(w / mean|w|)` clamped to {-1, 0, +1} with the scale `mean|w|`; activations
+//! `round(x · 127 / max|x|)` per token. Rounding is half-to-even, as torch's `round`.
+
+use rayon::prelude::*;
+
+use super::kernels::{code_dots, Isa, BLOCK, BLOCK_BYTES};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TernaryError {
+    #[error("{name}: expected {expected} values for a {rows}x{cols} matrix, found {found}")]
+    Shape {
+        name: String,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{name}: packed weights hold the code 3, which no ternary value packs to (a damaged file)")]
+    BadCode { name: String },
+    #[error("{name}: weight scale {scale} is not a positive finite number")]
+    BadScale { name: String, scale: f32 },
+    #[error("cannot stack matrices with {0} and {1} columns")]
+    StackColumns(usize, usize),
+}
+
+/// Rows of ternary weights, packed 2 bits each (layout in [`super::kernels`]); stacked
+/// projections (q, k and v) keep one scale per part.
+#[derive(Clone, Debug)]
+pub struct TernaryMatrix {
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    codes: Vec<u8>,
+    /// `(end row, scale)` per stacked part, in row order.
+    parts: Vec<(usize, f32)>,
+}
+
+fn padded(cols: usize) -> usize {
+    cols.div_ceil(BLOCK) * BLOCK
+}
+
+fn check_scale(name: &str, scale: f32) -> Result<f32, TernaryError> {
+    if scale.is_finite() && scale > 0.0 {
+        Ok(scale)
+    } else {
+        Err(TernaryError::BadScale {
+            name: name.to_string(),
+            scale,
+        })
+    }
+}
+
+impl TernaryMatrix {
+    /// An all-zero matrix, every code `1`, including the padding columns.
+    fn zeros(rows: usize, cols: usize, scale: f32) -> Self {
+        let row_bytes = padded(cols) / 4;
+        Self {
+            rows,
+            cols,
+            row_bytes,
+            codes: vec![0b01_01_01_01; rows * row_bytes],
+            parts: vec![(rows, scale)],
+        }
+    }
+
+    fn set_code(&mut self, row: usize, col: usize, code: u8) {
+        let byte = row * self.row_bytes + col / BLOCK * BLOCK_BYTES + col % BLOCK_BYTES;
+        let shift = 2 * (col % BLOCK / BLOCK_BYTES);
+        self.codes[byte] = (self.codes[byte] & !(3 << shift)) | (code << shift);
+    }
+
+    fn code(&self, row: usize, col: usize) -> u8 {
+        let byte = row * self.row_bytes + col / BLOCK * BLOCK_BYTES + col % BLOCK_BYTES;
+        (self.codes[byte] >> (2 * (col % BLOCK / BLOCK_BYTES))) & 3
+    }
+
+    /// From ternary values (row-major, each -1, 0 or 1) and their scale.
+    pub fn from_ternary(
+        name: &str,
+        rows: usize,
+        cols: usize,
+        values: &[i8],
+        scale: f32,
+    ) -> Result<Self, TernaryError> {
+        check_len(name, rows, cols, values.len())?;
+        let mut matrix = Self::zeros(rows, cols, check_scale(name, scale)?);
+        for (index, &value) in values.iter().enumerate() {
+            matrix.set_code(index / cols, index % cols, (value.clamp(-1, 1) + 1) as u8);
+        }
+        Ok(matrix)
+    }
+
+    /// From transformers' packed layout: `packed` is `[rows / 4, cols]` bytes, and row
+    /// `lane · rows/4 + p` is bits `2·lane` of packed row `p`, stored as `t + 1`.
+    pub fn from_hf_packed(
+        name: &str,
+        packed: &[u8],
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    ) -> Result<Self, TernaryError> {
+        check_len(name, rows / 4, cols, packed.len())?;
+        let mut matrix = Self::zeros(rows, cols, check_scale(name, scale)?);
+        let packed_rows = rows / 4;
+        for (p, packed_row) in packed.chunks_exact(cols.max(1)).enumerate() {
+            for (col, &byte) in packed_row.iter().enumerate() {
+                for lane in 0..4 {
+                    let code = (byte >> (2 * lane)) & 3;
+                    if code == 3 {
+                        return Err(TernaryError::BadCode {
+                            name: name.to_string(),
+                        });
+                    }
+                    matrix.set_code(lane * packed_rows + p, col, code);
+                }
+            }
+        }
+        Ok(matrix)
+    }
+
+    /// Quantizes full-precision weights as the reference does when it loads a bf16 checkpoint:
+    /// `s = 1 / max(mean|w|, 1e-5)`, `t = clamp(round(w·s), -1, 1)`, and the effective weight
+    /// `t / s` rounded to bf16 (transformers casts it back to the checkpoint's dtype).
+    pub fn quantize(
+        name: &str,
+        rows: usize,
+        cols: usize,
+        weights: &[f32],
+    ) -> Result<Self, TernaryError> {
+        check_len(name, rows, cols, weights.len())?;
+        let mean = weights.iter().map(|w| f64::from(w.abs())).sum::<f64>() / weights.len() as f64;
+        let s = 1.0 / (mean as f32).max(1e-5);
+        let scale = half::bf16::from_f32(1.0 / s).to_f32();
+        let mut matrix = Self::zeros(rows, cols, check_scale(name, scale)?);
+        for (index, &w) in weights.iter().enumerate() {
+            let t = (w * s).round_ties_even().clamp(-1.0, 1.0) as i8;
+            matrix.set_code(index / cols, index % cols, (t + 1) as u8);
+        }
+        Ok(matrix)
+    }
+
+    /// Uniformly random ternary values (for benchmarks), drawn from `next`.
+    pub fn random(rows: usize, cols: usize, scale: f32, next: &mut impl FnMut() -> u64) -> Self {
+        // The 81 bytes whose four codes are all in 0..=2.
+        let valid: Vec<u8> = (0..=255u8)
+            .filter(|b| (0..4).all(|lane| (b >> (2 * lane)) & 3 != 3))
+            .collect();
+        let mut matrix = Self::zeros(rows, cols, scale);
+        for byte in &mut matrix.codes {
+            *byte = valid[(next() % valid.len() as u64) as usize];
+        }
+        matrix
+    }
+
+    /// One matrix whose rows are `parts`' rows in order, each keeping its scale.
+    pub fn stack(parts: Vec<TernaryMatrix>) -> Result<Self, TernaryError> {
+        let mut iter = parts.into_iter();
+        let Some(mut stacked) = iter.next() else {
+            return Ok(Self::zeros(0, 0, 1.0));
+        };
+        for part in iter {
+            if part.cols != stacked.cols {
+                return Err(TernaryError::StackColumns(stacked.cols, part.cols));
+            }
+            let offset = stacked.rows;
+            stacked.codes.extend_from_slice(&part.codes);
+            stacked
+                .parts
+                .extend(part.parts.iter().map(|&(end, scale)| (end + offset, scale)));
+            stacked.rows += part.rows;
+        }
+        Ok(stacked)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The ternary value at (row, col).
+    pub fn value(&self, row: usize, col: usize) -> i8 {
+        self.code(row, col) as i8 - 1
+    }
+
+    /// Bytes of packed weights held in memory.
+    pub fn bytes(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// `out[t · rows + r] = scale_r · Σ_c value(r, c) · x_t[c]` for every activation row `t`,
+    /// on `pool`'s threads split over output rows. The decode case (one row of activations)
+    /// allocates nothing.
+    pub fn matmul(&self, isa: Isa, acts: &QuantizedRows, out: &mut [f32]) {
+        assert_eq!(acts.cols_padded, padded(self.cols), "activation width");
+        let n = acts.rows;
+        assert!(out.len() >= n * self.rows, "output holds every row");
+        if n == 1 {
+            self.rows_into(isa, acts, 0, &mut out[..self.rows]);
+            return;
+        }
+        // Tokens in groups of 4 read each weight row once per group; the result is laid out
+        // by weight row, then transposed into `out`.
+        let mut by_row = vec![0f32; self.rows * n];
+        by_row
+            .par_chunks_mut(n * row_chunk(self.rows))
+            .enumerate()
+            .for_each(|(chunk, block)| {
+                let first_row = chunk * row_chunk(self.rows);
+                for (i, outs) in block.chunks_mut(n).enumerate() {
+                    self.row_against_all(isa, acts, first_row + i, outs);
+                }
+            });
+        for (r, outs) in by_row.chunks(n).enumerate() {
+            for (t, &value) in outs.iter().enumerate() {
+                out[t * self.rows + r] = value;
+            }
+        }
+    }
+
+    /// Every output row for activation row `t`, in parallel chunks.
+    fn rows_into(&self, isa: Isa, acts: &QuantizedRows, t: usize, out: &mut [f32]) {
+        let x = acts.row(t);
+        let (sum, inverse) = (acts.sums[t], acts.inverse_scales[t]);
+        let chunk = row_chunk(self.rows);
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(index, outs)| {
+                let first = index * chunk;
+                for (i, slot) in outs.iter_mut().enumerate() {
+                    let r = first + i;
+                    let [dot] = code_dots(isa, self.packed_row(r), &[x]);
+                    *slot = (dot - sum) as f32 * inverse * self.scale(r);
+                }
+            });
+    }
+
+    fn row_against_all(&self, isa: Isa, acts: &QuantizedRows, r: usize, outs: &mut [f32]) {
+        let row = self.packed_row(r);
+        let scale = self.scale(r);
+        let n = acts.rows;
+        let mut t = 0;
+        while t + 4 <= n {
+            let xs = [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)];
+            let dots = code_dots(isa, row, &xs);
+            for (k, dot) in dots.into_iter().enumerate() {
+                outs[t + k] =
+                    (dot - acts.sums[t + k]) as f32 * acts.inverse_scales[t + k] * scale;
+            }
+            t += 4;
+        }
+        for t in t..n {
+            let [dot] = code_dots(isa, row, &[acts.row(t)]);
+            outs[t] = (dot - acts.sums[t]) as f32 * acts.inverse_scales[t] * scale;
+        }
+    }
+
+    fn packed_row(&self, r: usize) -> &[u8] {
+        &self.codes[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// The scale of the stacked part that holds `row`.
+    #[inline]
+    pub fn scale(&self, row: usize) -> f32 {
+        // At most three parts: a short scan beats anything clever.
+        for &(end, scale) in &self.parts {
+            if row < end {
+                return scale;
+            }
+        }
+        1.0
+    }
+}
+
+/// Output rows per parallel task: enough tasks to balance two to a few dozen threads, each
+/// long enough that scheduling costs nothing noticeable.
+fn row_chunk(rows: usize) -> usize {
+    (rows / 32).clamp(16, 512)
+}
+
+fn check_len(name: &str, rows: usize, cols: usize, found: usize) -> Result<(), TernaryError> {
+    let expected = rows * cols;
+    if found == expected && rows > 0 && cols > 0 {
+        Ok(())
+    } else {
+        Err(TernaryError::Shape {
+            name: name.to_string(),
+            rows,
+            cols,
+            expected,
+            found,
+        })
+    }
+}
+
+/// Rows of activations quantized to int8 per row (token), zero-padded to whole blocks, with
+/// each row's `Σ q` and `1 / scale`. Buffers are reused between calls.
+#[derive(Debug, Default)]
+pub struct QuantizedRows {
+    rows: usize,
+    cols_padded: usize,
+    values: Vec<i8>,
+    sums: Vec<i32>,
+    inverse_scales: Vec<f32>,
+}
+
+impl QuantizedRows {
+    pub fn with_capacity(rows: usize, cols: usize) -> Self {
+        let cols_padded = padded(cols);
+        Self {
+            rows: 0,
+            cols_padded,
+            values: Vec::with_capacity(rows * cols_padded),
+            sums: Vec::with_capacity(rows),
+            inverse_scales: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Quantizes `x` (rows of `cols` values) as `ActQuant`: `s = 127 / max(max|x|, 1e-5)`,
+    /// `q = clamp(round(x·s), -128, 127)`.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        let rows = x.len() / cols;
+        self.rows = rows;
+        self.cols_padded = padded(cols);
+        self.values.clear();
+        self.values.resize(rows * self.cols_padded, 0);
+        self.sums.clear();
+        self.inverse_scales.clear();
+        for (source, target) in x
+            .chunks_exact(cols)
+            .zip(self.values.chunks_exact_mut(self.cols_padded))
+        {
+            let max = source.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5);
+            let scale = 127.0 / max;
+            let mut sum = 0i32;
+            for (q, &v) in target.iter_mut().zip(source) {
+                *q = (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+                sum += i32::from(*q);
+            }
+            self.sums.push(sum);
+            self.inverse_scales.push(1.0 / scale);
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn row(&self, t: usize) -> &[i8] {
+        &self.values[t * self.cols_padded..(t + 1) * self.cols_padded]
+    }
+
+    /// The value the quantized activation stands for.
+    pub fn dequantized(&self, t: usize, c: usize) -> f32 {
+        f32::from(self.row(t)[c]) * self.inverse_scales[t]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_packing_puts_lane_rows_a_quarter_apart() {
+        // 8 rows, 1 column: packed row 0 holds rows 0, 2, 4, 6; packed row 1 rows 1, 3, 5, 7.
+        let values: [i8; 8] = [1, -1, 0, 1, -1, 0, 1, 1];
+        let pack = |p: usize| {
+            (0..4).fold(0u8, |b, lane| b | (((values[lane * 2 + p] + 1) as u8) << (2 * lane)))
+        };
+        let matrix = TernaryMatrix::from_hf_packed("w", &[pack(0), pack(1)], 8, 1, 0.5).unwrap();
+        for (r, &v) in values.iter().enumerate() {
+            assert_eq!(matrix.value(r, 0), v, "row {r}");
+        }
+        let bad = TernaryMatrix::from_hf_packed("w", &[0xFF, 0x55], 8, 1, 0.5);
+        assert!(matches!(bad, Err(TernaryError::BadCode { .. })));
+    }
+
+    #[test]
+    fn quantization_rounds_half_to_even_like_torch() {
+        // mean|w| = 1, so w·s = w: 0.5 -> 0, 1.5 -> 2 -> clamped 1, -0.5 -> -0, -2.5 -> -1.
+        let w = [0.5, 1.5, -0.5, -1.5, 0.4, 1.1];
+        let mean = w.iter().map(|v: &f32| v.abs()).sum::<f32>() / 6.0;
+        let scaled: Vec<f32> = w.iter().map(|v| v / mean).collect();
+        let m = TernaryMatrix::quantize("w", 1, 6, &w).unwrap();
+        for (c, s) in scaled.iter().enumerate() {
+            assert_eq!(
+                m.value(0, c),
+                s.round_ties_even().clamp(-1.0, 1.0) as i8,
+                "{s}"
+            );
+        }
+        let mut acts = QuantizedRows::default();
+        acts.quantize(&[127.0, 0.5, 1.5, -2.5], 4);
+        assert_eq!(&acts.row(0)[..4], &[127, 0, 2, -2]);
+    }
+}

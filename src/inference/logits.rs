@@ -1,0 +1,174 @@
+//! Generation and scoring for engines whose forward pass hands us logits (candle, BitNet):
+//! prefill in batches, the shared sampler and decode loop, perplexity windows and teacher
+//! forcing. The engines supply only their forward pass and their vocabulary.
+
+use std::time::Instant;
+
+use super::{
+    decode::{check_prompt, decode, DecodeStep},
+    sampler::{argmax, Sampler},
+    score::{token_nll, ScoreWindow, TextScore},
+    EngineError, GenerationStats, ResolvedSampling, TokenSink,
+};
+use crate::types::FinishReason;
+
+/// A forward pass over token ids at a position (0 starts a new sequence).
+pub trait LogitsModel {
+    /// Logits of the last of `tokens`.
+    fn forward_last(&mut self, tokens: &[u32], position: usize)
+        -> Result<&mut [f32], EngineError>;
+    /// Logits of every one of `tokens`, one row each.
+    fn forward_all(
+        &mut self,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError>;
+    /// Tokens per forward pass when only the last logits are kept (prefill).
+    fn prefill_batch(&self) -> usize;
+    /// Tokens per forward pass when every row of logits is kept (bounds that memory).
+    fn score_batch(&self) -> usize;
+}
+
+/// What a vocabulary tells the decode loop.
+pub trait TokenText {
+    fn ends_reply(&self, token: u32) -> bool;
+    /// The bytes a token stands for (empty for control tokens).
+    fn piece(&self, token: u32) -> &[u8];
+}
+
+struct Step<'a> {
+    model: &'a mut dyn LogitsModel,
+    vocab: &'a dyn TokenText,
+    sampler: Sampler,
+}
+
+impl DecodeStep<u32> for Step<'_> {
+    fn ends_reply(&self, token: u32) -> bool {
+        self.vocab.ends_reply(token)
+    }
+
+    fn bytes(&self, token: u32) -> Vec<u8> {
+        self.vocab.piece(token).to_vec()
+    }
+
+    fn next(&mut self, token: u32, position: usize) -> Result<u32, EngineError> {
+        self.sampler.accept(token);
+        let logits = self.model.forward_last(&[token], position)?;
+        Ok(self.sampler.sample(logits))
+    }
+}
+
+/// Generates a reply after the prompt `tokens`; `started` is when the request's work began
+/// (tokenizing included), so the prompt time covers it.
+pub fn generate(
+    model: &mut dyn LogitsModel,
+    vocab: &dyn TokenText,
+    tokens: &[u32],
+    context: usize,
+    sampling: &ResolvedSampling,
+    sink: &mut dyn TokenSink,
+    started: Instant,
+) -> Result<GenerationStats, EngineError> {
+    let mut stats = GenerationStats {
+        prompt_tokens: tokens.len(),
+        ..Default::default()
+    };
+    check_prompt(tokens.len(), context)?;
+    let mut sampler = Sampler::new(sampling);
+    let batch = model.prefill_batch();
+    let chunks = tokens.len().div_ceil(batch);
+    let mut first = 0;
+    for (index, chunk) in tokens.chunks(batch).enumerate() {
+        if sink.cancelled() {
+            stats.finish_reason = Some(FinishReason::Cancelled);
+            return Ok(stats);
+        }
+        let logits = model.forward_last(chunk, index * batch)?;
+        if index + 1 == chunks {
+            for &token in tokens {
+                sampler.accept(token);
+            }
+            first = sampler.sample(logits);
+        }
+    }
+    stats.prompt_secs = started.elapsed().as_secs_f64();
+    let mut step = Step {
+        model,
+        vocab,
+        sampler,
+    };
+    decode(
+        &mut step,
+        first,
+        context,
+        sampling.max_tokens,
+        sink,
+        &mut stats,
+    )?;
+    Ok(stats)
+}
+
+/// Perplexity over `tokens` in windows, each starting with `prefix` (BOS when the model uses
+/// one); only the second half of each window is scored (see [`ScoreWindow`]).
+pub fn score(
+    model: &mut dyn LogitsModel,
+    tokens: &[u32],
+    prefix: &[u32],
+    window: ScoreWindow,
+    cancelled: &mut dyn FnMut() -> bool,
+    started: Instant,
+) -> Result<TextScore, EngineError> {
+    let mut score = TextScore::default();
+    let batch = model.score_batch();
+    for (index, chunk) in tokens.chunks(window.tokens).enumerate() {
+        if !window.keeps(index, chunk.len()) {
+            continue;
+        }
+        if cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let sequence: Vec<u32> = prefix.iter().chain(chunk).copied().collect();
+        // Logits at position p predict the token at p + 1. The unscored first half goes in
+        // as one batch; the rest in batches that keep every row.
+        let first_wanted = prefix.len() + ScoreWindow::first_scored(chunk.len()) - 1;
+        if first_wanted > 0 {
+            model.forward_last(&sequence[..first_wanted], 0)?;
+        }
+        let scored = &sequence[first_wanted..sequence.len() - 1];
+        for (index, part) in scored.chunks(batch).enumerate() {
+            if cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let offset = first_wanted + index * batch;
+            let rows = model.forward_all(part, offset)?;
+            for (i, row) in rows.iter().enumerate() {
+                score.nll_sum += token_nll(row, sequence[offset + i + 1] as usize);
+                score.scored_tokens += 1;
+            }
+        }
+        score.evaluated_tokens += sequence.len() - 1;
+    }
+    score.secs = started.elapsed().as_secs_f64();
+    Ok(score)
+}
+
+/// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
+pub fn top1_predictions(
+    model: &mut dyn LogitsModel,
+    tokens: &[u32],
+    context: usize,
+) -> Result<Vec<u32>, EngineError> {
+    if tokens.len() >= context {
+        return Err(EngineError::PromptTooLong {
+            prompt_tokens: tokens.len(),
+            context,
+        });
+    }
+    let batch = model.score_batch();
+    let mut predictions = Vec::with_capacity(tokens.len());
+    for (index, part) in tokens.chunks(batch).enumerate() {
+        let rows = model.forward_all(part, index * batch)?;
+        predictions.extend(rows.iter().map(|row| argmax(row)));
+    }
+    Ok(predictions)
+}

@@ -1,0 +1,385 @@
+//! Tiny BitNet checkpoints written by the tests in the hub's exact layout (config.json with
+//! transformers' keys, model.safetensors with transformers' tensor names, a byte-level BPE
+//! tokenizer.json, tokenizer_config.json with a chat template), in both forms: packed ternary
+//! (`microsoft/bitnet-b1.58-2B-4T`) and bf16 master weights (`…-bf16`). Beside them, a plain
+//! f32 forward pass written from the reference's definition, to hold the engine to.
+
+#![allow(dead_code)]
+
+use std::{collections::HashMap, path::Path};
+
+use safetensors::{tensor::TensorView, Dtype};
+use serde_json::json;
+
+pub const HIDDEN: usize = 192; // not a multiple of the 128-column block
+pub const INTERMEDIATE: usize = 320;
+pub const LAYERS: usize = 2;
+pub const HEADS: usize = 6;
+pub const KV_HEADS: usize = 2;
+pub const HEAD: usize = HIDDEN / HEADS;
+pub const KV: usize = KV_HEADS * HEAD;
+pub const BOS: u32 = 256;
+pub const END_OF_TEXT: u32 = 257;
+pub const EOT: u32 = 258;
+pub const VOCAB: usize = 259;
+pub const EPS: f32 = 1e-5;
+pub const THETA: f32 = 10_000.0;
+pub const POSITIONS: usize = 256;
+
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}{{ message['role'] | capitalize }}: {{ message['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}Assistant: {% endif %}";
+
+/// Master weights (bf16 values held as f32) of one tiny model.
+pub struct Master {
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Roughly normal (sum of uniforms), times `scale`, rounded to bf16.
+    fn weight(&mut self, scale: f32) -> f32 {
+        let sum: f32 = (0..4).map(|_| (self.next() % 10_000) as f32 / 10_000.0).sum();
+        half::bf16::from_f32((sum - 2.0) * scale).to_f32()
+    }
+}
+
+fn bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
+impl Master {
+    pub fn random(seed: u64) -> Self {
+        let mut rng = Rng(seed | 1);
+        let mut tensors = Vec::new();
+        let mut add = |name: String, shape: Vec<usize>, scale: f32, base: f32| {
+            let count = shape.iter().product();
+            let values = (0..count).map(|_| bf16(base + rng.weight(scale))).collect();
+            tensors.push((name, shape, values));
+        };
+        add("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN], 0.15, 0.0);
+        add("model.norm.weight".into(), vec![HIDDEN], 0.2, 1.0);
+        for i in 0..LAYERS {
+            let p = format!("model.layers.{i}");
+            add(format!("{p}.input_layernorm.weight"), vec![HIDDEN], 0.2, 1.0);
+            add(format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], 0.2, 1.0);
+            add(format!("{p}.self_attn.attn_sub_norm.weight"), vec![HIDDEN], 0.2, 1.0);
+            add(format!("{p}.mlp.ffn_sub_norm.weight"), vec![INTERMEDIATE], 0.2, 1.0);
+            for (name, rows, cols) in projections() {
+                add(format!("{p}.{name}.weight"), vec![rows, cols], 0.05, 0.0);
+            }
+        }
+        Self { tensors }
+    }
+
+    pub fn get(&self, name: &str) -> &[f32] {
+        &self
+            .tensors
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .2
+    }
+}
+
+/// (module, out rows, in columns) of every ternary projection in a layer.
+pub fn projections() -> Vec<(&'static str, usize, usize)> {
+    vec![
+        ("self_attn.q_proj", HIDDEN, HIDDEN),
+        ("self_attn.k_proj", KV, HIDDEN),
+        ("self_attn.v_proj", KV, HIDDEN),
+        ("self_attn.o_proj", HIDDEN, HIDDEN),
+        ("mlp.gate_proj", INTERMEDIATE, HIDDEN),
+        ("mlp.up_proj", INTERMEDIATE, HIDDEN),
+        ("mlp.down_proj", HIDDEN, INTERMEDIATE),
+    ]
+}
+
+fn is_projection(name: &str) -> bool {
+    name.contains("_proj.")
+}
+
+/// transformers' `WeightQuant`: ternary values and the bf16 scale `bf16(1 / s)`.
+pub fn weight_quant(w: &[f32]) -> (Vec<i8>, f32) {
+    let mean = w.iter().map(|v| f64::from(v.abs())).sum::<f64>() / w.len() as f64;
+    let s = 1.0 / (mean as f32).max(1e-5);
+    let t = w
+        .iter()
+        .map(|v| (v * s).round_ties_even().clamp(-1.0, 1.0) as i8)
+        .collect();
+    (t, bf16(1.0 / s))
+}
+
+/// transformers' `pack_weights`: row `lane · rows/4 + p` goes to bits `2·lane` of row `p`.
+pub fn pack(t: &[i8], rows: usize, cols: usize) -> Vec<u8> {
+    let quarter = rows / 4;
+    let mut packed = vec![0u8; quarter * cols];
+    for lane in 0..4 {
+        for p in 0..quarter {
+            for c in 0..cols {
+                let code = (t[(lane * quarter + p) * cols + c] + 1) as u8;
+                packed[p * cols + c] |= code << (2 * lane);
+            }
+        }
+    }
+    packed
+}
+
+fn bf16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Form {
+    Packed,
+    Bf16,
+}
+
+/// Writes a checkpoint folder of `master` in `form`.
+pub fn write(dir: &Path, master: &Master, form: Form) {
+    std::fs::create_dir_all(dir).unwrap();
+    let quantization = match form {
+        Form::Packed => json!({"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}),
+        Form::Bf16 => json!({"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}),
+    };
+    let config = json!({
+        "architectures": ["BitNetForCausalLM"],
+        "model_type": "bitnet",
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": POSITIONS,
+        "rms_norm_eps": EPS,
+        "rope_theta": THETA,
+        "hidden_act": "relu2",
+        "tie_word_embeddings": true,
+        "attention_bias": false,
+        "bos_token_id": BOS,
+        "eos_token_id": END_OF_TEXT,
+        "torch_dtype": "bfloat16",
+        "quantization_config": quantization,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("generation_config.json"),
+        json!({"bos_token_id": BOS, "eos_token_id": [END_OF_TEXT, EOT]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        json!({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": CHAT_TEMPLATE}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer_json()).unwrap();
+
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, shape, values) in &master.tensors {
+        if form == Form::Packed && is_projection(name) {
+            let (rows, cols) = (shape[0], shape[1]);
+            let (t, scale) = weight_quant(values);
+            data.push((name.clone(), Dtype::U8, vec![rows / 4, cols], pack(&t, rows, cols)));
+            let scale_name = name.replace(".weight", ".weight_scale");
+            data.push((scale_name, Dtype::BF16, vec![1], bf16_bytes(&[scale])));
+        } else {
+            data.push((name.clone(), Dtype::BF16, shape.clone(), bf16_bytes(values)));
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            (name.clone(), TensorView::new(*dtype, shape.clone(), bytes).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+/// A byte-level BPE with the 256 byte tokens and no merges, plus Llama 3's special tokens.
+fn tokenizer_json() -> String {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut shifted = 0u32;
+    let mut vocab = serde_json::Map::new();
+    for b in 0u8..=255 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            shifted += 1;
+            char::from_u32(255 + shifted).unwrap()
+        };
+        vocab.insert(c.to_string(), json!(b));
+    }
+    let special = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(BOS, "<|begin_of_text|>"), special(END_OF_TEXT, "<|end_of_text|>"), special(EOT, "<|eot_id|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": []}
+    })
+    .to_string()
+}
+
+/// The token ids of `text` under the tiny tokenizer: one per byte.
+pub fn byte_ids(text: &str) -> Vec<u32> {
+    text.bytes().map(u32::from).collect()
+}
+
+// ---- The reference forward pass: plain f32, whole sequence, no cache. ----
+
+fn rms_norm(x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inverse = 1.0 / (mean + EPS).sqrt();
+    x.iter().zip(weight).map(|(v, w)| w * v * inverse).collect()
+}
+
+/// `ActQuant` then a dense product with the dequantized ternary weights (`t · scale`).
+fn bit_linear(x: &[f32], t: &[i8], scale: f32, rows: usize) -> Vec<f32> {
+    let cols = x.len();
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5);
+    let s = 127.0 / max;
+    let q: Vec<f32> = x
+        .iter()
+        .map(|v| (v * s).round_ties_even().clamp(-128.0, 127.0) / s)
+        .collect();
+    (0..rows)
+        .map(|r| {
+            (0..cols)
+                .map(|c| f32::from(t[r * cols + c]) * q[c])
+                .sum::<f32>()
+                * scale
+        })
+        .collect()
+}
+
+fn rotate(x: &mut [f32], position: usize) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let freq = 1.0 / THETA.powf((2 * i) as f32 / x.len() as f32);
+        let (sin, cos) = (position as f32 * freq).sin_cos();
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * cos - b * sin;
+        x[i + half] = b * cos + a * sin;
+    }
+}
+
+/// How the reference keeps attention keys and values.
+#[derive(Clone, Copy, Debug)]
+pub enum Cache {
+    /// As computed (the definition).
+    F32,
+    /// Rounded to f16, as the engine's cache holds them.
+    F16,
+}
+
+impl Cache {
+    fn keep(self, x: f32) -> f32 {
+        match self {
+            Cache::F32 => x,
+            Cache::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+}
+
+/// Logits after every token of `tokens`.
+pub fn reference_logits(master: &Master, tokens: &[u32], cache: Cache) -> Vec<Vec<f32>> {
+    let quantized: HashMap<String, (Vec<i8>, f32)> = master
+        .tensors
+        .iter()
+        .filter(|(name, _, _)| is_projection(name))
+        .map(|(name, _, values)| (name.clone(), weight_quant(values)))
+        .collect();
+    let linear = |name: String, x: &[f32], rows: usize| {
+        let (t, scale) = &quantized[&name];
+        bit_linear(x, t, *scale, rows)
+    };
+    let embedding = master.get("model.embed_tokens.weight");
+    let mut xs: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|&t| embedding[t as usize * HIDDEN..][..HIDDEN].to_vec())
+        .collect();
+    for i in 0..LAYERS {
+        let p = format!("model.layers.{i}");
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        let mut queries = Vec::new();
+        for (position, x) in xs.iter().enumerate() {
+            let h = rms_norm(x, master.get(&format!("{p}.input_layernorm.weight")));
+            let mut q = linear(format!("{p}.self_attn.q_proj.weight"), &h, HIDDEN);
+            let mut k = linear(format!("{p}.self_attn.k_proj.weight"), &h, KV);
+            q.chunks_mut(HEAD).for_each(|head| rotate(head, position));
+            k.chunks_mut(HEAD).for_each(|head| rotate(head, position));
+            let v = linear(format!("{p}.self_attn.v_proj.weight"), &h, KV);
+            queries.push(q);
+            keys.push(k.iter().map(|&x| cache.keep(x)).collect::<Vec<f32>>());
+            values.push(v.iter().map(|&x| cache.keep(x)).collect::<Vec<f32>>());
+        }
+        for (position, x) in xs.iter_mut().enumerate() {
+            let mut attention = vec![0f32; HIDDEN];
+            for head in 0..HEADS {
+                let kv_head = head / (HEADS / KV_HEADS);
+                let q = &queries[position][head * HEAD..][..HEAD];
+                let scores: Vec<f32> = (0..=position)
+                    .map(|j| {
+                        let k = &keys[j][kv_head * HEAD..][..HEAD];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (HEAD as f32).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f32 = exps.iter().sum();
+                for (j, e) in exps.iter().enumerate() {
+                    let v = &values[j][kv_head * HEAD..][..HEAD];
+                    for d in 0..HEAD {
+                        attention[head * HEAD + d] += e / total * v[d];
+                    }
+                }
+            }
+            let normed = rms_norm(&attention, master.get(&format!("{p}.self_attn.attn_sub_norm.weight")));
+            let o = linear(format!("{p}.self_attn.o_proj.weight"), &normed, HIDDEN);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let h = rms_norm(x, master.get(&format!("{p}.post_attention_layernorm.weight")));
+            let gate = linear(format!("{p}.mlp.gate_proj.weight"), &h, INTERMEDIATE);
+            let up = linear(format!("{p}.mlp.up_proj.weight"), &h, INTERMEDIATE);
+            let product: Vec<f32> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g.max(0.0).powi(2) * u)
+                .collect();
+            let normed = rms_norm(&product, master.get(&format!("{p}.mlp.ffn_sub_norm.weight")));
+            let down = linear(format!("{p}.mlp.down_proj.weight"), &normed, HIDDEN);
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        }
+    }
+    xs.iter()
+        .map(|x| {
+            let h = rms_norm(x, master.get("model.norm.weight"));
+            (0..VOCAB)
+                .map(|v| {
+                    embedding[v * HIDDEN..][..HIDDEN]
+                        .iter()
+                        .zip(&h)
+                        .map(|(a, b)| a * b)
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
+}
