@@ -89,12 +89,22 @@ fn logits_match_the_f32_reference_forward_pass() {
         let mut same_top = 0;
         for (position, ((a, b), c)) in ours.iter().zip(&same_cache).zip(&definition).enumerate() {
             let exact = relative_l2(a, b);
-            assert!(exact < 1e-4, "{form:?} position {position}: {exact} from the f16-cache reference");
+            assert!(
+                exact < 1e-4,
+                "{form:?} position {position}: {exact} from the f16-cache reference"
+            );
             let loose = relative_l2(a, c);
-            assert!(loose < 0.05, "{form:?} position {position}: {loose} from the f32 reference");
+            assert!(
+                loose < 0.05,
+                "{form:?} position {position}: {loose} from the f32 reference"
+            );
             same_top += usize::from(argmax(a) == argmax(c));
         }
-        assert!(same_top * 100 >= 95 * tokens.len(), "{form:?}: top-1 agrees at {same_top}/{}", tokens.len());
+        assert!(
+            same_top * 100 >= 95 * tokens.len(),
+            "{form:?}: top-1 agrees at {same_top}/{}",
+            tokens.len()
+        );
     }
 }
 
@@ -126,7 +136,10 @@ fn greedy(max_tokens: u32) -> ResolvedSampling {
 fn chat_prompt(engine: &BitnetEngine, question: &str) -> String {
     let facts = engine.facts();
     PromptFormat::Chat {
-        template: facts.chat_template.clone().expect("tokenizer_config.json has one"),
+        template: facts
+            .chat_template
+            .clone()
+            .expect("tokenizer_config.json has one"),
         bos_token: facts.bos_token.clone(),
         eos_token: facts.eos_token.clone(),
     }
@@ -155,7 +168,11 @@ fn greedy_generation_follows_the_reference_through_the_chat_template() {
     let mut sequence = prompt_ids.clone();
     let mut reference_bytes = Vec::new();
     for _ in 0..12 {
-        let next = argmax(tiny::reference_logits(&master, &sequence, Cache::F16).last().unwrap()) as u32;
+        let next = argmax(
+            tiny::reference_logits(&master, &sequence, Cache::F16)
+                .last()
+                .unwrap(),
+        ) as u32;
         if next == tiny::EOT || next == tiny::END_OF_TEXT {
             break;
         }
@@ -167,7 +184,11 @@ fn greedy_generation_follows_the_reference_through_the_chat_template() {
     let mut sink = Collect::default();
     let stats = engine.generate(&prompt, &greedy(12), &mut sink).unwrap();
     assert_eq!(stats.prompt_tokens, prompt_ids.len());
-    assert_eq!(sink.0, String::from_utf8_lossy(&reference_bytes), "{stats:?}");
+    assert_eq!(
+        sink.0,
+        String::from_utf8_lossy(&reference_bytes),
+        "{stats:?}"
+    );
     assert!(stats.generated_tokens > 0);
 }
 
@@ -186,12 +207,17 @@ fn seeded_sampling_is_reproducible_and_stop_cuts_the_reply() {
     };
     let mut run = |seed| {
         let mut sink = Collect::default();
-        engine.generate(&prompt, &sampling(seed), &mut sink).unwrap();
+        engine
+            .generate(&prompt, &sampling(seed), &mut sink)
+            .unwrap();
         sink.0
     };
     let first = run(42);
     assert_eq!(run(42), first);
-    assert!((1..5).map(&mut run).any(|t| t != first), "seeds changed nothing");
+    assert!(
+        (1..5).map(&mut run).any(|t| t != first),
+        "seeds changed nothing"
+    );
 
     struct StopAfter(usize);
     impl TokenSink for StopAfter {
@@ -208,7 +234,9 @@ fn seeded_sampling_is_reproducible_and_stop_cuts_the_reply() {
         }
     }
     let mut engine = load(dir.path());
-    let stats = engine.generate(&prompt, &greedy(100), &mut StopAfter(3)).unwrap();
+    let stats = engine
+        .generate(&prompt, &greedy(100), &mut StopAfter(3))
+        .unwrap();
     assert_eq!(stats.finish_reason, Some(FinishReason::Cancelled));
     assert!(stats.generated_tokens <= 3, "{stats:?}");
 }
@@ -221,7 +249,10 @@ fn prompts_beyond_the_context_are_refused() {
     let err = engine
         .generate(&"word ".repeat(40), &greedy(4), &mut Collect::default())
         .unwrap_err();
-    assert!(matches!(err, EngineError::PromptTooLong { context: 64, .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::PromptTooLong { context: 64, .. }),
+        "{err}"
+    );
 }
 
 fn load_error(dir: &Path) -> String {
@@ -256,17 +287,33 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
     bad_code[8 + header + start + 5] = 0xFF;
     std::fs::write(&weights, &bad_code).unwrap();
     let detail = load_error(dir.path());
-    assert!(detail.contains("code 3") || detail.contains("damaged"), "{detail}");
+    assert!(
+        detail.contains("code 3") || detail.contains("damaged"),
+        "{detail}"
+    );
 
     // A config that is not BitNet, and one whose shapes disagree with the tensors.
     std::fs::write(&weights, &original).unwrap();
     let config_file = folder.join("config.json");
     let config = std::fs::read_to_string(&config_file).unwrap();
-    std::fs::write(&config_file, config.replace("\"bitnet\"", "\"llama\"").replace("BitNetForCausalLM", "LlamaForCausalLM")).unwrap();
+    std::fs::write(
+        &config_file,
+        config
+            .replace("\"bitnet\"", "\"llama\"")
+            .replace("BitNetForCausalLM", "LlamaForCausalLM"),
+    )
+    .unwrap();
     assert!(load_error(dir.path()).contains("not a BitNet"));
-    std::fs::write(&config_file, config.replace("\"intermediate_size\":320", "\"intermediate_size\":324")).unwrap();
+    std::fs::write(
+        &config_file,
+        config.replace("\"intermediate_size\":320", "\"intermediate_size\":324"),
+    )
+    .unwrap();
     let detail = load_error(dir.path());
-    assert!(detail.contains("mlp.gate_proj.weight") && detail.contains("expected [81, 192]"), "{detail}");
+    assert!(
+        detail.contains("mlp.gate_proj.weight") && detail.contains("expected [81, 192]"),
+        "{detail}"
+    );
     std::fs::write(&config_file, &config).unwrap();
 
     // A missing tokenizer, and a file instead of a folder.
@@ -329,5 +376,8 @@ file = "tiny-bitnet"
     assert_eq!(last.event.as_deref(), Some("metrics"), "{events:?}");
     let metrics: serde_json::Value = serde_json::from_str(&last.data).unwrap();
     assert_eq!(metrics["engine"], "bitnet");
-    assert!(metrics["generated_tokens"].as_u64().unwrap() > 0, "{metrics}");
+    assert!(
+        metrics["generated_tokens"].as_u64().unwrap() > 0,
+        "{metrics}"
+    );
 }

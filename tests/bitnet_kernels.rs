@@ -3,7 +3,7 @@
 //! set this CPU runs.
 
 use quantlab::inference::bitnet::{
-    kernels::{bf16_dots, Isa},
+    kernels::{bf16_dots, f16_axpy, f16_dot, Isa},
     ternary::{QuantizedRows, TernaryMatrix},
 };
 
@@ -54,8 +54,7 @@ fn ternary_matmul_equals_the_naive_product_on_every_shape_and_isa() {
                     (0..rows).map(move |r| {
                         (0..cols)
                             .map(|c| {
-                                f64::from(values[r * cols + c])
-                                    * f64::from(acts.dequantized(t, c))
+                                f64::from(values[r * cols + c]) * f64::from(acts.dequantized(t, c))
                             })
                             .sum::<f64>()
                             * f64::from(scale)
@@ -83,12 +82,20 @@ fn stacked_matrices_keep_each_part_and_its_scale() {
     let cols = 200;
     let parts: Vec<(usize, f32, Vec<i8>)> = [(8usize, 0.5f32), (4, 2.0), (4, 1.25)]
         .iter()
-        .map(|&(rows, scale)| (rows, scale, (0..rows * cols).map(|_| rng.ternary()).collect()))
+        .map(|&(rows, scale)| {
+            (
+                rows,
+                scale,
+                (0..rows * cols).map(|_| rng.ternary()).collect(),
+            )
+        })
         .collect();
     let stacked = TernaryMatrix::stack(
         parts
             .iter()
-            .map(|(rows, scale, v)| TernaryMatrix::from_ternary("p", *rows, cols, v, *scale).unwrap())
+            .map(|(rows, scale, v)| {
+                TernaryMatrix::from_ternary("p", *rows, cols, v, *scale).unwrap()
+            })
             .collect(),
     )
     .unwrap();
@@ -117,7 +124,9 @@ fn bf16_rows_equal_the_naive_dot_product() {
         let row: Vec<u16> = (0..len)
             .map(|_| half::bf16::from_f32(rng.float()).to_bits())
             .collect();
-        let xs: Vec<Vec<f32>> = (0..4).map(|_| (0..len).map(|_| rng.float()).collect()).collect();
+        let xs: Vec<Vec<f32>> = (0..4)
+            .map(|_| (0..len).map(|_| rng.float()).collect())
+            .collect();
         let want: Vec<f64> = xs
             .iter()
             .map(|x| {
@@ -131,7 +140,10 @@ fn bf16_rows_equal_the_naive_dot_product() {
             let four = bf16_dots(isa, &row, &[&xs[0], &xs[1], &xs[2], &xs[3]]);
             let one = bf16_dots(isa, &row, &[&xs[2]]);
             for (got, want) in four.iter().zip(&want) {
-                assert!((f64::from(*got) - want).abs() < 1e-4 * (1.0 + want.abs()), "{isa:?} {len}");
+                assert!(
+                    (f64::from(*got) - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{isa:?} {len}"
+                );
             }
             assert!((f64::from(one[0]) - want[2]).abs() < 1e-4 * (1.0 + want[2].abs()));
         }
@@ -140,7 +152,9 @@ fn bf16_rows_equal_the_naive_dot_product() {
 
 #[test]
 fn activation_quantization_is_per_token_absmax_to_127() {
-    let x = [0.0f32, 1.0, -2.0, 0.5, /* second token */ 10.0, -10.0, 5.0, 0.0];
+    let x = [
+        0.0f32, 1.0, -2.0, 0.5, /* second token */ 10.0, -10.0, 5.0, 0.0,
+    ];
     let mut acts = QuantizedRows::default();
     acts.quantize(&x, 4);
     assert_eq!(acts.rows(), 2);
@@ -152,4 +166,26 @@ fn activation_quantization_is_per_token_absmax_to_127() {
     // An all-zero token does not divide by zero.
     acts.quantize(&[0.0; 4], 4);
     assert!(acts.row(0).iter().all(|&q| q == 0) && acts.dequantized(0, 0) == 0.0);
+}
+
+#[test]
+fn f16_cache_kernels_equal_the_naive_loops() {
+    let mut rng = Rng(99);
+    for len in [1usize, 8, 13, 64, 128] {
+        let k: Vec<half::f16> = (0..len).map(|_| half::f16::from_f32(rng.float())).collect();
+        let q: Vec<f32> = (0..len).map(|_| rng.float()).collect();
+        let want: f32 = k.iter().zip(&q).map(|(a, b)| a.to_f32() * b).sum();
+        for isa in Isa::all_available() {
+            let got = f16_dot(isa, &k, &q);
+            assert!(
+                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "{isa:?} {len}"
+            );
+            let mut out: Vec<f32> = q.clone();
+            f16_axpy(isa, 0.5, &k, &mut out);
+            for ((o, a), b) in out.iter().zip(&k).zip(&q) {
+                assert!((o - (b + 0.5 * a.to_f32())).abs() < 1e-5);
+            }
+        }
+    }
 }

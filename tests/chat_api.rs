@@ -193,11 +193,13 @@ async fn model_lists_show_every_model_with_availability() {
         .iter()
         .find(|m| m["engine"] == "bitnet")
         .expect("BitNet is listed, not hidden");
+    // Its hub checkpoint is not on this offline machine: listed, with the command that fetches it.
     assert_eq!(bitnet["available"], false);
     assert!(bitnet["reason"]
         .as_str()
         .unwrap()
-        .contains("not part of this build"));
+        .contains("not downloaded"));
+    assert_eq!(bitnet["fix"], "quantlab models fetch bitnet-b1.58-2b-4t");
     let openai: Value = reqwest::get(format!("{url}/v1/models"))
         .await
         .unwrap()

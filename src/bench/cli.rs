@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// the first model.
     #[arg(long)]
     pub reference: bool,
+    /// Instead, measure the BitNet engine on BitNet b1.58 2B4T's shapes with random ternary
+    /// weights (no download): decode tok/s against the memory-bandwidth roofline measured in
+    /// the same run, prefill, and resident weight memory. `--tokens` sets the decode length.
+    #[arg(long, conflicts_with = "reference")]
+    pub bitnet: bool,
+    /// With --bitnet: prompt tokens for the prefill measurement.
+    #[arg(long, default_value_t = 128, requires = "bitnet")]
+    pub prompt_tokens: usize,
     /// With --reference: skip the upstream side.
     #[arg(long, requires = "reference")]
     pub no_upstream: bool,
@@ -46,6 +54,18 @@ pub struct BenchArgs {
 }
 
 pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
+    if args.bitnet {
+        if !(1..=4096).contains(&args.tokens) || !(1..=4096).contains(&args.prompt_tokens) {
+            bail!("--tokens and --prompt-tokens must be 1 to 4096");
+        }
+        return super::bitnet::run(&super::bitnet::BitnetBenchArgs {
+            threads: common
+                .threads
+                .map_or_else(Settings::default_threads, |t| t.max(1)) as usize,
+            decode_tokens: args.tokens as usize,
+            prompt_tokens: args.prompt_tokens,
+        });
+    }
     let registry = crate::cli::load_registry(common)?;
     let models = if args.models.is_empty() {
         vec![registry.default_id.clone()]

@@ -8,6 +8,8 @@ pub mod stats;
 pub mod types;
 
 #[cfg(feature = "ssr")]
+pub mod bitnet;
+#[cfg(feature = "ssr")]
 pub mod cli;
 #[cfg(feature = "ssr")]
 pub mod jobs;

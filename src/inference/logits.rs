@@ -15,8 +15,7 @@ use crate::types::FinishReason;
 /// A forward pass over token ids at a position (0 starts a new sequence).
 pub trait LogitsModel {
     /// Logits of the last of `tokens`.
-    fn forward_last(&mut self, tokens: &[u32], position: usize)
-        -> Result<&mut [f32], EngineError>;
+    fn forward_last(&mut self, tokens: &[u32], position: usize) -> Result<&mut [f32], EngineError>;
     /// Logits of every one of `tokens`, one row each.
     fn forward_all(
         &mut self,

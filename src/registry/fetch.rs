@@ -296,9 +296,7 @@ fn fetch_from_hub(
     ));
     // hf-hub downloads into its cache under a temporary name and renames when complete.
     let cached = if hub.files.is_empty() {
-        let cached = repo
-            .get(&hub.file)
-            .map_err(|e| hub_error(e.to_string()))?;
+        let cached = repo.get(&hub.file).map_err(|e| hub_error(e.to_string()))?;
         if let Some(expected) = &entry.sha256 {
             let actual = sha256_file(&cached)?;
             if !expected.eq_ignore_ascii_case(&actual) {

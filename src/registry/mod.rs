@@ -341,7 +341,11 @@ fn resolve_shared_weights(models: &mut [ModelEntry]) -> Result<(), RegistryError
 /// A checkpoint folder is present when every file its hub source lists is (their total size);
 /// a folder with no list (a local checkpoint) counts whatever it holds.
 fn folder_size(dir: &Path, entry: &ModelEntry) -> Option<u64> {
-    let listed = entry.hub.as_ref().map(|hub| hub.files.clone()).unwrap_or_default();
+    let listed = entry
+        .hub
+        .as_ref()
+        .map(|hub| hub.files.clone())
+        .unwrap_or_default();
     if listed.is_empty() {
         let entries = std::fs::read_dir(dir).ok()?;
         return Some(
@@ -516,13 +520,26 @@ size = 3
     }
 
     #[test]
-    fn engines_not_built_are_reported_not_hidden() {
+    fn a_checkpoint_folder_is_present_only_with_every_listed_file() {
         let dir = tempfile::tempdir().unwrap();
-        let text = MINIMAL.replace("llama_cpp", "bitnet");
+        let text = MINIMAL.replace("llama_cpp", "bitnet").replace(
+            "file = \"a.gguf\"\nsize = 3",
+            "file = \"ckpt\"\nhub = { repo = \"o/r\", files = [\"config.json\", \"model.safetensors\"] }",
+        );
         let reg = registry(&text, dir.path()).unwrap();
-        let info = reg.info(reg.get("a").unwrap(), false);
-        assert!(!info.available);
-        assert!(info.reason.unwrap().contains("not part of this build"));
+        let entry = reg.get("a").unwrap();
+        assert!(!reg.info(entry, false).available);
+        std::fs::create_dir(dir.path().join("ckpt")).unwrap();
+        std::fs::write(dir.path().join("ckpt/config.json"), b"{}").unwrap();
+        let info = reg.info(entry, false);
+        assert!(!info.available && info.reason.unwrap().contains("not downloaded"));
+        std::fs::write(dir.path().join("ckpt/model.safetensors"), b"1234").unwrap();
+        let info = reg.info(entry, false);
+        assert!(info.available, "{:?}", info.reason);
+        assert_eq!(info.size_bytes, Some(6));
+        // A hub source names one file or a list, never both or neither.
+        let both = text.replace("files = [", "file = \"x\", files = [");
+        assert!(registry(&both, dir.path()).is_err());
     }
 
     #[test]

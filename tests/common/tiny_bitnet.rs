@@ -43,7 +43,9 @@ impl Rng {
     }
     /// Roughly normal (sum of uniforms), times `scale`, rounded to bf16.
     fn weight(&mut self, scale: f32) -> f32 {
-        let sum: f32 = (0..4).map(|_| (self.next() % 10_000) as f32 / 10_000.0).sum();
+        let sum: f32 = (0..4)
+            .map(|_| (self.next() % 10_000) as f32 / 10_000.0)
+            .sum();
         half::bf16::from_f32((sum - 2.0) * scale).to_f32()
     }
 }
@@ -61,14 +63,39 @@ impl Master {
             let values = (0..count).map(|_| bf16(base + rng.weight(scale))).collect();
             tensors.push((name, shape, values));
         };
-        add("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN], 0.15, 0.0);
+        add(
+            "model.embed_tokens.weight".into(),
+            vec![VOCAB, HIDDEN],
+            0.15,
+            0.0,
+        );
         add("model.norm.weight".into(), vec![HIDDEN], 0.2, 1.0);
         for i in 0..LAYERS {
             let p = format!("model.layers.{i}");
-            add(format!("{p}.input_layernorm.weight"), vec![HIDDEN], 0.2, 1.0);
-            add(format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], 0.2, 1.0);
-            add(format!("{p}.self_attn.attn_sub_norm.weight"), vec![HIDDEN], 0.2, 1.0);
-            add(format!("{p}.mlp.ffn_sub_norm.weight"), vec![INTERMEDIATE], 0.2, 1.0);
+            add(
+                format!("{p}.input_layernorm.weight"),
+                vec![HIDDEN],
+                0.2,
+                1.0,
+            );
+            add(
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![HIDDEN],
+                0.2,
+                1.0,
+            );
+            add(
+                format!("{p}.self_attn.attn_sub_norm.weight"),
+                vec![HIDDEN],
+                0.2,
+                1.0,
+            );
+            add(
+                format!("{p}.mlp.ffn_sub_norm.weight"),
+                vec![INTERMEDIATE],
+                0.2,
+                1.0,
+            );
             for (name, rows, cols) in projections() {
                 add(format!("{p}.{name}.weight"), vec![rows, cols], 0.05, 0.0);
             }
@@ -146,8 +173,12 @@ pub enum Form {
 pub fn write(dir: &Path, master: &Master, form: Form) {
     std::fs::create_dir_all(dir).unwrap();
     let quantization = match form {
-        Form::Packed => json!({"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"}),
-        Form::Bf16 => json!({"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"}),
+        Form::Packed => {
+            json!({"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "offline"})
+        }
+        Form::Bf16 => {
+            json!({"quant_method": "bitnet", "linear_class": "autobitlinear", "quantization_mode": "online"})
+        }
     };
     let config = json!({
         "architectures": ["BitNetForCausalLM"],
@@ -187,7 +218,12 @@ pub fn write(dir: &Path, master: &Master, form: Form) {
         if form == Form::Packed && is_projection(name) {
             let (rows, cols) = (shape[0], shape[1]);
             let (t, scale) = weight_quant(values);
-            data.push((name.clone(), Dtype::U8, vec![rows / 4, cols], pack(&t, rows, cols)));
+            data.push((
+                name.clone(),
+                Dtype::U8,
+                vec![rows / 4, cols],
+                pack(&t, rows, cols),
+            ));
             let scale_name = name.replace(".weight", ".weight_scale");
             data.push((scale_name, Dtype::BF16, vec![1], bf16_bytes(&[scale])));
         } else {
@@ -197,7 +233,10 @@ pub fn write(dir: &Path, master: &Master, form: Form) {
     let views: Vec<(String, TensorView<'_>)> = data
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            (name.clone(), TensorView::new(*dtype, shape.clone(), bytes).unwrap())
+            (
+                name.clone(),
+                TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
@@ -352,10 +391,16 @@ pub fn reference_logits(master: &Master, tokens: &[u32], cache: Cache) -> Vec<Ve
                     }
                 }
             }
-            let normed = rms_norm(&attention, master.get(&format!("{p}.self_attn.attn_sub_norm.weight")));
+            let normed = rms_norm(
+                &attention,
+                master.get(&format!("{p}.self_attn.attn_sub_norm.weight")),
+            );
             let o = linear(format!("{p}.self_attn.o_proj.weight"), &normed, HIDDEN);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            let h = rms_norm(x, master.get(&format!("{p}.post_attention_layernorm.weight")));
+            let h = rms_norm(
+                x,
+                master.get(&format!("{p}.post_attention_layernorm.weight")),
+            );
             let gate = linear(format!("{p}.mlp.gate_proj.weight"), &h, INTERMEDIATE);
             let up = linear(format!("{p}.mlp.up_proj.weight"), &h, INTERMEDIATE);
             let product: Vec<f32> = gate
@@ -363,7 +408,10 @@ pub fn reference_logits(master: &Master, tokens: &[u32], cache: Cache) -> Vec<Ve
                 .zip(&up)
                 .map(|(g, u)| g.max(0.0).powi(2) * u)
                 .collect();
-            let normed = rms_norm(&product, master.get(&format!("{p}.mlp.ffn_sub_norm.weight")));
+            let normed = rms_norm(
+                &product,
+                master.get(&format!("{p}.mlp.ffn_sub_norm.weight")),
+            );
             let down = linear(format!("{p}.mlp.down_proj.weight"), &normed, HIDDEN);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }

@@ -168,7 +168,12 @@ impl Checkpoint {
     }
 
     /// A bf16 matrix `[rows, cols]` kept as bf16 bits (the embedding and output head).
-    fn bf16_matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Vec<u16>, CheckpointError> {
+    fn bf16_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<u16>, CheckpointError> {
         let view = self.view(name)?;
         if view.shape != [rows, cols] || view.dtype != Dtype::BF16 {
             return Err(shape_error(name, &view, &format!("[{rows}, {cols}] BF16")));
@@ -200,8 +205,15 @@ impl Checkpoint {
         match kind {
             CheckpointKind::Packed => {
                 let view = self.view(&weight)?;
-                if view.shape != [rows / 4, cols] || rows % 4 != 0 || view.dtype != Dtype::U8 {
-                    return Err(shape_error(&weight, &view, &format!("[{}, {cols}] U8", rows / 4)));
+                if view.shape != [rows / 4, cols]
+                    || !rows.is_multiple_of(4)
+                    || view.dtype != Dtype::U8
+                {
+                    return Err(shape_error(
+                        &weight,
+                        &view,
+                        &format!("[{}, {cols}] U8", rows / 4),
+                    ));
                 }
                 let scale_name = format!("{name}.weight_scale");
                 let scale_view = self.view(&scale_name)?;
@@ -221,9 +233,16 @@ impl Checkpoint {
     }
 
     /// Every weight the forward pass needs, checked against `config`.
-    pub fn weights(&self, config: &BitnetConfig) -> Result<(Weights, CheckpointKind), CheckpointError> {
+    pub fn weights(
+        &self,
+        config: &BitnetConfig,
+    ) -> Result<(Weights, CheckpointKind), CheckpointError> {
         let kind = self.kind()?;
-        let (hidden, inter, kv) = (config.hidden_size, config.intermediate_size, config.kv_size());
+        let (hidden, inter, kv) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.kv_size(),
+        );
         let embedding = self.bf16_matrix("model.embed_tokens.weight", config.vocab_size, hidden)?;
         let output = if !config.tie_word_embeddings && self.has("lm_head.weight") {
             Some(self.bf16_matrix("lm_head.weight", config.vocab_size, hidden)?)

@@ -153,7 +153,7 @@ impl BitnetConfig {
         {
             return unsupported("sizes beyond any BitNet this engine runs".into());
         }
-        if self.num_attention_heads % self.kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return unsupported(format!(
                 "{} attention heads do not share {} key/value heads evenly",
                 self.num_attention_heads,
@@ -161,7 +161,7 @@ impl BitnetConfig {
             ));
         }
         if self.head_size() * self.num_attention_heads != self.hidden_size
-            || self.head_size() % 2 != 0
+            || !self.head_size().is_multiple_of(2)
         {
             return unsupported(format!(
                 "head_dim {} × {} heads must equal hidden_size {} (the sub-norm spans both) and be even",

@@ -26,7 +26,9 @@ impl Isa {
     /// The fastest kernels this CPU runs.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
         {
             return Isa::Avx2;
         }
@@ -53,7 +55,10 @@ impl Isa {
 /// `Σ code · x` of one packed row against `T` activation rows at once (the weights are read
 /// once for all of them). Every `xs[t]` holds at least `row.len() * 4` values.
 pub fn code_dots<const T: usize>(isa: Isa, row: &[u8], xs: &[&[i8]; T]) -> [i32; T] {
-    assert!(row.len() % BLOCK_BYTES == 0, "rows are whole blocks");
+    assert!(
+        row.len().is_multiple_of(BLOCK_BYTES),
+        "rows are whole blocks"
+    );
     for x in xs {
         assert!(x.len() >= row.len() * 4, "activations cover the row");
     }
@@ -104,6 +109,32 @@ fn portable_bf16_dots<const T: usize>(row: &[u16], xs: &[&[f32]; T]) -> [f32; T]
         }
     }
     sums
+}
+
+/// `Σ k · q` of an f16 row (a cached key) against f32 `q` of the same length.
+pub fn f16_dot(isa: Isa, k: &[half::f16], q: &[f32]) -> f32 {
+    assert_eq!(k.len(), q.len(), "same length");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` implies AVX2, FMA and F16C (see `Isa::detect`).
+        Isa::Avx2 => unsafe { avx2::f16_dot(k, q) },
+        _ => k.iter().zip(q).map(|(a, b)| a.to_f32() * b).sum(),
+    }
+}
+
+/// `out += weight · v` for an f16 row (a cached value).
+pub fn f16_axpy(isa: Isa, weight: f32, v: &[half::f16], out: &mut [f32]) {
+    assert_eq!(v.len(), out.len(), "same length");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `f16_dot`.
+        Isa::Avx2 => unsafe { avx2::f16_axpy(weight, v, out) },
+        _ => {
+            for (o, x) in out.iter_mut().zip(v) {
+                *o += weight * x.to_f32();
+            }
+        }
+    }
 }
 
 pub fn bf16_to_f32(bits: u16) -> f32 {
@@ -179,31 +210,75 @@ mod avx2 {
         out
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn bf16_dots<const T: usize>(row: &[u16], xs: &[&[f32]; T]) -> [f32; T] {
-        let mut even = [_mm256_setzero_ps(); T];
-        let mut odd = [_mm256_setzero_ps(); T];
-        let widen = |p: *const u16| {
-            _mm256_castsi256_ps(_mm256_slli_epi32(
-                _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())),
-                16,
-            ))
-        };
-        let full = row.len() / 16 * 16;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_dot(k: &[half::f16], q: &[f32]) -> f32 {
+        let full = k.len() / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
         let mut i = 0;
         while i < full {
-            let w0 = widen(row.as_ptr().add(i));
-            let w1 = widen(row.as_ptr().add(i + 8));
+            let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
+            acc = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q.as_ptr().add(i)), acc);
+            i += 8;
+        }
+        let mut sum = sum_f32(acc);
+        for j in full..k.len() {
+            sum += k[j].to_f32() * q[j];
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_axpy(weight: f32, v: &[half::f16], out: &mut [f32]) {
+        let full = v.len() / 8 * 8;
+        let w = _mm256_set1_ps(weight);
+        let mut i = 0;
+        while i < full {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(w, vv, _mm256_loadu_ps(o)));
+            i += 8;
+        }
+        for j in full..v.len() {
+            out[j] += weight * v[j].to_f32();
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn widen_bf16(p: *const u16) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())),
+            16,
+        ))
+    }
+
+    /// Four independent accumulators per activation row: with one or two, the FMA latency
+    /// (not memory) bounded the output head.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn bf16_dots<const T: usize>(row: &[u16], xs: &[&[f32]; T]) -> [f32; T] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; T];
+        let full = row.len() / 32 * 32;
+        let mut i = 0;
+        while i < full {
+            let w = [
+                widen_bf16(row.as_ptr().add(i)),
+                widen_bf16(row.as_ptr().add(i + 8)),
+                widen_bf16(row.as_ptr().add(i + 16)),
+                widen_bf16(row.as_ptr().add(i + 24)),
+            ];
             for t in 0..T {
                 let x = xs[t].as_ptr().add(i);
-                even[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x), even[t]);
-                odd[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.add(8)), odd[t]);
+                for (lane, w) in w.iter().enumerate() {
+                    acc[t][lane] =
+                        _mm256_fmadd_ps(*w, _mm256_loadu_ps(x.add(8 * lane)), acc[t][lane]);
+                }
             }
-            i += 16;
+            i += 32;
         }
         let mut out = [0f32; T];
         for t in 0..T {
-            out[t] = sum_f32(_mm256_add_ps(even[t], odd[t]));
+            let [a, b, c, d] = acc[t];
+            out[t] = sum_f32(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
             for j in full..row.len() {
                 out[t] += bf16_to_f32(row[j]) * xs[t][j];
             }
@@ -246,7 +321,9 @@ mod tests {
         let row: Vec<u8> = (0..blocks * BLOCK_BYTES)
             .map(|_| {
                 // codes 0..=2 only
-                (0..4).fold(0u8, |b, lane| b | (((lcg(&mut seed) % 3) as u8) << (2 * lane)))
+                (0..4).fold(0u8, |b, lane| {
+                    b | (((lcg(&mut seed) % 3) as u8) << (2 * lane))
+                })
             })
             .collect();
         let extreme = vec![-128i8; blocks * BLOCK];

@@ -27,11 +27,7 @@ use super::{
 };
 
 impl LogitsModel for Model {
-    fn forward_last(
-        &mut self,
-        tokens: &[u32],
-        position: usize,
-    ) -> Result<&mut [f32], EngineError> {
+    fn forward_last(&mut self, tokens: &[u32], position: usize) -> Result<&mut [f32], EngineError> {
         check_fits(tokens.len(), position, self.context())?;
         Ok(Model::forward_last(self, tokens, position))
     }
@@ -98,8 +94,8 @@ impl BitnetEngine {
                     .into(),
             ));
         }
-        let config = BitnetConfig::read(&dir.join("config.json"))
-            .map_err(|e| load_error(e.to_string()))?;
+        let config =
+            BitnetConfig::read(&dir.join("config.json")).map_err(|e| load_error(e.to_string()))?;
         let vocab = HubVocab::load(dir, &config).map_err(|e| load_error(e.to_string()))?;
         let (weights, kind) = Checkpoint::open(dir)
             .and_then(|checkpoint| checkpoint.weights(&config))
@@ -202,6 +198,13 @@ impl ChatEngine for BitnetEngine {
             tokens.truncate(window.max_text_tokens);
         }
         let prefix = self.vocab.prefix();
-        logits::score(&mut self.model, &tokens, &prefix, window, cancelled, started)
+        logits::score(
+            &mut self.model,
+            &tokens,
+            &prefix,
+            window,
+            cancelled,
+            started,
+        )
     }
 }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::{
     config::BitnetConfig,
-    kernels::{bf16_dots, bf16_to_f32, Isa},
+    kernels::{bf16_dots, bf16_to_f32, f16_axpy, f16_dot, Isa},
     ternary::{QuantizedRows, TernaryMatrix},
 };
 
@@ -96,10 +96,15 @@ impl Weights {
         };
         let layers = (0..config.num_hidden_layers)
             .map(|_| {
-                let parts = vec![matrix(hidden, hidden), matrix(kv, hidden), matrix(kv, hidden)];
+                let parts = vec![
+                    matrix(hidden, hidden),
+                    matrix(kv, hidden),
+                    matrix(kv, hidden),
+                ];
                 let qkv = TernaryMatrix::stack(parts).unwrap_or_else(|_| matrix(0, 0));
-                let gate_up = TernaryMatrix::stack(vec![matrix(inter, hidden), matrix(inter, hidden)])
-                    .unwrap_or_else(|_| matrix(0, 0));
+                let gate_up =
+                    TernaryMatrix::stack(vec![matrix(inter, hidden), matrix(inter, hidden)])
+                        .unwrap_or_else(|_| matrix(0, 0));
                 Layer {
                     input_norm: vec![1.0; hidden],
                     post_attention_norm: vec![1.0; hidden],
@@ -161,7 +166,12 @@ pub struct Model {
 pub struct PoolError(String);
 
 impl Model {
-    pub fn new(weights: Weights, context: usize, threads: usize, isa: Isa) -> Result<Self, PoolError> {
+    pub fn new(
+        weights: Weights,
+        context: usize,
+        threads: usize,
+        isa: Isa,
+    ) -> Result<Self, PoolError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("bitnet-{i}"))
@@ -261,9 +271,15 @@ impl Model {
     }
 
     fn check(&self, tokens: &[u32], position: usize) {
-        assert!(position + tokens.len() <= self.context, "inside the context");
+        assert!(
+            position + tokens.len() <= self.context,
+            "inside the context"
+        );
         let vocab = self.weights.config.vocab_size;
-        assert!(tokens.iter().all(|&t| (t as usize) < vocab), "known token ids");
+        assert!(
+            tokens.iter().all(|&t| (t as usize) < vocab),
+            "known token ids"
+        );
     }
 
     fn batch(&mut self, tokens: &[u32], start: usize) {
@@ -323,6 +339,7 @@ impl Model {
             context: self.context,
             keys: &self.keys[layer_cache..layer_cache + kv * self.context],
             values: &self.values[layer_cache..layer_cache + kv * self.context],
+            isa: self.isa,
         };
         if n == 1 {
             // One token: its heads in parallel.
@@ -344,7 +361,12 @@ impl Model {
                     }
                 });
         }
-        rms_norm(&s.attention[..n * hidden], &layer.attn_sub_norm, eps, &mut s.normed);
+        rms_norm(
+            &s.attention[..n * hidden],
+            &layer.attn_sub_norm,
+            eps,
+            &mut s.normed,
+        );
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
         layer.o.matmul(self.isa, &s.hidden_acts, &mut s.projected);
         for (x, o) in s.x[..n * hidden].iter_mut().zip(&s.projected) {
@@ -357,9 +379,16 @@ impl Model {
         let layer = &self.weights.layers[layer_index];
         let (hidden, inter, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
         let s = &mut self.scratch;
-        rms_norm(&s.x[..n * hidden], &layer.post_attention_norm, eps, &mut s.normed);
+        rms_norm(
+            &s.x[..n * hidden],
+            &layer.post_attention_norm,
+            eps,
+            &mut s.normed,
+        );
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
-        layer.gate_up.matmul(self.isa, &s.hidden_acts, &mut s.gate_up);
+        layer
+            .gate_up
+            .matmul(self.isa, &s.hidden_acts, &mut s.gate_up);
         for (row, out) in s.gate_up[..n * 2 * inter]
             .chunks_exact(2 * inter)
             .zip(s.product.chunks_exact_mut(inter))
@@ -410,7 +439,10 @@ impl Model {
 
     /// Logits of the first `n` normed rows, four at a time per read of the head.
     fn all_logits_from_normed(&self, n: usize) -> Vec<Vec<f32>> {
-        let (hidden, vocab) = (self.weights.config.hidden_size, self.weights.config.vocab_size);
+        let (hidden, vocab) = (
+            self.weights.config.hidden_size,
+            self.weights.config.vocab_size,
+        );
         let head = self.weights.head();
         let isa = self.isa;
         let mut rows = vec![vec![0f32; vocab]; n];
@@ -451,6 +483,7 @@ struct Attention<'a> {
     context: usize,
     keys: &'a [f16],
     values: &'a [f16],
+    isa: Isa,
 }
 
 impl Attention<'_> {
@@ -464,8 +497,7 @@ impl Attention<'_> {
         let mut max = f32::NEG_INFINITY;
         for (p, score) in scores.iter_mut().enumerate() {
             let k = &self.keys[base + p * self.head..][..self.head];
-            let dot: f32 = q.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum();
-            *score = dot * scale;
+            *score = f16_dot(self.isa, k, q) * scale;
             max = max.max(*score);
         }
         let mut total = 0.0;
@@ -476,10 +508,7 @@ impl Attention<'_> {
         out.fill(0.0);
         for (p, &weight) in scores.iter().enumerate() {
             let v = &self.values[base + p * self.head..][..self.head];
-            let weight = weight / total;
-            for (o, value) in out.iter_mut().zip(v) {
-                *o += weight * value.to_f32();
-            }
+            f16_axpy(self.isa, weight / total, v, out);
         }
     }
 }

@@ -17,7 +17,9 @@ pub enum TernaryError {
         expected: usize,
         found: usize,
     },
-    #[error("{name}: packed weights hold the code 3, which no ternary value packs to (a damaged file)")]
+    #[error(
+        "{name}: packed weights hold the code 3, which no ternary value packs to (a damaged file)"
+    )]
     BadCode { name: String },
     #[error("{name}: weight scale {scale} is not a positive finite number")]
     BadScale { name: String, scale: f32 },
@@ -245,17 +247,21 @@ impl TernaryMatrix {
         let n = acts.rows;
         let mut t = 0;
         while t + 4 <= n {
-            let xs = [acts.row(t), acts.row(t + 1), acts.row(t + 2), acts.row(t + 3)];
+            let xs = [
+                acts.row(t),
+                acts.row(t + 1),
+                acts.row(t + 2),
+                acts.row(t + 3),
+            ];
             let dots = code_dots(isa, row, &xs);
             for (k, dot) in dots.into_iter().enumerate() {
-                outs[t + k] =
-                    (dot - acts.sums[t + k]) as f32 * acts.inverse_scales[t + k] * scale;
+                outs[t + k] = (dot - acts.sums[t + k]) as f32 * acts.inverse_scales[t + k] * scale;
             }
             t += 4;
         }
-        for t in t..n {
+        for (t, slot) in outs.iter_mut().enumerate().take(n).skip(t) {
             let [dot] = code_dots(isa, row, &[acts.row(t)]);
-            outs[t] = (dot - acts.sums[t]) as f32 * acts.inverse_scales[t] * scale;
+            *slot = (dot - acts.sums[t]) as f32 * acts.inverse_scales[t] * scale;
         }
     }
 
@@ -369,7 +375,9 @@ mod tests {
         // 8 rows, 1 column: packed row 0 holds rows 0, 2, 4, 6; packed row 1 rows 1, 3, 5, 7.
         let values: [i8; 8] = [1, -1, 0, 1, -1, 0, 1, 1];
         let pack = |p: usize| {
-            (0..4).fold(0u8, |b, lane| b | (((values[lane * 2 + p] + 1) as u8) << (2 * lane)))
+            (0..4).fold(0u8, |b, lane| {
+                b | (((values[lane * 2 + p] + 1) as u8) << (2 * lane))
+            })
         };
         let matrix = TernaryMatrix::from_hf_packed("w", &[pack(0), pack(1)], 8, 1, 0.5).unwrap();
         for (r, &v) in values.iter().enumerate() {

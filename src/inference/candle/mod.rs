@@ -32,11 +32,7 @@ struct Model {
 }
 
 impl LogitsModel for Model {
-    fn forward_last(
-        &mut self,
-        tokens: &[u32],
-        position: usize,
-    ) -> Result<&mut [f32], EngineError> {
+    fn forward_last(&mut self, tokens: &[u32], position: usize) -> Result<&mut [f32], EngineError> {
         self.last_logits = self
             .transformer
             .forward(tokens, position, false)
@@ -215,6 +211,13 @@ impl ChatEngine for CandleEngine {
             tokens.truncate(window.max_text_tokens);
         }
         let prefix = self.vocab.text_prefix();
-        logits::score(&mut self.model, &tokens, &prefix, window, cancelled, started)
+        logits::score(
+            &mut self.model,
+            &tokens,
+            &prefix,
+            window,
+            cancelled,
+            started,
+        )
     }
 }
