@@ -1,0 +1,62 @@
+//! A BitNet decode step allocates nothing: every buffer (activations, int8 rows, attention
+//! scores, KV cache, logits) is sized at load. Counted by a global allocator, so this binary
+//! holds this one test only (another test's allocations would be counted too).
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use quantlab::inference::bitnet::{
+    config::BitnetConfig,
+    kernels::Isa,
+    model::{Model, Weights},
+};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+#[test]
+fn decode_steps_allocate_nothing() {
+    let mut config = BitnetConfig::b1_58_2b_4t();
+    config.hidden_size = 256;
+    config.intermediate_size = 640;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = Some(2);
+    config.vocab_size = 1000;
+    for isa in Isa::all_available() {
+        let mut model = Model::new(Weights::random(&config, 1), 64, 2, isa).expect("thread pool");
+        model.forward_last(&[1, 2, 3, 4, 5], 0);
+        model.forward_last(&[6], 5); // the pool's threads are warm
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for position in 6..40 {
+            let logits = model.forward_last(&[7], position);
+            assert!(logits.iter().all(|l| l.is_finite()));
+        }
+        let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            allocations, 0,
+            "{isa:?}: 34 decode steps allocated {allocations} times"
+        );
+    }
+}
