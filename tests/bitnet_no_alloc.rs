@@ -8,9 +8,7 @@ use std::{
 };
 
 use quantlab::inference::bitnet::{
-    config::BitnetConfig,
-    kernels::Isa,
-    model::{Model, Weights},
+    config::BitnetConfig, kernels::Isa, model::Model, weights::Weights,
 };
 
 struct Counting;

@@ -11,10 +11,7 @@ use rayon::prelude::*;
 
 use crate::inference::{
     bitnet::{
-        config::BitnetConfig,
-        kernels::Isa,
-        model::{Model, Weights},
-        ternary::QuantizedRows,
+        config::BitnetConfig, kernels::Isa, model::Model, ternary::QuantizedRows, weights::Weights,
     },
     memory::resident_bytes,
     sampler::argmax,

@@ -11,8 +11,8 @@ use safetensors::{tensor::Metadata, Dtype, SafeTensors};
 
 use super::{
     config::BitnetConfig,
-    model::{Layer, Weights},
     ternary::{TernaryError, TernaryMatrix},
+    weights::{Layer, Weights},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod model;
 pub mod ternary;
 pub mod vocab;
+pub mod weights;
 
 use std::{path::Path, time::Instant};
 

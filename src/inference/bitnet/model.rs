@@ -13,122 +13,13 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{
-    config::BitnetConfig,
     kernels::{bf16_dots, bf16_to_f32, f16_axpy, f16_dot, Isa},
-    ternary::{QuantizedRows, TernaryMatrix},
+    ternary::QuantizedRows,
+    weights::Weights,
 };
 
 /// Tokens per forward pass during prefill and scoring.
 pub const MAX_BATCH: usize = 64;
-
-pub struct Layer {
-    pub input_norm: Vec<f32>,
-    pub post_attention_norm: Vec<f32>,
-    pub attn_sub_norm: Vec<f32>,
-    pub ffn_sub_norm: Vec<f32>,
-    /// q, k and v stacked, each with its own scale.
-    pub qkv: TernaryMatrix,
-    pub o: TernaryMatrix,
-    /// gate and up stacked.
-    pub gate_up: TernaryMatrix,
-    pub down: TernaryMatrix,
-}
-
-pub struct Weights {
-    pub config: BitnetConfig,
-    /// `[vocab, hidden]` bf16 bits; also the output head when embeddings are tied.
-    pub embedding: Vec<u16>,
-    /// An untied output head, `[vocab, hidden]` bf16 bits.
-    pub output: Option<Vec<u16>>,
-    pub final_norm: Vec<f32>,
-    pub layers: Vec<Layer>,
-}
-
-impl Weights {
-    /// Bytes of packed ternary weights.
-    pub fn ternary_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes())
-            .sum()
-    }
-
-    /// Bytes of the embedding and (if untied) the output head.
-    pub fn embedding_bytes(&self) -> usize {
-        2 * (self.embedding.len() + self.output.as_ref().map_or(0, Vec::len))
-    }
-
-    /// Ternary parameters (rows × columns of every projection).
-    pub fn ternary_parameters(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| {
-                [&l.qkv, &l.o, &l.gate_up, &l.down]
-                    .iter()
-                    .map(|m| m.rows() * m.cols())
-                    .sum::<usize>()
-            })
-            .sum()
-    }
-
-    fn head(&self) -> &[u16] {
-        self.output.as_deref().unwrap_or(&self.embedding)
-    }
-
-    /// Random weights with `config`'s shapes: ternary values uniform over {-1, 0, +1}, small
-    /// bf16 embeddings, unit norms. For benchmarks, which need the shapes, not the knowledge.
-    pub fn random(config: &BitnetConfig, seed: u64) -> Self {
-        let mut state = seed | 1;
-        let mut next = move || {
-            // xorshift64*: fast enough to fill gigabytes in seconds.
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
-        let (hidden, inter, kv) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.kv_size(),
-        );
-        let mut matrix = |rows: usize, cols: usize| {
-            TernaryMatrix::random(rows, cols, 0.5 + (next() % 100) as f32 / 100.0, &mut next)
-        };
-        let layers = (0..config.num_hidden_layers)
-            .map(|_| {
-                let parts = vec![
-                    matrix(hidden, hidden),
-                    matrix(kv, hidden),
-                    matrix(kv, hidden),
-                ];
-                let qkv = TernaryMatrix::stack(parts).unwrap_or_else(|_| matrix(0, 0));
-                let gate_up =
-                    TernaryMatrix::stack(vec![matrix(inter, hidden), matrix(inter, hidden)])
-                        .unwrap_or_else(|_| matrix(0, 0));
-                Layer {
-                    input_norm: vec![1.0; hidden],
-                    post_attention_norm: vec![1.0; hidden],
-                    attn_sub_norm: vec![1.0; hidden],
-                    ffn_sub_norm: vec![1.0; inter],
-                    qkv,
-                    o: matrix(hidden, hidden),
-                    gate_up,
-                    down: matrix(hidden, inter),
-                }
-            })
-            .collect();
-        let embedding = (0..config.vocab_size * hidden)
-            .map(|_| half::bf16::from_f32(((next() % 2001) as f32 - 1000.0) * 2e-5).to_bits())
-            .collect();
-        Self {
-            config: config.clone(),
-            embedding,
-            output: None,
-            final_norm: vec![1.0; hidden],
-            layers,
-        }
-    }
-}
 
 /// Per-batch working memory, sized once.
 struct Scratch {
