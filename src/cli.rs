@@ -192,6 +192,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect()
             } else {
                 let id = id.unwrap_or_default();
+                if let Some(entry) = registry.ner(&id) {
+                    if registry.ner_unavailability(entry).is_none() {
+                        println!(
+                            "{id}: already present at {}",
+                            registry.ner_dir(entry).display()
+                        );
+                        return Ok(());
+                    }
+                    println!("fetching NER model {id}");
+                    let dir = crate::registry::ner::fetch_ner(&registry, entry, true)
+                        .with_context(|| format!("fetching {id}"))?;
+                    println!("{id}: ready at {}", dir.display());
+                    return Ok(());
+                }
                 vec![registry.get(&id).with_context(|| {
                     format!("unknown model `{id}`; `quantlab models list` shows the ids")
                 })?]
@@ -248,6 +262,25 @@ fn list_models(registry: &Registry) {
         }
         if let Some(fix) = info.fix {
             println!("{:<34} fix: {}", "", fix);
+        }
+    }
+    for entry in &registry.ner_models {
+        let default = if registry.default_ner.as_deref() == Some(entry.id.as_str()) {
+            " *"
+        } else {
+            ""
+        };
+        let status = registry.ner_unavailability(entry);
+        println!(
+            "{:<34} {:<10} {:<12} {:>10}  {}",
+            format!("{}{default}", entry.id),
+            "ner",
+            if status.is_none() { "ready" } else { "missing" },
+            "",
+            entry.labels
+        );
+        if let Some(reason) = status {
+            println!("{:<34} {}", "", reason);
         }
     }
 }

@@ -12,6 +12,8 @@ pub mod config;
 #[cfg(feature = "ssr")]
 pub mod inference;
 #[cfg(feature = "ssr")]
+pub mod ner;
+#[cfg(feature = "ssr")]
 pub mod registry;
 #[cfg(feature = "ssr")]
 pub mod state;

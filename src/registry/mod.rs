@@ -1,6 +1,7 @@
 //! The model registry: `models.toml` parsed, validated, and resolved against the files on disk.
 
 pub mod fetch;
+pub mod ner;
 
 use std::{
     collections::HashSet,
@@ -33,6 +34,10 @@ pub enum RegistryError {
 pub struct RegistryFile {
     pub default: String,
     pub models: Vec<ModelEntry>,
+    /// The NER model the NER tab and API use when none is named.
+    pub default_ner: Option<String>,
+    #[serde(default)]
+    pub ner_models: Vec<ner::NerEntry>,
 }
 
 /// One `[[models]]` entry.
@@ -149,6 +154,8 @@ pub struct Registry {
     pub default_id: String,
     pub models: Vec<ModelEntry>,
     pub models_dir: PathBuf,
+    pub default_ner: Option<String>,
+    pub ner_models: Vec<ner::NerEntry>,
 }
 
 impl Registry {
@@ -183,10 +190,28 @@ impl Registry {
                 file.default
             )));
         }
+        for entry in &file.ner_models {
+            ner::validate(entry)?;
+            if !seen.insert(entry.id.as_str()) {
+                return Err(RegistryError::Invalid(format!(
+                    "model id `{}` is declared twice",
+                    entry.id
+                )));
+            }
+        }
+        if let Some(id) = &file.default_ner {
+            if !file.ner_models.iter().any(|m| &m.id == id) {
+                return Err(RegistryError::Invalid(format!(
+                    "the default NER model `{id}` is not declared"
+                )));
+            }
+        }
         Ok(Self {
             default_id: file.default,
             models: file.models,
             models_dir: models_dir.to_path_buf(),
+            default_ner: file.default_ner,
+            ner_models: file.ner_models,
         })
     }
 
