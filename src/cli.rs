@@ -124,16 +124,18 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// candle sizes its matmul pool once, from `CANDLE_NUM_THREADS`, when first used; set it from
-/// `--threads` while the process is still single-threaded so both engines get the same cores.
-/// An explicit `CANDLE_NUM_THREADS` in the environment wins.
-pub fn configure_candle_threads(common: &CommonArgs) {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        let threads = common
-            .threads
-            .unwrap_or_else(Settings::default_threads)
-            .max(1);
-        std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+/// candle and rten size their thread pools once, from `CANDLE_NUM_THREADS` and
+/// `RTEN_NUM_THREADS`, when first used; set both from `--threads` while the process is still
+/// single-threaded so every engine gets the same cores. Explicit variables in the environment win.
+pub fn configure_engine_threads(common: &CommonArgs) {
+    let threads = common
+        .threads
+        .unwrap_or_else(Settings::default_threads)
+        .max(1);
+    for variable in ["CANDLE_NUM_THREADS", "RTEN_NUM_THREADS"] {
+        if std::env::var_os(variable).is_none() {
+            std::env::set_var(variable, threads.to_string());
+        }
     }
 }
 

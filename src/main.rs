@@ -5,7 +5,7 @@ use quantlab::cli::{self, Cli};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli::configure_candle_threads(&cli.common);
+    cli::configure_engine_threads(&cli.common);
     cli::init_tracing();
     cli::run(cli)
 }

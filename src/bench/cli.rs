@@ -42,13 +42,18 @@ pub struct BenchArgs {
     /// the same run, prefill, and resident weight memory. `--tokens` sets the decode length.
     #[arg(long, conflicts_with = "reference")]
     pub bitnet: bool,
+    /// Instead, time the default NER model against onnxruntime on the same ONNX file and inputs
+    /// (`--python` with onnxruntime: scripts/bench-ner-deps.sh). `--repeats` runs per text.
+    #[arg(long, conflicts_with_all = ["reference", "bitnet"])]
+    pub ner: bool,
     /// With --bitnet: prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 128, requires = "bitnet")]
     pub prompt_tokens: usize,
     /// With --reference: skip the upstream side.
     #[arg(long, requires = "reference")]
     pub no_upstream: bool,
-    /// With --reference: a Python with llama-cpp-python (see scripts/bench-upstream-deps.sh).
+    /// With --reference or --ner: a Python with llama-cpp-python or onnxruntime
+    /// (scripts/bench-upstream-deps.sh, scripts/bench-ner-deps.sh).
     #[arg(long, env = "QUANTLAB_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
 }
@@ -67,6 +72,17 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     let registry = crate::cli::load_registry(common)?;
+    if args.ner {
+        let threads = common
+            .threads
+            .map_or_else(Settings::default_threads, |t| t.max(1)) as usize;
+        return super::ner::run(
+            &registry,
+            &args.python,
+            threads,
+            args.repeats.clamp(1, 1000) as usize,
+        );
+    }
     let models = if args.models.is_empty() {
         vec![registry.default_id.clone()]
     } else {

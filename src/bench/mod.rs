@@ -16,6 +16,10 @@ pub mod jobs;
 #[cfg(feature = "ssr")]
 pub mod machine;
 #[cfg(feature = "ssr")]
+pub mod ner;
+#[cfg(feature = "ssr")]
+mod python;
+#[cfg(feature = "ssr")]
 pub mod reference;
 #[cfg(feature = "ssr")]
 pub mod results;

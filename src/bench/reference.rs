@@ -2,13 +2,7 @@
 //! one run — through our engine directly, through the HTTP API, and through upstream llama.cpp
 //! (llama-cpp-python on the same GGUF, same threads, same prompt tokens) — with the ratios.
 
-use std::{
-    io::Write,
-    ops::ControlFlow,
-    path::Path,
-    process::{Command, Stdio},
-    time::Instant,
-};
+use std::{ops::ControlFlow, path::Path, time::Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -272,27 +266,10 @@ fn bench_upstream(
     context: u32,
     decode_tokens: usize,
 ) -> anyhow::Result<Speed> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/upstream_llama_cpp.py");
     let input = serde_json::json!({
         "model": path, "prompt": prompt, "threads": threads, "n_ctx": context,
         "n_batch": 512, "decode_tokens": decode_tokens, "repeats": args.repeats,
     });
-    let mut child = Command::new(&args.python)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", args.python))?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(input.to_string().as_bytes())?;
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!("{}", stderr.lines().last().unwrap_or("failed"));
-    }
-    serde_json::from_slice(&output.stdout).context("reading the upstream result")
+    super::python::run_script(&args.python, "upstream_llama_cpp.py", &input)
+        .context("upstream llama.cpp")
 }

@@ -138,6 +138,29 @@ impl NerModel {
         types
     }
 
+    /// The exact input ids of every window `recognize` runs for `text` ([CLS] … [SEP]), so a
+    /// benchmark can feed another runtime the same inputs.
+    pub fn input_windows(&self, text: &str) -> Result<Vec<Vec<u32>>, NerError> {
+        let encoding = self
+            .tokenizer
+            .encode_char_offsets(text, false)
+            .map_err(|e| NerError::Run(format!("tokenizer: {e}")))?;
+        let ids = encoding.get_ids();
+        Ok(
+            windows(encoding.get_word_ids(), self.budget, WINDOW_OVERLAP)
+                .into_iter()
+                .map(|(start, end)| self.framed(&ids[start..end]))
+                .collect(),
+        )
+    }
+
+    fn framed(&self, pieces: &[u32]) -> Vec<u32> {
+        std::iter::once(self.cls)
+            .chain(pieces.iter().copied())
+            .chain(std::iter::once(self.sep))
+            .collect()
+    }
+
     pub fn recognize(&self, text: &str, threshold: f32) -> Result<NerOutput, NerError> {
         let started = Instant::now();
         let encoding = self
@@ -187,9 +210,9 @@ impl NerModel {
     /// (label index, probability) of each word piece of one window.
     fn classify(&self, pieces: &[u32]) -> Result<Vec<(usize, f32)>, NerError> {
         let length = pieces.len() + 2;
-        let ids: Vec<i32> = std::iter::once(self.cls)
-            .chain(pieces.iter().copied())
-            .chain(std::iter::once(self.sep))
+        let ids: Vec<i32> = self
+            .framed(pieces)
+            .into_iter()
             .map(|id| id as i32)
             .collect();
         let run_error = |e: &dyn std::fmt::Display| NerError::Run(e.to_string());
