@@ -28,11 +28,17 @@ pub trait LogitsModel {
     fn score_batch(&self) -> usize;
 }
 
-/// What a vocabulary tells the decode loop.
+/// What an engine's vocabulary does for generation and scoring.
 pub trait TokenText {
     fn ends_reply(&self, token: u32) -> bool;
     /// The bytes a token stands for (empty for control tokens).
     fn piece(&self, token: u32) -> &[u8];
+    /// Ids for a rendered chat prompt, exactly as generation feeds them.
+    fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError>;
+    /// Ids for plain text (perplexity), without BOS.
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>, EngineError>;
+    /// What every perplexity window starts with (BOS when the model uses one).
+    fn text_prefix(&self) -> Vec<u32>;
 }
 
 struct Step<'a> {
@@ -57,17 +63,18 @@ impl DecodeStep<u32> for Step<'_> {
     }
 }
 
-/// Generates a reply after the prompt `tokens`; `started` is when the request's work began
-/// (tokenizing included), so the prompt time covers it.
+/// Generates a reply to a rendered prompt; the prompt time includes tokenizing it.
 pub fn generate(
     model: &mut dyn LogitsModel,
     vocab: &dyn TokenText,
-    tokens: &[u32],
+    prompt: &str,
     context: usize,
     sampling: &ResolvedSampling,
     sink: &mut dyn TokenSink,
-    started: Instant,
 ) -> Result<GenerationStats, EngineError> {
+    let started = Instant::now();
+    let tokens = vocab.encode_prompt(prompt)?;
+    let tokens = tokens.as_slice();
     let mut stats = GenerationStats {
         prompt_tokens: tokens.len(),
         ..Default::default()
@@ -107,16 +114,23 @@ pub fn generate(
     Ok(stats)
 }
 
-/// Perplexity over `tokens` in windows, each starting with `prefix` (BOS when the model uses
-/// one); only the second half of each window is scored (see [`ScoreWindow`]).
+/// Perplexity of plain `text` in windows (fitted to `context`), each starting with the
+/// vocabulary's prefix; only the second half of each window is scored (see [`ScoreWindow`]).
 pub fn score(
     model: &mut dyn LogitsModel,
-    tokens: &[u32],
-    prefix: &[u32],
+    vocab: &dyn TokenText,
+    text: &str,
     window: ScoreWindow,
+    context: usize,
     cancelled: &mut dyn FnMut() -> bool,
-    started: Instant,
 ) -> Result<TextScore, EngineError> {
+    let window = window.within(context);
+    let started = Instant::now();
+    let mut tokens = vocab.encode_text(text)?;
+    if window.max_text_tokens > 0 {
+        tokens.truncate(window.max_text_tokens);
+    }
+    let prefix = vocab.text_prefix();
     let mut score = TextScore::default();
     let batch = model.score_batch();
     for (index, chunk) in tokens.chunks(window.tokens).enumerate() {

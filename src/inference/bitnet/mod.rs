@@ -13,7 +13,7 @@ pub mod ternary;
 pub mod vocab;
 pub mod weights;
 
-use std::{path::Path, time::Instant};
+use std::path::Path;
 
 use checkpoint::{Checkpoint, CheckpointKind};
 use config::BitnetConfig;
@@ -22,7 +22,7 @@ use model::{Model, MAX_BATCH};
 use vocab::HubVocab;
 
 use super::{
-    logits::{self, LogitsModel},
+    logits::{self, LogitsModel, TokenText},
     score::{ScoreWindow, TextScore},
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
@@ -144,9 +144,7 @@ impl BitnetEngine {
 
     /// Token ids for a rendered prompt, exactly as generation feeds them.
     pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
-        self.vocab
-            .encode_prompt(prompt)
-            .map_err(|e| EngineError::Inference(e.to_string()))
+        TokenText::encode_prompt(&self.vocab, prompt)
     }
 
     /// The logits after every one of `tokens` (a new sequence), one row each.
@@ -170,16 +168,14 @@ impl ChatEngine for BitnetEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError> {
-        let started = Instant::now();
-        let tokens = self.tokenize_prompt(prompt)?;
+        let context = self.facts.context_size;
         logits::generate(
             &mut self.model,
             &self.vocab,
-            &tokens,
-            self.facts.context_size,
+            prompt,
+            context,
             sampling,
             sink,
-            started,
         )
     }
 
@@ -189,23 +185,14 @@ impl ChatEngine for BitnetEngine {
         window: ScoreWindow,
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
-        let window = window.within(self.facts.context_size);
-        let started = Instant::now();
-        let mut tokens = self
-            .vocab
-            .encode(text)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
-        if window.max_text_tokens > 0 {
-            tokens.truncate(window.max_text_tokens);
-        }
-        let prefix = self.vocab.prefix();
+        let context = self.facts.context_size;
         logits::score(
             &mut self.model,
-            &tokens,
-            &prefix,
+            &self.vocab,
+            text,
             window,
+            context,
             cancelled,
-            started,
         )
     }
 }

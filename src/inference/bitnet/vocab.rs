@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::config::{BitnetConfig, TokenIds};
-use crate::inference::{byte_level, logits::TokenText};
+use crate::inference::{byte_level, logits::TokenText, EngineError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VocabError {
@@ -148,7 +148,7 @@ impl HubVocab {
         Ok(ids)
     }
 
-    /// Ids for plain text, without BOS (perplexity windows add it via [`HubVocab::prefix`]).
+    /// Ids for plain text, without BOS (perplexity windows add it as their prefix).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, VocabError> {
         let encoding = self
             .tokenizer
@@ -162,14 +162,6 @@ impl HubVocab {
             });
         }
         Ok(ids)
-    }
-
-    pub fn prefix(&self) -> Vec<u32> {
-        self.bos_id.into_iter().collect()
-    }
-
-    pub fn bos_id(&self) -> Option<u32> {
-        self.bos_id
     }
 }
 
@@ -190,5 +182,18 @@ impl TokenText for HubVocab {
 
     fn piece(&self, token: u32) -> &[u8] {
         self.pieces.get(token as usize).map_or(&[], Vec::as_slice)
+    }
+
+    fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
+        HubVocab::encode_prompt(self, prompt).map_err(|e| EngineError::Inference(e.to_string()))
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.encode(text)
+            .map_err(|e| EngineError::Inference(e.to_string()))
+    }
+
+    fn text_prefix(&self) -> Vec<u32> {
+        self.bos_id.into_iter().collect()
     }
 }

@@ -7,7 +7,7 @@ mod model;
 mod vocab;
 mod widen;
 
-use std::{path::Path, time::Instant};
+use std::path::Path;
 
 use model::Transformer;
 
@@ -68,6 +68,18 @@ impl TokenText for GgufVocab {
 
     fn piece(&self, token: u32) -> &[u8] {
         GgufVocab::piece(self, token)
+    }
+
+    fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
+        GgufVocab::encode_prompt(self, prompt).map_err(|e| EngineError::Inference(e.to_string()))
+    }
+
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        GgufVocab::encode_text(self, text).map_err(|e| EngineError::Inference(e.to_string()))
+    }
+
+    fn text_prefix(&self) -> Vec<u32> {
+        GgufVocab::text_prefix(self)
     }
 }
 
@@ -156,9 +168,7 @@ impl CandleEngine {
 
     /// Token ids for a rendered prompt, exactly as generation would feed them.
     pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
-        self.vocab
-            .encode_prompt(prompt)
-            .map_err(|e| EngineError::Inference(e.to_string()))
+        TokenText::encode_prompt(&self.vocab, prompt)
     }
 
     /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
@@ -182,16 +192,14 @@ impl ChatEngine for CandleEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError> {
-        let started = Instant::now();
-        let tokens = self.tokenize_prompt(prompt)?;
+        let context = self.facts.context_size;
         logits::generate(
             &mut self.model,
             &self.vocab,
-            &tokens,
-            self.facts.context_size,
+            prompt,
+            context,
             sampling,
             sink,
-            started,
         )
     }
 
@@ -201,23 +209,14 @@ impl ChatEngine for CandleEngine {
         window: ScoreWindow,
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
-        let window = window.within(self.facts.context_size);
-        let started = Instant::now();
-        let mut tokens = self
-            .vocab
-            .encode_text(text)
-            .map_err(|e| EngineError::Inference(e.to_string()))?;
-        if window.max_text_tokens > 0 {
-            tokens.truncate(window.max_text_tokens);
-        }
-        let prefix = self.vocab.text_prefix();
+        let context = self.facts.context_size;
         logits::score(
             &mut self.model,
-            &tokens,
-            &prefix,
+            &self.vocab,
+            text,
             window,
+            context,
             cancelled,
-            started,
         )
     }
 }
