@@ -126,18 +126,6 @@ impl NerModel {
         })
     }
 
-    /// The entity types the model knows (without B-/I-), for the UI's legend.
-    pub fn entity_types(&self) -> Vec<String> {
-        let mut types: Vec<String> = self
-            .labels
-            .iter()
-            .filter(|l| l.as_str() != "O")
-            .map(|l| l.split_once('-').map_or(l.as_str(), |(_, t)| t).to_string())
-            .collect();
-        types.dedup();
-        types
-    }
-
     /// The exact input ids of every window `recognize` runs for `text` ([CLS] … [SEP]), so a
     /// benchmark can feed another runtime the same inputs.
     pub fn input_windows(&self, text: &str) -> Result<Vec<Vec<u32>>, NerError> {

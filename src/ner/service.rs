@@ -10,7 +10,10 @@ use std::{
 use tokio::sync::Semaphore;
 
 use super::{NerModel, NerOutput, DEFAULT_THRESHOLD};
-use crate::{error::AppError, registry::Registry};
+use crate::{
+    error::AppError,
+    registry::{ner::NerEntry, Registry},
+};
 
 /// Longest text accepted, in characters (413 beyond, naming it).
 pub const MAX_TEXT_CHARS: usize = 100_000;
@@ -69,9 +72,6 @@ impl NerService {
                 known.join(", ")
             ))
         })?;
-        if let Some(reason) = self.registry.ner_unavailability(entry) {
-            return Err(AppError::ModelUnavailable(reason));
-        }
         let _admitted =
             self.admitted
                 .clone()
@@ -86,17 +86,23 @@ impl NerService {
             .acquire_owned()
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        let model = self.model(&id, self.registry.ner_dir(entry)).await?;
+        let model = self.model(entry).await?;
         tokio::task::spawn_blocking(move || model.recognize(&text, DEFAULT_THRESHOLD))
             .await
             .map_err(|e| AppError::Internal(format!("NER task failed: {e}")))?
             .map_err(|e| AppError::Internal(e.to_string()))
     }
 
-    async fn model(&self, id: &str, dir: std::path::PathBuf) -> Result<Arc<NerModel>, AppError> {
+    /// The loaded model, loading it (after checking its files are there) on first use.
+    async fn model(&self, entry: &NerEntry) -> Result<Arc<NerModel>, AppError> {
+        let id = entry.id.as_str();
         if let Some(model) = self.lock()?.get(id) {
             return Ok(model.clone());
         }
+        if let Some(reason) = self.registry.ner_unavailability(entry) {
+            return Err(AppError::ModelUnavailable(reason));
+        }
+        let dir = self.registry.ner_dir(entry);
         let owned_id = id.to_string();
         let model = tokio::task::spawn_blocking(move || NerModel::load(&owned_id, &dir))
             .await

@@ -1,0 +1,144 @@
+//! Registry parsing, validation and file status.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+default = "a"
+[[models]]
+id = "a"
+name = "A"
+family = "llama"
+parameters = "1M"
+quantization = "Q4_0"
+bits_per_weight = 4.5
+context_length = 512
+engine = "llama_cpp"
+instruct = true
+license = "MIT"
+description = "test"
+file = "a.gguf"
+size = 3
+"#;
+
+fn registry(text: &str, dir: &Path) -> Result<Registry, RegistryError> {
+    Registry::parse(text, Path::new("models.toml"), dir)
+}
+
+#[test]
+fn missing_and_wrong_size_files_are_unavailable_with_the_fetch_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(MINIMAL, dir.path()).unwrap();
+    let entry = reg.get("a").unwrap();
+    let info = reg.info(entry, false);
+    assert!(!info.available);
+    assert!(info.reason.unwrap().contains("not downloaded"));
+    assert_eq!(info.fix.as_deref(), Some("quantlab models fetch a"));
+
+    std::fs::write(dir.path().join("a.gguf"), b"ab").unwrap();
+    let info = reg.info(entry, false);
+    assert!(!info.available);
+    assert!(info.reason.unwrap().contains("should have 3"));
+
+    std::fs::write(dir.path().join("a.gguf"), b"abc").unwrap();
+    assert!(reg.info(entry, false).available);
+}
+
+#[test]
+fn a_checkpoint_folder_is_present_only_with_every_listed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace("llama_cpp", "bitnet").replace(
+        "file = \"a.gguf\"\nsize = 3",
+        "file = \"ckpt\"\nhub = { repo = \"o/r\", files = [\"config.json\", \"model.safetensors\"] }",
+    );
+    let reg = registry(&text, dir.path()).unwrap();
+    let entry = reg.get("a").unwrap();
+    assert!(!reg.info(entry, false).available);
+    std::fs::create_dir(dir.path().join("ckpt")).unwrap();
+    std::fs::write(dir.path().join("ckpt/config.json"), b"{}").unwrap();
+    let info = reg.info(entry, false);
+    assert!(!info.available && info.reason.unwrap().contains("not downloaded"));
+    std::fs::write(dir.path().join("ckpt/model.safetensors"), b"1234").unwrap();
+    let info = reg.info(entry, false);
+    assert!(info.available, "{:?}", info.reason);
+    assert_eq!(info.size_bytes, Some(6));
+    // A hub source names one file or a list, never both or neither.
+    let both = text.replace("files = [", "file = \"x\", files = [");
+    assert!(registry(&both, dir.path()).is_err());
+}
+
+#[test]
+fn rejects_path_escapes_duplicates_and_unknown_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let escape = MINIMAL.replace("a.gguf", "../etc/passwd");
+    assert!(registry(&escape, dir.path()).is_err());
+    let dup = format!(
+        "{MINIMAL}{}",
+        &MINIMAL[MINIMAL.find("[[models]]").unwrap()..]
+    );
+    assert!(registry(&dup, dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("twice"));
+    let nodefault = MINIMAL.replace("default = \"a\"", "default = \"b\"");
+    assert!(registry(&nodefault, dir.path()).is_err());
+}
+
+#[test]
+fn weights_of_shares_one_file_between_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let second = MINIMAL[MINIMAL.find("[[models]]").unwrap()..]
+        .replace("id = \"a\"", "id = \"a-candle\"\nweights_of = \"a\"")
+        .replace("engine = \"llama_cpp\"", "engine = \"candle\"")
+        .replace("file = \"a.gguf\"", "");
+    let reg = registry(&format!("{MINIMAL}{second}"), dir.path()).unwrap();
+    let (a, b) = (reg.get("a").unwrap(), reg.get("a-candle").unwrap());
+    assert_eq!(reg.file_path(a), reg.file_path(b));
+    assert_eq!(b.engine, EngineKind::Candle);
+    // Naming a model that does not exist, or also giving a file, is refused.
+    let dangling = second.replace("weights_of = \"a\"", "weights_of = \"zzz\"");
+    let err = registry(&format!("{MINIMAL}{dangling}"), dir.path()).unwrap_err();
+    assert!(err.to_string().contains("zzz"), "{err}");
+    let both = second.replace("weights_of", "file = \"b.gguf\"\nweights_of");
+    let err = registry(&format!("{MINIMAL}{both}"), dir.path()).unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+}
+
+#[test]
+fn remote_models_need_their_table_and_report_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = MINIMAL[MINIMAL.find("[[models]]").unwrap()..]
+        .replace("id = \"a\"", "id = \"r\"")
+        .replace("engine = \"llama_cpp\"", "engine = \"remote\"")
+        .replace("file = \"a.gguf\"", "");
+    let table = "remote = { base_url = \"http://box:8080/v1\", model = \"m\", api_key_env = \"QUANTLAB_UNIT_TEST_UNSET_KEY\" }\n";
+    let reg = registry(&format!("{MINIMAL}{remote}{table}"), dir.path()).unwrap();
+    let entry = reg.get("r").unwrap();
+    let (reason, fix) = reg.unavailability(entry).unwrap();
+    assert!(reason.contains("QUANTLAB_UNIT_TEST_UNSET_KEY"), "{reason}");
+    assert_eq!(fix, None);
+    assert!(source_description(entry).contains("http://box:8080/v1"));
+    // No table, a bad URL, or a file beside the table: refused at start-up.
+    assert!(registry(&format!("{MINIMAL}{remote}"), dir.path()).is_err());
+    let ftp = table.replace("http://", "ftp://");
+    assert!(registry(&format!("{MINIMAL}{remote}{ftp}"), dir.path()).is_err());
+    let with_file = format!("{MINIMAL}{remote}file = \"x.gguf\"\n{table}");
+    assert!(registry(&with_file, dir.path()).is_err());
+}
+
+#[test]
+fn the_shipped_registry_parses_and_declares_the_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models.toml");
+    let reg = Registry::load(&path, Path::new("models")).unwrap();
+    assert_eq!(reg.default_id, "smollm2-135m-instruct");
+    let engines: HashSet<_> = reg.models.iter().map(|m| m.engine).collect();
+    assert!(engines.contains(&EngineKind::LlamaCpp));
+    assert!(engines.contains(&EngineKind::Bitnet));
+    let candle = reg.get("smollm2-135m-instruct-candle").unwrap();
+    assert_eq!(candle.engine, EngineKind::Candle);
+    assert_eq!(
+        reg.file_path(candle),
+        reg.file_path(reg.get(&reg.default_id).unwrap())
+    );
+    let base = reg.get("gemma-3-270m").unwrap();
+    assert!(!base.instruct);
+}
