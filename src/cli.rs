@@ -208,6 +208,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{id}: ready at {}", dir.display());
                     return Ok(());
                 }
+                if let Some(entry) = registry.ocr(&id) {
+                    if registry.ocr_unavailability(entry).is_none() {
+                        println!(
+                            "{id}: already present at {}",
+                            registry.ocr_dir(entry).display()
+                        );
+                        return Ok(());
+                    }
+                    println!("fetching OCR model {id}");
+                    let dir = crate::registry::ocr::fetch_ocr(&registry, entry, true)
+                        .with_context(|| format!("fetching {id}"))?;
+                    println!("{id}: ready at {}", dir.display());
+                    return Ok(());
+                }
                 vec![registry.get(&id).with_context(|| {
                     format!("unknown model `{id}`; `quantlab models list` shows the ids")
                 })?]
@@ -282,6 +296,23 @@ fn list_models(registry: &Registry) {
             entry.labels
         );
         if let Some(reason) = status {
+            println!("{:<34} {}", "", reason);
+        }
+    }
+    for info in registry.ocr_infos() {
+        println!(
+            "{:<34} {:<10} {:<12} {:>10}  {}",
+            format!("{}{}", info.id, if info.default { " *" } else { "" }),
+            "ocr",
+            if info.unavailable.is_none() {
+                "ready"
+            } else {
+                "missing"
+            },
+            "",
+            info.name
+        );
+        if let Some(reason) = info.unavailable {
             println!("{:<34} {}", "", reason);
         }
     }

@@ -27,6 +27,12 @@ pub enum AppError {
     /// The body or a message is over its size limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The upload is not a kind of file we read (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The upload is of a kind we read but cannot be used: damaged, or too many pixels (422).
+    #[error("{0}")]
+    Unprocessable(String),
     /// The model exists but cannot run here (503, no retry hint: it needs a fix, not a wait).
     #[error("{0}")]
     ModelUnavailable(String),
@@ -56,6 +62,8 @@ impl AppError {
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::PayloadTooLarge(_) => 413,
+            AppError::UnsupportedMediaType(_) => 415,
+            AppError::Unprocessable(_) => 422,
             AppError::ModelUnavailable(_) | AppError::Overloaded { .. } => 503,
             AppError::Internal(_) => 500,
             AppError::BadGateway(_) => 502,
@@ -72,6 +80,8 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
             AppError::PayloadTooLarge(_) => "payload_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::Unprocessable(_) => "unprocessable_image",
             AppError::ModelUnavailable(_) => "model_unavailable",
             AppError::Overloaded { .. } => "overloaded",
             AppError::Internal(_) => "internal_error",

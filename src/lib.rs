@@ -10,9 +10,11 @@ pub mod types;
 #[cfg(feature = "ssr")]
 pub mod config;
 #[cfg(feature = "ssr")]
-pub mod inference;
+pub mod cpu_jobs;
 #[cfg(feature = "ssr")]
+pub mod inference;
 pub mod ner;
+pub mod ocr;
 #[cfg(feature = "ssr")]
 pub mod registry;
 #[cfg(feature = "ssr")]

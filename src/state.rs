@@ -21,6 +21,7 @@ pub struct App {
     pub pool: WorkerPool,
     pub conversations: Arc<dyn ConversationStore>,
     pub ner: crate::ner::service::NerService,
+    pub ocr: crate::ocr::service::OcrService,
 }
 
 #[derive(Clone, FromRef)]
@@ -40,6 +41,7 @@ impl App {
             bench: BenchJobs::new(BenchResults::new(settings.bench_dir.clone())),
             pool: WorkerPool::new(registry.clone(), settings.clone()),
             ner: crate::ner::service::NerService::new(registry.clone()),
+            ocr: crate::ocr::service::OcrService::new(registry.clone()),
             registry,
             settings,
             conversations,

@@ -1,6 +1,7 @@
 //! Everything the server answers besides pages: server functions (used by the UI), the REST
 //! API, and the OpenAI-compatible API.
 
+pub mod analysis_fns;
 pub mod bench_fns;
 pub mod server_fns;
 
@@ -16,6 +17,8 @@ pub(crate) mod conversations;
 mod json;
 #[cfg(feature = "ssr")]
 mod ner;
+#[cfg(feature = "ssr")]
+mod ocr;
 #[cfg(feature = "ssr")]
 mod openai;
 #[cfg(feature = "ssr")]
@@ -56,13 +59,19 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/api/conversations/{id}/export", get(conversations::export))
         .route("/api/persistence", get(conversations::status))
         .layer(DefaultBodyLimit::max(max_import));
+    let uploads = Router::new()
+        .route("/api/ocr", post(ocr::read))
+        .layer(DefaultBodyLimit::max(ocr::MAX_BODY_BYTES));
     Router::new()
         .merge(conversations)
+        .merge(uploads)
         .route("/health", get(rest::health))
         .route("/api/models", get(rest::models))
         .route("/api/chat/stream", post(rest::chat_stream))
         .route("/api/compare", post(compare::compare))
         .route("/api/ner", post(ner::recognize))
+        .route("/api/ner/models", get(ner::models))
+        .route("/api/ocr/models", get(ocr::models))
         .route("/api/bench", post(bench::start).delete(bench::cancel))
         .route("/api/bench/status", get(bench::status))
         .route("/api/bench/results", get(bench::results))

@@ -4,7 +4,11 @@ use axum::{extract::State, Json};
 use serde::Deserialize;
 
 use super::json::ApiJson;
-use crate::{error::AppError, ner::NerOutput, state::AppState};
+use crate::{
+    error::AppError,
+    ner::{NerModelInfo, NerOutput},
+    state::AppState,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,4 +28,8 @@ pub async fn recognize(
         .recognize(body.text, body.model)
         .await
         .map(Json)
+}
+
+pub async fn models(State(state): State<AppState>) -> Json<Vec<NerModelInfo>> {
+    Json(state.app.registry.ner_infos())
 }

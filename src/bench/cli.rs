@@ -46,14 +46,20 @@ pub struct BenchArgs {
     /// (`--python` with onnxruntime: scripts/bench-ner-deps.sh). `--repeats` runs per text.
     #[arg(long, conflicts_with_all = ["reference", "bitnet"])]
     pub ner: bool,
+    /// Instead, time our OCR (every downloaded `[[ocr_models]]` entry) against RapidOCR on
+    /// onnxruntime with the same PP-OCRv5 networks and against Tesseract, on a clean page and a
+    /// phone photo of it, with character error rates (`--python` with RapidOCR:
+    /// scripts/bench-ocr-deps.sh). `--repeats` runs per image.
+    #[arg(long, conflicts_with_all = ["reference", "bitnet", "ner"])]
+    pub ocr: bool,
     /// With --bitnet: prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 128, requires = "bitnet")]
     pub prompt_tokens: usize,
     /// With --reference: skip the upstream side.
     #[arg(long, requires = "reference")]
     pub no_upstream: bool,
-    /// With --reference or --ner: a Python with llama-cpp-python or onnxruntime
-    /// (scripts/bench-upstream-deps.sh, scripts/bench-ner-deps.sh).
+    /// With --reference, --ner or --ocr: a Python with llama-cpp-python, onnxruntime or
+    /// RapidOCR (scripts/bench-upstream-deps.sh, bench-ner-deps.sh, bench-ocr-deps.sh).
     #[arg(long, env = "QUANTLAB_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
 }
@@ -72,16 +78,15 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         });
     }
     let registry = crate::cli::load_registry(common)?;
+    let threads = common
+        .threads
+        .map_or_else(Settings::default_threads, |t| t.max(1)) as usize;
+    let repeats = args.repeats.clamp(1, 1000) as usize;
     if args.ner {
-        let threads = common
-            .threads
-            .map_or_else(Settings::default_threads, |t| t.max(1)) as usize;
-        return super::ner::run(
-            &registry,
-            &args.python,
-            threads,
-            args.repeats.clamp(1, 1000) as usize,
-        );
+        return super::ner::run(&registry, &args.python, threads, repeats);
+    }
+    if args.ocr {
+        return super::ocr::run(&registry, &args.python, threads, repeats);
     }
     let models = if args.models.is_empty() {
         vec![registry.default_id.clone()]

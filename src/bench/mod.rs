@@ -18,6 +18,8 @@ pub mod machine;
 #[cfg(feature = "ssr")]
 pub mod ner;
 #[cfg(feature = "ssr")]
+pub mod ocr;
+#[cfg(feature = "ssr")]
 mod python;
 #[cfg(feature = "ssr")]
 pub mod reference;

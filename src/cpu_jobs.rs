@@ -1,0 +1,105 @@
+//! Shared by the NER and OCR services: CPU-heavy work runs off the async runtime on the blocking
+//! pool, one job at a time (the model's own threads use the cores) behind a bounded queue —
+//! beyond it, 503 with Retry-After; and models load on first use and stay loaded.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::AppError;
+
+const RETRY_AFTER_SECS: u32 = 2;
+
+pub struct CpuQueue {
+    /// What runs here, for messages ("NER", "OCR").
+    what: &'static str,
+    queue: usize,
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+}
+
+/// Held while a job waits and runs: its place in the queue and, once granted, the CPU.
+pub struct Turn {
+    _admitted: OwnedSemaphorePermit,
+    _running: OwnedSemaphorePermit,
+}
+
+impl CpuQueue {
+    /// One job runs while up to `queue` wait.
+    pub fn new(what: &'static str, queue: usize) -> Self {
+        Self {
+            what,
+            queue,
+            admitted: Arc::new(Semaphore::new(queue + 1)),
+            running: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Waits for this request's turn; 503 straight away when the queue is full.
+    pub async fn turn(&self) -> Result<Turn, AppError> {
+        let admitted =
+            self.admitted
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| AppError::Overloaded {
+                    message: format!(
+                        "{} {} requests are already waiting; try again shortly",
+                        self.queue, self.what
+                    ),
+                    retry_after_secs: RETRY_AFTER_SECS,
+                })?;
+        let running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Turn {
+            _admitted: admitted,
+            _running: running,
+        })
+    }
+
+    /// Runs `job` on the blocking pool.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| AppError::Internal(format!("{} task failed: {e}", self.what)))
+    }
+}
+
+/// Models by id, loaded once.
+pub struct Loaded<M: ?Sized> {
+    models: Mutex<HashMap<String, Arc<M>>>,
+}
+
+impl<M: ?Sized> Default for Loaded<M> {
+    fn default() -> Self {
+        Self {
+            models: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<M: ?Sized> Loaded<M> {
+    pub fn get(&self, id: &str) -> Result<Option<Arc<M>>, AppError> {
+        Ok(self.lock()?.get(id).cloned())
+    }
+
+    pub fn insert(&self, id: &str, model: Arc<M>) -> Result<(), AppError> {
+        self.lock()?.insert(id.to_string(), model);
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<M>>>, AppError> {
+        self.models
+            .lock()
+            .map_err(|_| AppError::Internal("a model table was poisoned".into()))
+    }
+}

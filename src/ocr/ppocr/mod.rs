@@ -1,0 +1,83 @@
+//! PaddleOCR's PP-OCR pipeline on rten: detection ([`detect`]), one box per line in reading
+//! order, then CTC recognition of each line ([`recognize`]). A model folder holds
+//! `detection.rten`, `recognition.rten` (or `.onnx`) and `dictionary.txt`.
+
+pub mod detect;
+pub mod recognize;
+
+use std::{path::Path, time::Instant};
+
+use image::RgbImage;
+use rten::Model;
+
+use super::{reading_order, OcrEngine, OcrError, OcrLine, Recognition};
+use recognize::{Alphabet, MIN_CONFIDENCE};
+
+pub struct PpOcr {
+    detection: Model,
+    recognition: Model,
+    alphabet: Alphabet,
+}
+
+impl PpOcr {
+    pub fn load(dir: &Path) -> Result<Self, OcrError> {
+        let model = |stem: &str| {
+            let path = ["rten", "onnx"]
+                .iter()
+                .map(|ext| dir.join(format!("{stem}.{ext}")))
+                .find(|path| path.is_file())
+                .unwrap_or_else(|| dir.join(format!("{stem}.rten")));
+            Model::load_file(&path).map_err(|e| OcrError::Load {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })
+        };
+        let dictionary_path = dir.join("dictionary.txt");
+        let dictionary = std::fs::read_to_string(&dictionary_path).map_err(|e| OcrError::Load {
+            path: dictionary_path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let recognition = model("recognition")?;
+        let classes = recognize::output_classes(&recognition).ok_or_else(|| OcrError::Load {
+            path: dir.join("recognition").display().to_string(),
+            detail: "the recognition model does not declare its number of classes".into(),
+        })?;
+        let alphabet =
+            Alphabet::from_dictionary(&dictionary, classes).map_err(|detail| OcrError::Load {
+                path: dictionary_path.display().to_string(),
+                detail,
+            })?;
+        Ok(Self {
+            detection: model("detection")?,
+            recognition,
+            alphabet,
+        })
+    }
+}
+
+impl OcrEngine for PpOcr {
+    fn read(&self, image: &RgbImage) -> Result<Recognition, OcrError> {
+        let started = Instant::now();
+        let mut quads = detect::detect(&self.detection, image)?;
+        reading_order(&mut quads);
+        let detect_millis = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
+        let readings = recognize::recognize(&self.recognition, &self.alphabet, image, &quads)?;
+        let lines = readings
+            .into_iter()
+            .zip(&quads)
+            .filter(|(reading, _)| reading.confidence >= MIN_CONFIDENCE && !reading.text.is_empty())
+            .map(|(reading, quad)| OcrLine {
+                text: reading.text,
+                confidence: reading.confidence,
+                quad: *quad,
+            })
+            .collect();
+        Ok(Recognition {
+            lines,
+            detections: quads.len(),
+            detect_millis,
+            recognize_millis: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}

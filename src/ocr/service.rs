@@ -1,0 +1,140 @@
+//! The OCR engines a server runs: loaded on first use and kept; decoding and reading run one
+//! at a time off the async runtime behind a bounded queue (see [`crate::cpu_jobs`]).
+
+use std::{sync::Arc, time::Instant};
+
+use super::{
+    image_input::{self, ImageInputError},
+    ppocr::PpOcr,
+    OcrEngine, OcrMetrics, OcrOutput,
+};
+use crate::{
+    cpu_jobs::{CpuQueue, Loaded},
+    error::AppError,
+    registry::{
+        ocr::{OcrEngineKind, OcrEntry},
+        Registry,
+    },
+};
+
+/// Requests that may wait for the running one (503 beyond).
+pub const QUEUE: usize = 4;
+
+pub struct OcrService {
+    registry: Arc<Registry>,
+    loaded: Loaded<dyn OcrEngine>,
+    queue: CpuQueue,
+}
+
+impl From<ImageInputError> for AppError {
+    fn from(error: ImageInputError) -> Self {
+        let message = error.to_string();
+        match error {
+            ImageInputError::Empty => AppError::BadRequest(message),
+            ImageInputError::TooManyBytes(_) => AppError::PayloadTooLarge(message),
+            ImageInputError::Unsupported(_) => AppError::UnsupportedMediaType(message),
+            ImageInputError::TooManyPixels { .. } | ImageInputError::Corrupt { .. } => {
+                AppError::Unprocessable(message)
+            }
+        }
+    }
+}
+
+impl OcrService {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            loaded: Loaded::default(),
+            queue: CpuQueue::new("OCR", QUEUE),
+        }
+    }
+
+    /// Reads the text in an uploaded image with `model` (the default OCR model when `None`).
+    pub async fn read(&self, bytes: Vec<u8>, model: Option<String>) -> Result<OcrOutput, AppError> {
+        let started = Instant::now();
+        let entry = self.entry(model)?;
+        let _turn = self.queue.turn().await?;
+        let engine = self.engine(entry).await?;
+        let engine_id = entry.id.clone();
+        self.queue
+            .blocking(move || {
+                let decode_started = Instant::now();
+                let upload = image_input::decode(&bytes)?;
+                let decode_millis = decode_started.elapsed().as_secs_f64() * 1e3;
+                let recognition = engine
+                    .read(&upload.image)
+                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                let (width, height) = upload.image.dimensions();
+                let metrics = OcrMetrics {
+                    engine: engine_id,
+                    millis: started.elapsed().as_secs_f64() * 1e3,
+                    decode_millis,
+                    detect_millis: recognition.detect_millis,
+                    recognize_millis: recognition.recognize_millis,
+                    width,
+                    height,
+                    detections: recognition.detections,
+                    lines: recognition.lines.len(),
+                    characters: recognition
+                        .lines
+                        .iter()
+                        .map(|line| line.text.chars().count())
+                        .sum(),
+                };
+                Ok(OcrOutput {
+                    lines: recognition.lines,
+                    metrics,
+                })
+            })
+            .await?
+    }
+
+    fn entry(&self, model: Option<String>) -> Result<&OcrEntry, AppError> {
+        let id = model
+            .filter(|id| !id.is_empty())
+            .or_else(|| self.registry.default_ocr.clone())
+            .ok_or_else(|| {
+                AppError::ModelUnavailable("no OCR model is declared in models.toml".into())
+            })?;
+        self.registry.ocr(&id).ok_or_else(|| {
+            let known: Vec<&str> = self
+                .registry
+                .ocr_models
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect();
+            AppError::NotFound(format!(
+                "unknown OCR model `{id}`; known: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The loaded engine, loading it (after checking its files are there) on first use.
+    async fn engine(&self, entry: &OcrEntry) -> Result<Arc<dyn OcrEngine>, AppError> {
+        let id = entry.id.as_str();
+        if let Some(engine) = self.loaded.get(id)? {
+            return Ok(engine);
+        }
+        if let Some(reason) = self.registry.ocr_unavailability(entry) {
+            return Err(AppError::ModelUnavailable(reason));
+        }
+        let dir = self.registry.ocr_dir(entry);
+        let kind = entry.engine;
+        let engine: Arc<dyn OcrEngine> = self
+            .queue
+            .blocking(move || match kind {
+                OcrEngineKind::Ppocr => {
+                    PpOcr::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>)
+                }
+            })
+            .await?
+            .map_err(|e| {
+                AppError::ModelUnavailable(format!(
+                    "{e}; fetch it again with `quantlab models fetch {id}`"
+                ))
+            })?;
+        self.loaded.insert(id, engine.clone())?;
+        Ok(engine)
+    }
+}
