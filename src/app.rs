@@ -6,6 +6,8 @@ mod chat;
 mod compare;
 mod history;
 mod markdown;
+mod ner;
+mod ocr;
 mod sidebar;
 mod stream;
 mod widgets;
@@ -50,6 +52,8 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=chat::ChatPage />
                 <Route path=StaticSegment("compare") view=compare::ComparePage />
+                <Route path=StaticSegment("ner") view=ner::NerPage />
+                <Route path=StaticSegment("ocr") view=ocr::OcrPage />
                 <Route path=StaticSegment("bench") view=bench::BenchPage />
             </Routes>
         </Router>

@@ -80,6 +80,8 @@ pub fn TopBar(
             <nav class="tabs" aria-label="Tools">
                 {tab("/", "Chat")}
                 {tab("/compare", "Compare")}
+                {tab("/ner", "NER")}
+                {tab("/ocr", "OCR")}
                 {tab("/bench", "Bench")}
             </nav>
         </header>
