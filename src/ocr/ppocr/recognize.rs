@@ -82,7 +82,7 @@ pub fn recognize(
     image: &RgbImage,
     quads: &[Quad],
 ) -> Result<Vec<Reading>, OcrError> {
-    let strips: Vec<Strip> = quads.iter().map(|quad| Strip::of(quad)).collect();
+    let strips: Vec<Strip> = quads.iter().map(Strip::of).collect();
     // Similar widths together waste the least padding.
     let mut order: Vec<usize> = (0..strips.len()).collect();
     order.sort_by_key(|&i| strips[i].width);
