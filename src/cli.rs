@@ -137,6 +137,8 @@ pub fn configure_engine_threads(common: &CommonArgs) {
             std::env::set_var(variable, threads.to_string());
         }
     }
+    // Here, while only one thread runs, rather than when the first candle model loads.
+    crate::inference::candle::keep_ggml_activation_blocks();
 }
 
 pub fn load_registry(common: &CommonArgs) -> anyhow::Result<Registry> {

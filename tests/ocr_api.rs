@@ -193,17 +193,43 @@ async fn an_upload_over_the_size_limit_is_413() {
     assert!(message(&answer).contains("20 MiB"), "{answer}");
 }
 
+async fn engines() -> Value {
+    let url = common::shared_server();
+    let response = reqwest::get(format!("{url}/api/ocr/models")).await.unwrap();
+    response.json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn engines_are_listed_with_their_state() {
-    let url = common::shared_server();
-    let list: Value = reqwest::get(format!("{url}/api/ocr/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = engines().await;
     let first = &list[0];
     assert_eq!(first["id"], "ppocr-v6-small");
     assert_eq!(first["default"], true);
     assert!(first["unavailable"].is_null(), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_not_downloaded_says_how_to_get_it() {
+    let list = engines().await;
+    let ocrs = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "ocrs")
+        .expect("ocrs is declared");
+    // Its networks come from the ocrs project's servers, which these machines cannot reach.
+    let reason = ocrs["unavailable"].as_str().expect("not downloaded here");
+    assert!(reason.contains("quantlab models fetch ocrs"), "{reason}");
+
+    let part =
+        reqwest::multipart::Part::bytes(png(&render(&["Hello"], 32.0, 20))).file_name("a.png");
+    let form = reqwest::multipart::Form::new()
+        .part("file", part)
+        .text("model", "ocrs");
+    let (status, answer) = post(form).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        message(&answer).contains("quantlab models fetch ocrs"),
+        "{answer}"
+    );
 }

@@ -39,7 +39,7 @@ fn a_clean_render_reads_exactly_line_by_line_in_order() {
     let (width, height) = image.dimensions();
     let mut previous_top = -1.0;
     for line in &reading.lines {
-        assert!(line.confidence > 0.9, "{line:?}");
+        assert!(line.confidence.is_some_and(|c| c > 0.9), "{line:?}");
         let (left, top, right, bottom) = line.quad.bounds();
         assert!(left >= 0.0 && top >= 0.0 && right <= width as f32 && bottom <= height as f32);
         // Lines start at the left margin and go down the page.

@@ -263,7 +263,10 @@ fn Boxes(output: OcrOutput, hovered: RwSignal<Option<usize>>) -> impl IntoView {
                 <polygon points=points class="ocr-box" class:hovered=move || hovered.get() == Some(i)
                     data-testid="ocr-box"
                     on:mouseenter=move |_| hovered.set(Some(i)) on:mouseleave=move |_| hovered.set(None)>
-                    <title>{format!("{} ({:.0}%)", line.text, line.confidence * 100.0)}</title>
+                    <title>{match line.confidence {
+                        Some(c) => format!("{} ({:.0}%)", line.text, c * 100.0),
+                        None => line.text.clone(),
+                    }}</title>
                 </polygon>
             }
         })
@@ -288,19 +291,21 @@ fn Lines(
         .iter()
         .enumerate()
         .map(|(i, line)| {
-            let level = if line.confidence >= 0.9 {
-                "high"
-            } else if line.confidence >= 0.7 {
-                "medium"
-            } else {
-                "low"
+            let level = match line.confidence {
+                Some(c) if c >= 0.9 => "high",
+                Some(c) if c >= 0.7 => "medium",
+                Some(_) => "low",
+                None => "unknown",
             };
+            let shown = line
+                .confidence
+                .map_or_else(|| "—".to_string(), |c| format!("{:.0}%", c * 100.0));
             view! {
                 <li class="ocr-line" class:hovered=move || hovered.get() == Some(i) data-testid="ocr-line"
                     on:mouseenter=move |_| hovered.set(Some(i)) on:mouseleave=move |_| hovered.set(None)>
                     <span class="ocr-text">{line.text.clone()}</span>
-                    <span class=format!("confidence {level}") title="Mean probability of the line's characters">
-                        {format!("{:.0}%", line.confidence * 100.0)}
+                    <span class=format!("confidence {level}") title="Mean probability of the line's characters (this engine may report none)">
+                        {shown}
                     </span>
                 </li>
             }

@@ -1,11 +1,14 @@
 //! Optical character recognition: what an OCR run returns (shared with the browser), and on the
-//! server the engines behind one trait — the PP-OCR pipeline on rten ([`ppocr`]) — with the
-//! upload decoding ([`image_input`]) and the request queue ([`service`]).
+//! server the engines behind one trait — the PP-OCR pipeline on rten ([`ppocr`]) and the ocrs
+//! crate ([`ocrs_engine`]) — with the upload decoding ([`image_input`]) and the request queue
+//! ([`service`]).
 
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "ssr")]
 pub mod image_input;
+#[cfg(feature = "ssr")]
+pub mod ocrs_engine;
 #[cfg(feature = "ssr")]
 pub mod ppocr;
 #[cfg(feature = "ssr")]
@@ -77,8 +80,9 @@ pub fn reading_order(quads: &mut [Quad]) {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OcrLine {
     pub text: String,
-    /// Mean probability of the line's characters, 0 to 1.
-    pub confidence: f32,
+    /// Mean probability of the line's characters, 0 to 1; `None` from an engine that reports
+    /// none (ocrs).
+    pub confidence: Option<f32>,
     #[serde(rename = "box")]
     pub quad: Quad,
 }
@@ -95,7 +99,7 @@ pub struct OcrMetrics {
     /// The upright image's size.
     pub width: u32,
     pub height: u32,
-    /// Text regions found, and lines kept (read with enough confidence).
+    /// Text regions found (lines for PP-OCR, words for ocrs), and lines kept.
     pub detections: usize,
     pub lines: usize,
     pub characters: usize,

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Instant};
 
 use super::{
     image_input::{self, ImageInputError},
+    ocrs_engine::Ocrs,
     ppocr::PpOcr,
     OcrEngine, OcrMetrics, OcrOutput,
 };
@@ -127,6 +128,7 @@ impl OcrService {
                 OcrEngineKind::Ppocr => {
                     PpOcr::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>)
                 }
+                OcrEngineKind::Ocrs => Ocrs::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>),
             })
             .await?
             .map_err(|e| {

@@ -49,6 +49,8 @@ pub enum FetchError {
         expected: u64,
         actual: u64,
     },
+    #[error("download of {url} failed: {detail}")]
+    Http { url: String, detail: String },
     #[error("Hugging Face hub download of {repo}/{file} failed: {detail}")]
     Hub {
         repo: String,

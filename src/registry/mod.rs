@@ -1,5 +1,6 @@
 //! The model registry: `models.toml` parsed, validated, and resolved against the files on disk.
 
+pub mod download;
 pub mod fetch;
 pub mod folders;
 pub mod ner;

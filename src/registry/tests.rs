@@ -142,3 +142,75 @@ fn the_shipped_registry_parses_and_declares_the_default() {
     let base = reg.get("gemma-3-270m").unwrap();
     assert!(!base.instruct);
 }
+
+#[test]
+fn ocr_and_ner_folders_need_their_engine_files_and_say_how_to_get_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Top-level keys come before the first table.
+    let text = MINIMAL.replacen(
+        "default = \"a\"\n",
+        "default = \"a\"\ndefault_ocr = \"pp\"\n",
+        1,
+    ) + r#"
+[[ocr_models]]
+id = "pp"
+name = "PP"
+engine = "ppocr"
+languages = "en"
+license = "x"
+description = "x"
+folder = "pp"
+
+[[ocr_models]]
+id = "web"
+name = "Web"
+engine = "ocrs"
+languages = "en"
+license = "x"
+description = "x"
+folder = "web"
+urls = [{ url = "https://example.com/d.onnx", name = "text-detection.onnx" }]
+
+[[ner_models]]
+id = "made"
+name = "Made"
+labels = "x"
+license = "x"
+description = "x"
+runtime = "candle"
+folder = "made"
+prepare = "python make.py"
+"#;
+    let reg = registry(&text, dir.path()).unwrap();
+    let pp = reg.ocr("pp").unwrap();
+    assert_eq!(
+        pp.files(),
+        ["detection.rten", "recognition.rten", "dictionary.txt"]
+    );
+    let web = reg.ocr("web").unwrap();
+    assert_eq!(
+        web.files(),
+        ["text-detection.onnx", "text-recognition.onnx"]
+    );
+    assert!(reg
+        .ocr_unavailability(web)
+        .unwrap()
+        .contains("quantlab models fetch web"));
+    let made = reg.ner("made").unwrap();
+    let reason = reg.ner_unavailability(made).unwrap();
+    assert!(
+        reason.contains("model.safetensors") && reason.contains("python make.py"),
+        "{reason}"
+    );
+    // Present files make them available.
+    std::fs::create_dir_all(dir.path().join("web")).unwrap();
+    for name in web.files() {
+        std::fs::write(dir.path().join("web").join(name), b"x").unwrap();
+    }
+    assert!(reg.ocr_unavailability(web).is_none());
+
+    let plain_http = text.replace("https://example.com", "http://example.com");
+    assert!(registry(&plain_http, dir.path()).is_err());
+    let wrong_name = text.replace("name = \"text-detection.onnx\"", "name = \"../x\"");
+    assert!(registry(&wrong_name, dir.path()).is_err());
+}

@@ -99,6 +99,19 @@ fn candle_threads(fallback: u32) -> u32 {
         .unwrap_or(fallback)
 }
 
+/// On CPUs with AVX-512 VNNI (or AVX-VNNI) candle 0.11 sends Q8_0 matrix products through
+/// repacked kernels that quantize the activations in blocks of 256 (Q8K) where ggml uses 32:
+/// there the candle engine's tokens drifted from llama.cpp's (teacher-forced top-1 agreement
+/// 89%, perplexity +1.6%). Its AVX2 level keeps ggml's arithmetic, which this engine mirrors.
+/// candle reads the switch once, so it is set before the first quantized product (the binary
+/// sets it at start-up, see `cli::configure_engine_threads`; this covers library use).
+pub fn keep_ggml_activation_blocks() {
+    const SWITCH: &str = "MISTRALRS_FORCE_AVX2";
+    if std::env::var_os(SWITCH).is_none() {
+        std::env::set_var(SWITCH, "1");
+    }
+}
+
 impl CandleEngine {
     /// Loads a GGUF chat model (llama or qwen2 architecture) and runs one warm-up token.
     ///
@@ -106,6 +119,7 @@ impl CandleEngine {
     /// `EngineError::Load` for a missing, truncated or corrupt file, an architecture or
     /// tokenizer candle cannot run, or a tensor type candle cannot read.
     pub fn load(path: &Path, context_size: u32, threads: u32) -> Result<Self, EngineError> {
+        keep_ggml_activation_blocks();
         let load_error = |detail: String| EngineError::Load {
             path: path.display().to_string(),
             detail,

@@ -69,7 +69,7 @@ impl OcrEngine for PpOcr {
             .filter(|(reading, _)| reading.confidence >= MIN_CONFIDENCE && !reading.text.is_empty())
             .map(|(reading, quad)| OcrLine {
                 text: reading.text,
-                confidence: reading.confidence,
+                confidence: Some(reading.confidence),
                 quad: *quad,
             })
             .collect();
