@@ -53,3 +53,30 @@ fn candle_and_rten_find_the_same_entities_on_the_same_weights() {
     // The cross-check means something only if entities were found.
     assert!(entities >= 8, "{entities}");
 }
+
+/// Checkpoints without a tokenizer.json (dslim/bert-base-NER ships vocab.txt) get a WordPiece
+/// tokenizer built from vocab.txt and tokenizer_config.json; on Rampart, which ships both, it
+/// must cut every text exactly as the tokenizer.json does, offsets included.
+#[test]
+fn a_tokenizer_built_from_vocab_txt_matches_the_shipped_tokenizer_json() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models.toml");
+    let registry = Registry::load(&file, &common::models_dir()).expect("models.toml loads");
+    let entry = registry.ner("rampart").expect("declared");
+    if let Some(reason) = registry.ner_unavailability(entry) {
+        panic!("{reason} (scripts/test.sh does this)");
+    }
+    let dir = registry.ner_dir(entry);
+    let shipped = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let built = quantlab::ner::tokenizer::from_vocab(&dir).unwrap();
+    for text in [
+        "My name is John Smith and my email is john.smith@example.com.",
+        "Zoë Müller moved to Köln — Straße 12, 50667 — 北京 and Ångström's café!",
+        "ACCOUNT 000123456789\tROUTING 021000021\n\nunbelievably-hyphenated words",
+    ] {
+        let a = shipped.encode_char_offsets(text, false).unwrap();
+        let b = built.encode_char_offsets(text, false).unwrap();
+        assert_eq!(a.get_ids(), b.get_ids(), "{text}");
+        assert_eq!(a.get_offsets(), b.get_offsets(), "{text}");
+        assert_eq!(a.get_word_ids(), b.get_word_ids(), "{text}");
+    }
+}

@@ -9,6 +9,8 @@ pub mod runtime;
 #[cfg(feature = "ssr")]
 pub mod service;
 pub mod spans;
+#[cfg(feature = "ssr")]
+pub mod tokenizer;
 
 use serde::{Deserialize, Serialize};
 

