@@ -197,32 +197,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let id = id.unwrap_or_default();
                 if let Some(entry) = registry.ner(&id) {
-                    if registry.ner_unavailability(entry).is_none() {
-                        println!(
-                            "{id}: already present at {}",
-                            registry.ner_dir(entry).display()
-                        );
-                        return Ok(());
-                    }
-                    println!("fetching NER model {id}");
-                    let dir = crate::registry::ner::fetch_ner(&registry, entry, true)
-                        .with_context(|| format!("fetching {id}"))?;
-                    println!("{id}: ready at {}", dir.display());
-                    return Ok(());
+                    return fetch_folder(
+                        &id,
+                        "NER",
+                        registry.ner_unavailability(entry).is_none(),
+                        &registry.ner_dir(entry),
+                        || crate::registry::ner::fetch_ner(&registry, entry, true),
+                    );
                 }
                 if let Some(entry) = registry.ocr(&id) {
-                    if registry.ocr_unavailability(entry).is_none() {
-                        println!(
-                            "{id}: already present at {}",
-                            registry.ocr_dir(entry).display()
-                        );
-                        return Ok(());
-                    }
-                    println!("fetching OCR model {id}");
-                    let dir = crate::registry::ocr::fetch_ocr(&registry, entry, true)
-                        .with_context(|| format!("fetching {id}"))?;
-                    println!("{id}: ready at {}", dir.display());
-                    return Ok(());
+                    return fetch_folder(
+                        &id,
+                        "OCR",
+                        registry.ocr_unavailability(entry).is_none(),
+                        &registry.ocr_dir(entry),
+                        || crate::registry::ocr::fetch_ocr(&registry, entry, true),
+                    );
                 }
                 vec![registry.get(&id).with_context(|| {
                     format!("unknown model `{id}`; `quantlab models list` shows the ids")
@@ -248,6 +238,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => crate::bench::cli::run(&cli.common, args),
     }
+}
+
+/// Fetches a NER or OCR model's folder unless every file is already there.
+fn fetch_folder(
+    id: &str,
+    kind: &str,
+    present: bool,
+    dir: &std::path::Path,
+    fetch: impl FnOnce() -> Result<std::path::PathBuf, crate::registry::fetch::FetchError>,
+) -> anyhow::Result<()> {
+    if present {
+        println!("{id}: already present at {}", dir.display());
+        return Ok(());
+    }
+    println!("fetching {kind} model {id}");
+    let dir = fetch().with_context(|| format!("fetching {id}"))?;
+    println!("{id}: ready at {}", dir.display());
+    Ok(())
 }
 
 fn list_models(registry: &Registry) {

@@ -87,14 +87,30 @@ impl<M: ?Sized> Default for Loaded<M> {
     }
 }
 
-impl<M: ?Sized> Loaded<M> {
-    pub fn get(&self, id: &str) -> Result<Option<Arc<M>>, AppError> {
-        Ok(self.lock()?.get(id).cloned())
-    }
-
-    pub fn insert(&self, id: &str, model: Arc<M>) -> Result<(), AppError> {
-        self.lock()?.insert(id.to_string(), model);
-        Ok(())
+impl<M: ?Sized + Send + Sync + 'static> Loaded<M> {
+    /// The loaded model `id`, or, on first use, `load` run on `queue`'s blocking pool once
+    /// `unavailable` (asked only then, so its file checks are not paid per request) finds
+    /// nothing missing. A failed load is 503 with the command that fetches the files again.
+    pub async fn get_or_load<E: std::fmt::Display + Send + 'static>(
+        &self,
+        id: &str,
+        queue: &CpuQueue,
+        unavailable: impl FnOnce() -> Option<String>,
+        load: impl FnOnce() -> Result<Arc<M>, E> + Send + 'static,
+    ) -> Result<Arc<M>, AppError> {
+        if let Some(model) = self.lock()?.get(id) {
+            return Ok(model.clone());
+        }
+        if let Some(reason) = unavailable() {
+            return Err(AppError::ModelUnavailable(reason));
+        }
+        let model = queue.blocking(load).await?.map_err(|e| {
+            AppError::ModelUnavailable(format!(
+                "{e}; fetch it again with `quantlab models fetch {id}`"
+            ))
+        })?;
+        self.lock()?.insert(id.to_string(), model.clone());
+        Ok(model)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<M>>>, AppError> {

@@ -54,8 +54,8 @@ fn a_clean_render_reads_exactly_line_by_line_in_order() {
 fn a_degraded_photo_of_the_page_reads_within_a_character_error_bound() {
     let clean = render(&PAGE, 28.0, 60);
     let photo = degrade(&clean, 2.5, 30.0, 7);
-    let upload = image_input::decode(&photo).expect("the JPEG decodes");
-    let reading = engine().read(&upload.image).expect("reads");
+    let upright = image_input::decode(&photo).expect("the JPEG decodes");
+    let reading = engine().read(&upright).expect("reads");
     let read: Vec<&str> = reading.lines.iter().map(|l| l.text.as_str()).collect();
     let error = cer(&PAGE.join("\n"), &read.join("\n"));
     assert!(error <= 0.03, "CER {error:.3}: {read:?}");

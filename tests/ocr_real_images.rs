@@ -27,8 +27,8 @@ fn read(file: &str) -> Vec<String> {
         .join("tests/images")
         .join(file);
     let bytes = std::fs::read(&path).expect("test image present");
-    let upload = image_input::decode(&bytes).expect("decodes");
-    let reading = engine.read(&upload.image).expect("reads");
+    let upright = image_input::decode(&bytes).expect("decodes");
+    let reading = engine.read(&upright).expect("reads");
     reading.lines.into_iter().map(|l| l.text).collect()
 }
 

@@ -2,7 +2,7 @@
 //! onnxruntime running the same ONNX file on the very same word-piece windows with the same
 //! thread count (model only), in one run; the ratio is printed per text.
 
-use std::{path::Path, time::Instant};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -53,16 +53,9 @@ pub fn run(
     let mut windows = Vec::new();
     for (_, text) in &texts {
         model.recognize(text, DEFAULT_THRESHOLD)?; // warm-up
-        let mut times: Vec<f64> = (0..repeats)
-            .map(|_| {
-                let started = Instant::now();
-                model
-                    .recognize(text, DEFAULT_THRESHOLD)
-                    .map(|_| started.elapsed().as_secs_f64() * 1e3)
-            })
-            .collect::<Result<_, _>>()?;
-        times.sort_by(f64::total_cmp);
-        ours.push(times[times.len() / 2]);
+        ours.push(super::stats::median_millis(repeats, || {
+            model.recognize(text, DEFAULT_THRESHOLD).map(drop)
+        })?);
         windows.push(model.input_windows(text)?);
     }
     let reference = onnxruntime(python, &dir.join("model.onnx"), &windows, threads, repeats);

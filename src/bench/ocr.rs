@@ -7,12 +7,12 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Instant,
 };
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use super::stats::median_millis;
 use crate::{
     ocr::{
         image_input,
@@ -207,30 +207,26 @@ fn ours(
     truth: &str,
     repeats: usize,
 ) -> anyhow::Result<Measured> {
-    let read = || -> anyhow::Result<Vec<String>> {
-        let upload = image_input::decode(&image.bytes)?;
-        let recognition = engine.read(&upload.image)?;
+    measure(truth, repeats, || {
+        let upright = image_input::decode(&image.bytes)?;
+        let recognition = engine.read(&upright)?;
         Ok(recognition.lines.into_iter().map(|l| l.text).collect())
-    };
-    let lines = read()?; // warm-up
-    let millis = median(repeats, || {
-        let started = Instant::now();
-        read()?;
-        Ok(started.elapsed().as_secs_f64() * 1e3)
-    })?;
+    })
+}
+
+/// One warm-up reading (scored against `truth`), then the median time of `repeats` more.
+fn measure(
+    truth: &str,
+    repeats: usize,
+    mut read: impl FnMut() -> anyhow::Result<Vec<String>>,
+) -> anyhow::Result<Measured> {
+    let lines = read()?;
+    let millis = median_millis(repeats, || read().map(drop))?;
     Ok(Measured {
         millis,
         cer: cer(truth, &lines.join("\n")),
         lines: lines.len(),
     })
-}
-
-fn median(repeats: usize, mut run: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
-    let mut times = (0..repeats.max(1))
-        .map(|_| run())
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
 }
 
 fn rapidocr(
@@ -295,15 +291,5 @@ fn tesseract(
             .map(str::to_string)
             .collect())
     };
-    let lines = read(&image.path)?;
-    let millis = median(repeats, || {
-        let started = Instant::now();
-        read(&image.path)?;
-        Ok(started.elapsed().as_secs_f64() * 1e3)
-    })?;
-    Ok(Measured {
-        millis,
-        cer: cer(truth, &lines.join("\n")),
-        lines: lines.len(),
-    })
+    measure(truth, repeats, || read(&image.path))
 }

@@ -12,6 +12,18 @@ pub struct Stat {
     pub n: usize,
 }
 
+/// Runs `run` `repeats` times (at least once) and returns the median of its wall times in
+/// milliseconds: the CLI benches' way to time one operation.
+pub fn median_millis<E>(repeats: usize, mut run: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
+    let mut times = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let started = std::time::Instant::now();
+        run()?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Stat::of(&times).map_or(0.0, |stat| stat.median))
+}
+
 impl Stat {
     /// `None` for no measurements; non-finite values (a division by a zero duration) are ignored.
     pub fn of(values: &[f64]) -> Option<Stat> {

@@ -74,27 +74,18 @@ impl NerService {
 
     /// The loaded model, loading it (after checking its files are there) on first use.
     async fn model(&self, entry: &NerEntry) -> Result<Arc<NerModel>, AppError> {
-        let id = entry.id.as_str();
-        if let Some(model) = self.loaded.get(id)? {
-            return Ok(model);
-        }
-        if let Some(reason) = self.registry.ner_unavailability(entry) {
-            return Err(AppError::ModelUnavailable(reason));
-        }
-        let dir = self.registry.ner_dir(entry);
-        let owned_id = id.to_string();
-        let runtime = entry.runtime;
-        let model = self
-            .queue
-            .blocking(move || NerModel::load(&owned_id, &dir, runtime))
-            .await?
-            .map_err(|e| {
-                AppError::ModelUnavailable(format!(
-                    "{e}; fetch it again with `quantlab models fetch {id}`"
-                ))
-            })?;
-        let model = Arc::new(model);
-        self.loaded.insert(id, model.clone())?;
-        Ok(model)
+        let (id, dir, runtime) = (
+            entry.id.clone(),
+            self.registry.ner_dir(entry),
+            entry.runtime,
+        );
+        self.loaded
+            .get_or_load(
+                &entry.id,
+                &self.queue,
+                || self.registry.ner_unavailability(entry),
+                move || NerModel::load(&id, &dir, runtime).map(Arc::new),
+            )
+            .await
     }
 }

@@ -39,15 +39,8 @@ pub enum ImageInputError {
     Corrupt { format: String, detail: String },
 }
 
-/// A decoded upload, upright.
-pub struct UploadedImage {
-    pub image: RgbImage,
-    pub format: ImageFormat,
-    /// Whether an EXIF orientation other than "as stored" was applied.
-    pub reoriented: bool,
-}
-
-pub fn decode(bytes: &[u8]) -> Result<UploadedImage, ImageInputError> {
+/// The upload as an upright RGB image.
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, ImageInputError> {
     if bytes.is_empty() {
         return Err(ImageInputError::Empty);
     }
@@ -91,13 +84,8 @@ pub fn decode(bytes: &[u8]) -> Result<UploadedImage, ImageInputError> {
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| classify(e, &corrupt))?;
-    let reoriented = orientation != image::metadata::Orientation::NoTransforms;
     image.apply_orientation(orientation);
-    Ok(UploadedImage {
-        image: image.to_rgb8(),
-        format,
-        reoriented,
-    })
+    Ok(image.to_rgb8())
 }
 
 fn classify(

@@ -60,12 +60,12 @@ impl OcrService {
         self.queue
             .blocking(move || {
                 let decode_started = Instant::now();
-                let upload = image_input::decode(&bytes)?;
+                let image = image_input::decode(&bytes)?;
                 let decode_millis = decode_started.elapsed().as_secs_f64() * 1e3;
                 let recognition = engine
-                    .read(&upload.image)
+                    .read(&image)
                     .map_err(|e| AppError::Internal(e.to_string()))?;
-                let (width, height) = upload.image.dimensions();
+                let (width, height) = image.dimensions();
                 let metrics = OcrMetrics {
                     engine: engine_id,
                     millis: started.elapsed().as_secs_f64() * 1e3,
@@ -113,30 +113,21 @@ impl OcrService {
 
     /// The loaded engine, loading it (after checking its files are there) on first use.
     async fn engine(&self, entry: &OcrEntry) -> Result<Arc<dyn OcrEngine>, AppError> {
-        let id = entry.id.as_str();
-        if let Some(engine) = self.loaded.get(id)? {
-            return Ok(engine);
-        }
-        if let Some(reason) = self.registry.ocr_unavailability(entry) {
-            return Err(AppError::ModelUnavailable(reason));
-        }
-        let dir = self.registry.ocr_dir(entry);
-        let kind = entry.engine;
-        let engine: Arc<dyn OcrEngine> = self
-            .queue
-            .blocking(move || match kind {
-                OcrEngineKind::Ppocr => {
-                    PpOcr::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>)
-                }
-                OcrEngineKind::Ocrs => Ocrs::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>),
-            })
-            .await?
-            .map_err(|e| {
-                AppError::ModelUnavailable(format!(
-                    "{e}; fetch it again with `quantlab models fetch {id}`"
-                ))
-            })?;
-        self.loaded.insert(id, engine.clone())?;
-        Ok(engine)
+        let (dir, kind) = (self.registry.ocr_dir(entry), entry.engine);
+        self.loaded
+            .get_or_load(
+                &entry.id,
+                &self.queue,
+                || self.registry.ocr_unavailability(entry),
+                move || match kind {
+                    OcrEngineKind::Ppocr => {
+                        PpOcr::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>)
+                    }
+                    OcrEngineKind::Ocrs => {
+                        Ocrs::load(&dir).map(|e| Arc::new(e) as Arc<dyn OcrEngine>)
+                    }
+                },
+            )
+            .await
     }
 }

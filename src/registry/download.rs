@@ -4,10 +4,9 @@
 
 use std::{io::Write, path::Path};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use super::fetch::FetchError;
+use super::fetch::{progress_bar, FetchError};
 
 pub fn download(
     url: &str,
@@ -38,18 +37,11 @@ pub fn download(
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| http(e.to_string()))?;
-        let bar = if show_progress {
-            let bar = ProgressBar::new(response.content_length().unwrap_or(0));
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress_bar(
+            show_progress,
+            response.content_length(),
+            url.rsplit('/').next().unwrap_or(url).to_string(),
+        );
         let mut hasher = Sha256::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| http(e.to_string()))? {
             hasher.update(&chunk);

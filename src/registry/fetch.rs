@@ -59,6 +59,21 @@ pub enum FetchError {
     },
 }
 
+/// A byte-count progress bar, or a hidden one when progress is not shown.
+pub fn progress_bar(show: bool, total: Option<u64>, message: String) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total.unwrap_or(0));
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
     move |source| FetchError::Io {
         path: path.to_path_buf(),
@@ -199,18 +214,11 @@ pub fn assemble_verified(
         .suffix(".partial")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
-    let bar = if show_progress {
-        let bar = ProgressBar::new(expected_size.unwrap_or(0));
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(format!("extract + sha256 {file_name}"));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(
+        show_progress,
+        expected_size,
+        format!("extract + sha256 {file_name}"),
+    );
     let mut hasher = Sha256::new();
     let mut written: u64 = 0;
     {
@@ -276,24 +284,36 @@ pub fn assemble_verified(
     Ok(())
 }
 
+/// The hub repository a source names, through hf-hub's cache.
+fn hub_repo(
+    hub: &super::HubSource,
+    show_progress: bool,
+) -> Result<hf_hub::api::sync::ApiRepo, FetchError> {
+    use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
+    let api = ApiBuilder::from_env()
+        .with_progress(show_progress)
+        .build()
+        .map_err(|e| FetchError::Hub {
+            repo: hub.repo.clone(),
+            file: hub.file.clone(),
+            detail: e.to_string(),
+        })?;
+    Ok(api.repo(Repo::with_revision(
+        hub.repo.clone(),
+        RepoType::Model,
+        hub.revision.clone(),
+    )))
+}
+
 /// Fetches every file of a hub checkpoint folder into hf-hub's cache; they all land in one
 /// snapshot folder of the cache, which is returned.
 pub fn hub_snapshot(hub: &super::HubSource, show_progress: bool) -> Result<PathBuf, FetchError> {
-    use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
     let hub_error = |file: &str, detail: String| FetchError::Hub {
         repo: hub.repo.clone(),
         file: file.to_string(),
         detail,
     };
-    let api = ApiBuilder::from_env()
-        .with_progress(show_progress)
-        .build()
-        .map_err(|e| hub_error("", e.to_string()))?;
-    let repo = api.repo(Repo::with_revision(
-        hub.repo.clone(),
-        RepoType::Model,
-        hub.revision.clone(),
-    ));
+    let repo = hub_repo(hub, show_progress)?;
     let mut snapshot = None;
     for name in &hub.files {
         let file = repo.get(name).map_err(|e| hub_error(name, e.to_string()))?;
@@ -323,28 +343,19 @@ fn fetch_from_hub(
     entry: &ModelEntry,
     show_progress: bool,
 ) -> Result<PathBuf, FetchError> {
-    use hf_hub::{api::sync::ApiBuilder, Repo, RepoType};
     let hub = entry
         .hub
         .as_ref()
         .ok_or_else(|| FetchError::NoSource(entry.id.clone(), "hub"))?;
-    let hub_error = |detail: String| FetchError::Hub {
-        repo: hub.repo.clone(),
-        file: hub.file.clone(),
-        detail,
-    };
-    let api = ApiBuilder::from_env()
-        .with_progress(show_progress)
-        .build()
-        .map_err(|e| hub_error(e.to_string()))?;
-    let repo = api.repo(Repo::with_revision(
-        hub.repo.clone(),
-        RepoType::Model,
-        hub.revision.clone(),
-    ));
     // hf-hub downloads into its cache under a temporary name and renames when complete.
     let cached = if hub.files.is_empty() {
-        let cached = repo.get(&hub.file).map_err(|e| hub_error(e.to_string()))?;
+        let cached = hub_repo(hub, show_progress)?
+            .get(&hub.file)
+            .map_err(|e| FetchError::Hub {
+                repo: hub.repo.clone(),
+                file: hub.file.clone(),
+                detail: e.to_string(),
+            })?;
         if let Some(expected) = &entry.sha256 {
             let actual = sha256_file(&cached)?;
             if !expected.eq_ignore_ascii_case(&actual) {
