@@ -12,6 +12,8 @@ pub mod config;
 #[cfg(feature = "ssr")]
 pub mod cpu_jobs;
 #[cfg(feature = "ssr")]
+pub mod denormals;
+#[cfg(feature = "ssr")]
 pub mod inference;
 pub mod ner;
 pub mod ocr;

@@ -95,5 +95,5 @@ fn onnxruntime(
     let job = serde_json::json!({
         "model": model, "texts": windows, "threads": threads, "repeats": repeats,
     });
-    super::python::run_script(python, "ner_onnxruntime.py", &job)
+    super::python::run_script(python, &super::python::NER_ONNXRUNTIME, &job)
 }

@@ -251,7 +251,7 @@ fn rapidocr(
         "threads": threads,
         "repeats": repeats,
     });
-    super::python::run_script(python, "ocr_rapidocr.py", &job)
+    super::python::run_script(python, &super::python::OCR_RAPIDOCR, &job)
 }
 
 fn tesseract_version() -> anyhow::Result<String> {

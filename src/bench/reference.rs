@@ -270,6 +270,6 @@ fn bench_upstream(
         "model": path, "prompt": prompt, "threads": threads, "n_ctx": context,
         "n_batch": 512, "decode_tokens": decode_tokens, "repeats": args.repeats,
     });
-    super::python::run_script(&args.python, "upstream_llama_cpp.py", &input)
+    super::python::run_script(&args.python, &super::python::UPSTREAM_LLAMA_CPP, &input)
         .context("upstream llama.cpp")
 }

@@ -77,6 +77,7 @@ impl Network {
     ) -> Result<Self, NerError> {
         match runtime {
             NerRuntime::Rten => {
+                crate::denormals::flush_on_rten_threads();
                 let file = runtime.weights_file();
                 let model = Model::load_file(dir.join(file))
                     .map_err(|e| load_error(dir, file, e.to_string()))?;

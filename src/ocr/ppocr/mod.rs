@@ -21,6 +21,7 @@ pub struct PpOcr {
 
 impl PpOcr {
     pub fn load(dir: &Path) -> Result<Self, OcrError> {
+        crate::denormals::flush_on_rten_threads();
         let model = |stem: &str| {
             let path = ["rten", "onnx"]
                 .iter()
