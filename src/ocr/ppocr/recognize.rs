@@ -3,6 +3,7 @@
 //! together, and the per-column character probabilities are read by greedy CTC decoding.
 
 use image::RgbImage;
+use rayon::prelude::*;
 use rten::Model;
 use rten_tensor::{prelude::*, NdTensor};
 
@@ -86,8 +87,7 @@ pub fn recognize(
     // Similar widths together waste the least padding.
     let mut order: Vec<usize> = (0..strips.len()).collect();
     order.sort_by_key(|&i| strips[i].width);
-    let mut readings = vec![None; strips.len()];
-    for batch in order.chunks(BATCH) {
+    let run_batch = |batch: &[usize]| -> Result<Vec<(usize, Reading)>, OcrError> {
         let width = batch
             .iter()
             .map(|&i| strips[i].width)
@@ -112,8 +112,25 @@ pub fn recognize(
                 alphabet.classes()
             )));
         }
-        for (slot, &i) in batch.iter().enumerate() {
-            readings[i] = Some(ctc_greedy(alphabet, probabilities.slice([slot])));
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(slot, &i)| (i, ctc_greedy(alphabet, probabilities.slice([slot]))))
+            .collect())
+    };
+    // Batches run side by side on rten's own pool (each still splits its operators across
+    // it): the threads stay busy where one batch's small operators would leave them waiting.
+    let batches: Vec<&[usize]> = order.chunks(BATCH).collect();
+    let results = rten::thread_pool().run(|| {
+        batches
+            .par_iter()
+            .map(|batch| run_batch(batch))
+            .collect::<Vec<_>>()
+    });
+    let mut readings = vec![None; strips.len()];
+    for result in results {
+        for (i, reading) in result? {
+            readings[i] = Some(reading);
         }
     }
     Ok(readings.into_iter().flatten().collect())
