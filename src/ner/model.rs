@@ -2,6 +2,7 @@
 //! the model's own `config.json` (`id2label`) and `tokenizer.json`; long texts go through in
 //! overlapping windows.
 
+use rayon::prelude::*;
 use std::{path::Path, time::Instant};
 
 use tokenizers::Tokenizer;
@@ -130,9 +131,15 @@ impl NerModel {
         let plan = windows(encoding.get_word_ids(), self.budget, WINDOW_OVERLAP);
         // Per token: the best-placed window's (centrality, label index, probability).
         let mut best: Vec<Option<(usize, usize, f32)>> = vec![None; ids.len()];
-        for &window in &plan {
-            let rows = self.classify(&ids[window.0..window.1])?;
-            for (offset, (label, probability)) in rows.into_iter().enumerate() {
+        // Windows run side by side on rten's pool (each still splits its operators across it),
+        // which keeps both cores busy through the small operators of one window.
+        let classified = rten::thread_pool().run(|| {
+            plan.par_iter()
+                .map(|&(start, end)| self.classify(&ids[start..end]))
+                .collect::<Vec<_>>()
+        });
+        for (&window, rows) in plan.iter().zip(classified) {
+            for (offset, (label, probability)) in rows?.into_iter().enumerate() {
                 let index = window.0 + offset;
                 let place = centrality(index, window);
                 if best[index].is_none_or(|(held, _, _)| place > held) {
