@@ -67,7 +67,7 @@ fn a_map_gives_its_place_names_including_turned_ones() {
 }
 
 #[test]
-fn a_scanned_brochure_reads_line_for_line() {
+fn a_scanned_brochure_reads_line_for_line_and_column_by_column() {
     let lines = read("linn.png");
     let expected = [
         "The LinnSequencer",
@@ -83,6 +83,31 @@ fn a_scanned_brochure_reads_line_for_line() {
     ];
     assert_eq!(missing(&lines, &expected), Vec::<&str>::new(), "{lines:?}");
     assert!(lines.len() >= 40, "{}", lines.len());
+    // The middle of the page is two columns between full-width blocks: the left column is
+    // read to its end before the right one starts, and the page's last block comes after both.
+    let at = |start: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in {lines:?}"))
+    };
+    let in_order = [
+        "• Optional remote control.",
+        "Recording a Sequence",
+        "To record a sequence",
+        "Editing",
+        "tion. To overdub notes",
+        "simply use LOCATE",
+        "Creating a Song",
+        "Composition Without Compromise",
+        "music. See your Linn dealer",
+        "Additional Features",
+    ];
+    let positions: Vec<usize> = in_order.iter().map(|l| at(l)).collect();
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{in_order:?} at {positions:?} in {lines:?}"
+    );
 }
 
 #[test]

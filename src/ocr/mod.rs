@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "ssr")]
 pub mod image_input;
 #[cfg(feature = "ssr")]
+pub mod layout;
+#[cfg(feature = "ssr")]
 pub mod ocrs_engine;
 #[cfg(feature = "ssr")]
 pub mod ppocr;
@@ -46,34 +48,10 @@ impl Quad {
         (min(xs), min(ys), max(xs), max(ys))
     }
 
-    fn center_y(&self) -> f32 {
-        self.points.iter().map(|p| p[1]).sum::<f32>() / 4.0
-    }
-
-    fn height(&self) -> f32 {
+    /// The length of its left side: the text's height, even when the box is turned.
+    pub fn height(&self) -> f32 {
         let [top_left, _, _, bottom_left] = self.points;
         ((bottom_left[0] - top_left[0]).powi(2) + (bottom_left[1] - top_left[1]).powi(2)).sqrt()
-    }
-}
-
-/// Puts boxes in reading order: top to bottom, and left to right among boxes on the same line
-/// (centres closer than half a line height).
-pub fn reading_order(quads: &mut [Quad]) {
-    quads.sort_by(|a, b| a.center_y().total_cmp(&b.center_y()));
-    // Insertion pass: within a line, order by the left edge.
-    for i in 1..quads.len() {
-        let mut j = i;
-        while j > 0 {
-            let (above, here) = (quads[j - 1], quads[j]);
-            let same_line = (here.center_y() - above.center_y()).abs()
-                < 0.5 * above.height().min(here.height());
-            if same_line && here.bounds().0 < above.bounds().0 {
-                quads.swap(j - 1, j);
-                j -= 1;
-            } else {
-                break;
-            }
-        }
     }
 }
 
@@ -162,24 +140,5 @@ mod tests {
             [[10.0, 20.0], [110.0, 20.0], [110.0, 40.0], [10.0, 40.0]]
         );
         assert_eq!(q.bounds(), (10.0, 20.0, 110.0, 40.0));
-    }
-
-    #[test]
-    fn reading_order_goes_by_line_then_left_to_right() {
-        // Second line's right word, first line's right word (a little lower than its
-        // neighbour), first line's left word, second line's left word.
-        let mut quads = vec![
-            quad(200.0, 60.0, 300.0, 80.0),
-            quad(200.0, 13.0, 300.0, 33.0),
-            quad(10.0, 10.0, 150.0, 30.0),
-            quad(10.0, 61.0, 150.0, 81.0),
-        ];
-        reading_order(&mut quads);
-        let lefts_and_tops: Vec<(f32, f32)> =
-            quads.iter().map(|q| (q.bounds().0, q.bounds().1)).collect();
-        assert_eq!(
-            lefts_and_tops,
-            vec![(10.0, 10.0), (200.0, 13.0), (10.0, 61.0), (200.0, 60.0)]
-        );
     }
 }

@@ -10,7 +10,7 @@ use std::{path::Path, time::Instant};
 use image::RgbImage;
 use rten::Model;
 
-use super::{reading_order, OcrEngine, OcrError, OcrLine, Recognition};
+use super::{layout::reading_order, OcrEngine, OcrError, OcrLine, Recognition};
 use recognize::{Alphabet, MIN_CONFIDENCE};
 
 pub struct PpOcr {
