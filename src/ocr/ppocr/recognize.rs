@@ -139,7 +139,7 @@ pub fn recognize(
 /// Best class per column; repeats collapse, blanks vanish. The confidence is the mean
 /// probability of the characters kept (PaddleOCR's score).
 fn ctc_greedy(alphabet: &Alphabet, columns: rten_tensor::NdTensorView<f32, 2>) -> Reading {
-    let mut text = String::new();
+    let mut emitted: Vec<(usize, &str)> = Vec::new();
     let (mut sum, mut kept) = (0.0f32, 0u32);
     let mut previous = 0usize;
     for column in 0..columns.size(0) {
@@ -156,7 +156,7 @@ fn ctc_greedy(alphabet: &Alphabet, columns: rten_tensor::NdTensorView<f32, 2>) -
                 });
         if best != 0 && best != previous {
             if let Some(symbol) = alphabet.symbols.get(best) {
-                text.push_str(symbol);
+                emitted.push((column, symbol));
                 sum += probability;
                 kept += 1;
             }
@@ -165,9 +165,54 @@ fn ctc_greedy(alphabet: &Alphabet, columns: rten_tensor::NdTensorView<f32, 2>) -
     }
     let confidence = if kept == 0 { 0.0 } else { sum / kept as f32 };
     Reading {
-        text: text.trim().to_string(),
+        text: join_with_gaps(&emitted).trim().to_string(),
         confidence,
     }
+}
+
+/// A gap between two characters this many times the line's usual character pitch is a space
+/// the network did not write (a receipt's price set apart from its item in one box).
+const GAP_PITCHES: usize = 3;
+/// …and never less than this many output columns (each 8 pixels of the 48-pixel strip).
+const MIN_GAP_COLUMNS: usize = 5;
+
+/// The emitted symbols (with the output column each was read at) as text, with a space where
+/// two characters of a spaced script stand a wide gap apart and the network put none.
+fn join_with_gaps(emitted: &[(usize, &str)]) -> String {
+    let spaced = |symbol: &str| {
+        symbol
+            .chars()
+            .all(|c| !c.is_whitespace() && !is_unspaced_script(c))
+    };
+    let mut pitches: Vec<usize> = emitted
+        .windows(2)
+        .filter(|pair| spaced(pair[0].1) && spaced(pair[1].1))
+        .map(|pair| pair[1].0 - pair[0].0)
+        .collect();
+    pitches.sort_unstable();
+    let pitch = pitches.get(pitches.len() / 2).copied().unwrap_or(0);
+    let wide = (GAP_PITCHES * pitch).max(MIN_GAP_COLUMNS);
+    let mut text = String::new();
+    for (i, &(column, symbol)) in emitted.iter().enumerate() {
+        if let Some(&(before, previous)) = i.checked_sub(1).and_then(|p| emitted.get(p)) {
+            if spaced(previous) && spaced(symbol) && column - before >= wide {
+                text.push(' ');
+            }
+        }
+        text.push_str(symbol);
+    }
+    text
+}
+
+/// Scripts written without spaces between words (CJK, kana, Thai…), where a gap means nothing.
+fn is_unspaced_script(c: char) -> bool {
+    matches!(c as u32,
+        0x0E00..=0x0EFF // Thai, Lao
+        | 0x1000..=0x109F // Myanmar
+        | 0x3000..=0x9FFF // CJK punctuation, kana, CJK ideographs
+        | 0xF900..=0xFAFF // CJK compatibility ideographs
+        | 0xFF00..=0xFFEF // full-width forms
+        | 0x20000..=0x2FA1F) // CJK extensions
 }
 
 /// How a line is sampled: an origin and two axes in image coordinates.
@@ -242,4 +287,40 @@ fn bilinear(image: &RgbImage, x: f32, y: f32) -> [f32; 3] {
         let bottom = c[i] as f32 * (1.0 - fx) + d[i] as f32 * fx;
         top * (1.0 - fy) + bottom * fy
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_with_gaps;
+
+    /// Symbols at a pitch of 3 columns, with `gap` columns before the symbol at `at`.
+    fn laid_out<'a>(symbols: &[&'a str], at: usize, gap: usize) -> Vec<(usize, &'a str)> {
+        let mut column = 0;
+        symbols
+            .iter()
+            .enumerate()
+            .map(|(i, &symbol)| {
+                column += if i == at { gap } else { 3 };
+                (column, symbol)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_wide_gap_in_latin_text_becomes_a_space() {
+        let symbols = [
+            "c", "r", "o", "i", "s", "s", "a", "n", "t", "3", ".", "9", "0",
+        ];
+        assert_eq!(join_with_gaps(&laid_out(&symbols, 9, 11)), "croissant 3.90");
+        // Ordinary letter spacing, and a gap the network already wrote, stay as they are.
+        assert_eq!(join_with_gaps(&laid_out(&symbols, 9, 4)), "croissant3.90");
+        let spaced = ["a", "b", " ", "c", "d"];
+        assert_eq!(join_with_gaps(&laid_out(&spaced, 3, 12)), "ab cd");
+    }
+
+    #[test]
+    fn scripts_without_spaces_get_none() {
+        let symbols = ["合", "计", "金", "额"];
+        assert_eq!(join_with_gaps(&laid_out(&symbols, 2, 12)), "合计金额");
+    }
 }
