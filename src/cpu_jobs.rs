@@ -13,6 +13,13 @@ use crate::error::AppError;
 
 const RETRY_AFTER_SECS: u32 = 2;
 
+/// Awaits `future` and says how long it took, in milliseconds.
+pub async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, f64) {
+    let started = std::time::Instant::now();
+    let value = future.await;
+    (value, started.elapsed().as_secs_f64() * 1e3)
+}
+
 pub struct CpuQueue {
     /// What runs here, for messages ("NER", "OCR").
     what: &'static str,
@@ -91,26 +98,28 @@ impl<M: ?Sized + Send + Sync + 'static> Loaded<M> {
     /// The loaded model `id`, or, on first use, `load` run on `queue`'s blocking pool once
     /// `unavailable` (asked only then, so its file checks are not paid per request) finds
     /// nothing missing. A failed load is 503 with the command that fetches the files again.
+    /// With the milliseconds this call spent loading (0 when the model was loaded already).
     pub async fn get_or_load<E: std::fmt::Display + Send + 'static>(
         &self,
         id: &str,
         queue: &CpuQueue,
         unavailable: impl FnOnce() -> Option<String>,
         load: impl FnOnce() -> Result<Arc<M>, E> + Send + 'static,
-    ) -> Result<Arc<M>, AppError> {
+    ) -> Result<(Arc<M>, f64), AppError> {
         if let Some(model) = self.lock()?.get(id) {
-            return Ok(model.clone());
+            return Ok((model.clone(), 0.0));
         }
         if let Some(reason) = unavailable() {
             return Err(AppError::ModelUnavailable(reason));
         }
+        let started = std::time::Instant::now();
         let model = queue.blocking(load).await?.map_err(|e| {
             AppError::ModelUnavailable(format!(
                 "{e}; fetch it again with `quantlab models fetch {id}`"
             ))
         })?;
         self.lock()?.insert(id.to_string(), model.clone());
-        Ok(model)
+        Ok((model, started.elapsed().as_secs_f64() * 1e3))
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<M>>>, AppError> {

@@ -78,6 +78,13 @@ async fn known_entities_come_back_at_their_character_offsets() {
     assert_eq!(metrics["characters"], text.chars().count());
     assert_eq!(metrics["entities"], found.len());
     assert!(metrics["tokens"].as_u64().unwrap() > 10 && metrics["millis"].as_f64().unwrap() > 0.0);
+    // The model is loaded now: a second request reports no loading.
+    let (_, again, _) = ner(url, json!({ "text": text })).await;
+    assert_eq!(
+        again["metrics"]["load_millis"].as_f64(),
+        Some(0.0),
+        "{again}"
+    );
 
     // Offsets count characters: ë and ü are two bytes each.
     let text = "Zoë Müller lives at 42 Baker Street, Zürich 8001.";

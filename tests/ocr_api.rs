@@ -63,6 +63,16 @@ async fn an_uploaded_page_comes_back_as_lines_with_boxes_and_metrics() {
     assert_eq!(metrics["lines"], 2);
     assert_eq!(metrics["characters"], 33);
     assert!(metrics["millis"].as_f64().unwrap() >= metrics["detect_millis"].as_f64().unwrap());
+    // The model is loaded now: a second request reports no loading, and its own time only.
+    let (status, again) = upload(png(&image)).await;
+    assert_eq!(status, 200, "{again}");
+    let metrics = &again["metrics"];
+    assert_eq!(metrics["load_millis"].as_f64(), Some(0.0), "{metrics}");
+    let parts: f64 = ["decode_millis", "detect_millis", "recognize_millis"]
+        .iter()
+        .map(|k| metrics[k].as_f64().unwrap())
+        .sum();
+    assert!(metrics["millis"].as_f64().unwrap() >= parts, "{metrics}");
 }
 
 /// A JPEG whose pixels are stored turned a quarter anticlockwise, with the EXIF tag

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use leptos::{ev::KeyboardEvent, prelude::*};
 
-use super::widgets::TopBar;
+use super::widgets::{waits, TopBar};
 use crate::{
     api::analysis_fns::{ner_models, recognize_entities},
     ner::{Entity, NerModelInfo, NerOutput},
@@ -259,7 +259,7 @@ fn NerResult(
                     "{} entities · {:.0} ms · {} characters · {} tokens in {} window{}",
                     m.entities, m.millis, m.characters, m.tokens, m.windows, if m.windows == 1 { "" } else { "s" }
                 )}</span>
-                <span class="metrics-detail">{format!("model {}", m.model)}</span>
+                <span class="metrics-detail">{format!("model {}{}", m.model, waits(m.queued_millis, m.load_millis))}</span>
             </div>
             {(found > 0).then(|| view! { <div class="legend" role="group" aria-label="Show or hide groups">{legend}</div> })}
             <div class="marked" data-testid="ner-marked">{marked}</div>

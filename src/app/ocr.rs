@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use super::widgets::TopBar;
+use super::widgets::{waits, TopBar};
 use crate::{
     api::analysis_fns::ocr_models,
     ocr::{OcrEngineInfo, OcrOutput},
@@ -320,8 +320,9 @@ fn Lines(
                     m.lines, m.characters, m.millis, m.detections, m.width, m.height
                 )}</span>
                 <span class="metrics-detail">{format!(
-                    "{} · decode {:.0} ms, detection {:.0} ms, recognition {:.0} ms",
-                    m.engine, m.decode_millis, m.detect_millis, m.recognize_millis
+                    "{} · decode {:.0} ms, detection {:.0} ms, recognition {:.0} ms{}",
+                    m.engine, m.decode_millis, m.detect_millis, m.recognize_millis,
+                    waits(m.queued_millis, m.load_millis)
                 )}</span>
             </div>
             {if empty {

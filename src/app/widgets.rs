@@ -14,6 +14,23 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
+/// What a NER or OCR request spent before its own work: waiting for the requests ahead, loading
+/// the model on first use; empty when both were negligible, so the time shown stays honest.
+pub fn waits(queued_millis: f64, load_millis: f64) -> String {
+    let mut parts = String::new();
+    if queued_millis >= 5.0 {
+        parts.push_str(&format!(
+            " · waited {queued_millis:.0} ms for other requests"
+        ));
+    }
+    if load_millis >= 5.0 {
+        parts.push_str(&format!(
+            " · first use: model loaded in {load_millis:.0} ms"
+        ));
+    }
+    parts
+}
+
 fn finish_label(reason: Option<FinishReason>) -> &'static str {
     match reason {
         Some(FinishReason::Stop) | None => "",

@@ -24,7 +24,14 @@ pub use spans::Entity;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NerMetrics {
     pub model: String,
+    /// Tokenizing, the model and the spans; not the waiting or loading below.
     pub millis: f64,
+    /// Waiting for the requests ahead of this one.
+    #[serde(default)]
+    pub queued_millis: f64,
+    /// Loading the model, when this request was its first use (0 otherwise).
+    #[serde(default)]
+    pub load_millis: f64,
     pub characters: usize,
     pub tokens: usize,
     pub windows: usize,

@@ -164,6 +164,8 @@ impl NerModel {
         let metrics = NerMetrics {
             model: self.id.clone(),
             millis: started.elapsed().as_secs_f64() * 1e3,
+            queued_millis: 0.0,
+            load_millis: 0.0,
             characters: text.chars().count(),
             tokens: ids.len(),
             windows: plan.len(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{NerModel, NerOutput, DEFAULT_THRESHOLD};
 use crate::{
+    cpu_jobs::timed,
     cpu_jobs::{CpuQueue, Loaded},
     error::AppError,
     registry::{ner::NerEntry, Registry},
@@ -64,16 +65,22 @@ impl NerService {
                 known.join(", ")
             ))
         })?;
-        let _turn = self.queue.turn().await?;
-        let model = self.model(entry).await?;
-        self.queue
+        let (turn, queued_millis) = timed(self.queue.turn()).await;
+        let _turn = turn?;
+        let (model, load_millis) = self.model(entry).await?;
+        let mut output = self
+            .queue
             .blocking(move || model.recognize(&text, DEFAULT_THRESHOLD))
             .await?
-            .map_err(|e| AppError::Internal(e.to_string()))
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        output.metrics.queued_millis = queued_millis;
+        output.metrics.load_millis = load_millis;
+        Ok(output)
     }
 
-    /// The loaded model, loading it (after checking its files are there) on first use.
-    async fn model(&self, entry: &NerEntry) -> Result<Arc<NerModel>, AppError> {
+    /// The loaded model, loading it (after checking its files are there) on first use; with
+    /// the milliseconds spent loading it here.
+    async fn model(&self, entry: &NerEntry) -> Result<(Arc<NerModel>, f64), AppError> {
         let (id, dir, runtime) = (
             entry.id.clone(),
             self.registry.ner_dir(entry),

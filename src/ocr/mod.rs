@@ -69,8 +69,14 @@ pub struct OcrLine {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OcrMetrics {
     pub engine: String,
-    /// The whole request: decoding, detection, recognition.
+    /// Decoding, detection and recognition; not the waiting or loading below.
     pub millis: f64,
+    /// Waiting for the requests ahead of this one.
+    #[serde(default)]
+    pub queued_millis: f64,
+    /// Loading the model, when this request was its first use (0 otherwise).
+    #[serde(default)]
+    pub load_millis: f64,
     pub decode_millis: f64,
     pub detect_millis: f64,
     pub recognize_millis: f64,

@@ -10,7 +10,7 @@ use super::{
     OcrEngine, OcrMetrics, OcrOutput,
 };
 use crate::{
-    cpu_jobs::{CpuQueue, Loaded},
+    cpu_jobs::{timed, CpuQueue, Loaded},
     error::AppError,
     registry::{
         ocr::{OcrEngineKind, OcrEntry},
@@ -52,16 +52,16 @@ impl OcrService {
 
     /// Reads the text in an uploaded image with `model` (the default OCR model when `None`).
     pub async fn read(&self, bytes: Vec<u8>, model: Option<String>) -> Result<OcrOutput, AppError> {
-        let started = Instant::now();
         let entry = self.entry(model)?;
-        let _turn = self.queue.turn().await?;
-        let engine = self.engine(entry).await?;
+        let (turn, queued_millis) = timed(self.queue.turn()).await;
+        let _turn = turn?;
+        let (engine, load_millis) = self.engine(entry).await?;
         let engine_id = entry.id.clone();
         self.queue
             .blocking(move || {
-                let decode_started = Instant::now();
+                let started = Instant::now();
                 let image = image_input::decode(&bytes)?;
-                let decode_millis = decode_started.elapsed().as_secs_f64() * 1e3;
+                let decode_millis = started.elapsed().as_secs_f64() * 1e3;
                 let recognition = engine
                     .read(&image)
                     .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -69,6 +69,8 @@ impl OcrService {
                 let metrics = OcrMetrics {
                     engine: engine_id,
                     millis: started.elapsed().as_secs_f64() * 1e3,
+                    queued_millis,
+                    load_millis,
                     decode_millis,
                     detect_millis: recognition.detect_millis,
                     recognize_millis: recognition.recognize_millis,
@@ -111,8 +113,9 @@ impl OcrService {
         })
     }
 
-    /// The loaded engine, loading it (after checking its files are there) on first use.
-    async fn engine(&self, entry: &OcrEntry) -> Result<Arc<dyn OcrEngine>, AppError> {
+    /// The loaded engine, loading it (after checking its files are there) on first use; with
+    /// the milliseconds spent loading it here.
+    async fn engine(&self, entry: &OcrEntry) -> Result<(Arc<dyn OcrEngine>, f64), AppError> {
         let (dir, kind) = (self.registry.ocr_dir(entry), entry.engine);
         self.loaded
             .get_or_load(
