@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use super::{NerModel, NerOutput, DEFAULT_THRESHOLD};
 use crate::{
-    cpu_jobs::timed,
-    cpu_jobs::{CpuQueue, Loaded},
+    cpu_jobs::{timed, CpuQueue, Loaded},
     error::AppError,
     registry::{ner::NerEntry, Registry},
 };
