@@ -132,16 +132,12 @@ fn reads_as_columns(left: &[usize], right: &[usize], bounds: &[Bounds]) -> bool 
     if !share_rows {
         return true;
     }
-    let region_left = left
+    let (region_left, region_right) = left
         .iter()
         .chain(right)
-        .map(|&i| bounds[i].left)
-        .fold(f32::INFINITY, f32::min);
-    let region_right = left
-        .iter()
-        .chain(right)
-        .map(|&i| bounds[i].right)
-        .fold(f32::NEG_INFINITY, f32::max);
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, r), &i| {
+            (l.min(bounds[i].left), r.max(bounds[i].right))
+        });
     let region_width = (region_right - region_left).max(1.0);
     let is_text_column = |side: &[usize]| {
         let mut widths: Vec<f32> = side.iter().map(|&i| bounds[i].width()).collect();

@@ -12,7 +12,7 @@ use super::{
     folders::{self, FolderWheel},
     Registry, RegistryError,
 };
-use crate::ocr::OcrEngineInfo;
+use crate::ocr::{ppocr, OcrEngineInfo};
 
 /// The files a PP-OCR folder may hold: each network in either format.
 pub const PPOCR_NAMES: [&str; 5] = [
@@ -88,14 +88,7 @@ impl OcrEntry {
             (Some(wheel), _) => wheel.files.iter().map(|f| f.name.clone()).collect(),
             (None, OcrEngineKind::Ppocr) => ["detection", "recognition"]
                 .iter()
-                .map(|stem| {
-                    let onnx = format!("{stem}.onnx");
-                    if dir.join(&onnx).is_file() && !dir.join(format!("{stem}.rten")).is_file() {
-                        onnx
-                    } else {
-                        format!("{stem}.rten")
-                    }
-                })
+                .map(|stem| ppocr::network_file(dir, stem))
                 .chain(["dictionary.txt".to_string()])
                 .collect(),
             (None, OcrEngineKind::Ocrs) => OCRS_FILES.iter().map(|f| f.to_string()).collect(),

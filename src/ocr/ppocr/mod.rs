@@ -19,15 +19,23 @@ pub struct PpOcr {
     alphabet: Alphabet,
 }
 
+/// The file of network `stem` ("detection", "recognition") in a model folder: `.rten`, else
+/// `.onnx` when only that is there; the `.rten` name when neither is (to report it missing).
+pub fn network_file(dir: &Path, stem: &str) -> String {
+    let onnx = format!("{stem}.onnx");
+    let rten = format!("{stem}.rten");
+    if !dir.join(&rten).is_file() && dir.join(&onnx).is_file() {
+        onnx
+    } else {
+        rten
+    }
+}
+
 impl PpOcr {
     pub fn load(dir: &Path) -> Result<Self, OcrError> {
         crate::denormals::flush_on_rten_threads();
         let model = |stem: &str| {
-            let path = ["rten", "onnx"]
-                .iter()
-                .map(|ext| dir.join(format!("{stem}.{ext}")))
-                .find(|path| path.is_file())
-                .unwrap_or_else(|| dir.join(format!("{stem}.rten")));
+            let path = dir.join(network_file(dir, stem));
             Model::load_file(&path).map_err(|e| OcrError::Load {
                 path: path.display().to_string(),
                 detail: e.to_string(),

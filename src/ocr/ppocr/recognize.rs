@@ -51,10 +51,11 @@ impl Alphabet {
                 .chain(listed)
                 .chain(std::iter::once(" ".to_string()))
                 .collect()
-        } else if classes == listed.len() {
-            let mut symbols = listed;
-            symbols[0] = String::new();
-            symbols
+        } else if classes == listed.len() && classes > 0 {
+            // Its first entry stands for the blank.
+            std::iter::once(String::new())
+                .chain(listed.into_iter().skip(1))
+                .collect()
         } else {
             return Err(format!(
                 "the dictionary has {} symbols but the recognition model {classes} classes",
