@@ -51,11 +51,45 @@ pub struct ChatRequest {
     pub conversation_id: Option<String>,
 }
 
-/// Messages from the browser over the chat websocket.
+/// Messages from the browser over a websocket: `{"start": request}`, then maybe `"stop"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum ChatClientMsg {
-    Start(ChatRequest),
+#[serde(rename_all = "snake_case")]
+pub enum ClientMsg<R> {
+    Start(R),
     Stop,
+}
+
+/// The chat websocket's messages (`/ws/chat`).
+pub type ChatClientMsg = ClientMsg<ChatRequest>;
+
+/// What the Compare page asks for (`/ws/compare`; `POST /api/compare` takes the same, flat).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompareRequest {
+    pub models: Vec<String>,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    /// Run every model at once instead of one after another.
+    #[serde(default)]
+    pub together: bool,
+}
+
+/// One event of a comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CompareEvent {
+    /// An event of one slot's reply.
+    Slot {
+        slot: usize,
+        model: String,
+        event: ChatEvent,
+    },
+    /// The slot did not run: the comparison was stopped first.
+    Skipped { slot: usize, model: String },
+    /// The comparison could not start (bad models or settings).
+    Failed { event: ChatEvent },
+    /// Every slot is done.
+    End { together: bool },
 }
 
 /// Why a reply ended.
@@ -111,6 +145,8 @@ pub struct GenerationMetrics {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
+    /// The request waits: `ahead` requests come first; `loading` while the model loads.
+    Queued { ahead: usize, loading: bool },
     /// A piece of reply text (always whole UTF-8 characters).
     Token { text: String },
     /// The reply is finished; the last event of a successful stream.
@@ -239,11 +275,32 @@ impl Conversation {
     }
 }
 
+/// Where conversations are saved right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistenceBackend {
+    /// PostgreSQL (`DATABASE_URL`), reachable.
+    Postgres,
+    /// PostgreSQL is configured but unreachable: saves go to JSON files until it is back.
+    JsonFallback,
+    /// No database configured: JSON files.
+    Json,
+}
+
+impl PersistenceBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersistenceBackend::Postgres => "postgres",
+            PersistenceBackend::JsonFallback => "json_fallback",
+            PersistenceBackend::Json => "json",
+        }
+    }
+}
+
 /// Where saves go right now; shown in the UI.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PersistenceStatus {
-    /// `postgres`, or `json` (no database configured), or `json_fallback` (database unreachable).
-    pub backend: String,
+    pub backend: PersistenceBackend,
     pub detail: String,
     /// Conversations saved to JSON while the database was away, waiting to be imported.
     pub pending_import: usize,

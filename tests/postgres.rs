@@ -16,7 +16,7 @@ use quantlab::{
         fallback::FallbackStore, json::JsonStore, postgres::PgStore, ConversationStore,
         NewConversation, StoreError,
     },
-    types::Role,
+    types::{PersistenceBackend, Role},
 };
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ fn fallback_store_meets_the_contract_while_the_database_is_up() {
         PgStore::new(&cluster.url()).unwrap(),
         JsonStore::open(json.path()).unwrap(),
     );
-    assert_eq!(store.status().backend, "postgres");
+    assert_eq!(store.status().backend, PersistenceBackend::Postgres);
     contract::run_all(store);
 }
 
@@ -48,7 +48,7 @@ fn saves_survive_the_database_going_away_and_are_imported_once() {
         PgStore::new(&cluster.url()).unwrap(),
         JsonStore::open(json_dir.path()).unwrap(),
     );
-    assert_eq!(store.status().backend, "postgres");
+    assert_eq!(store.status().backend, PersistenceBackend::Postgres);
 
     let c = store
         .create(NewConversation {
@@ -83,7 +83,11 @@ fn saves_survive_the_database_going_away_and_are_imported_once() {
         )
         .unwrap();
     let status = store.status();
-    assert_eq!(status.backend, "json_fallback", "{status:?}");
+    assert_eq!(
+        status.backend,
+        PersistenceBackend::JsonFallback,
+        "{status:?}"
+    );
     assert_eq!(status.pending_import, 2);
     assert!(status.detail.contains("unreachable"));
     // A conversation only the database holds is reported as such, not as missing.
@@ -94,7 +98,7 @@ fn saves_survive_the_database_going_away_and_are_imported_once() {
 
     cluster.start_server();
     assert!(store.reconcile(), "the database is back");
-    assert_eq!(store.status().backend, "postgres");
+    assert_eq!(store.status().backend, PersistenceBackend::Postgres);
     let merged = store.get(id).unwrap();
     let texts: Vec<&str> = merged.messages.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(texts, ["before 1", "before 2", "during 1", "during 2"]);
@@ -147,7 +151,7 @@ fn an_unreachable_database_at_start_up_means_json_until_it_appears() {
         started.elapsed().as_secs() < 10,
         "start-up must not hang on a dead database"
     );
-    assert_eq!(store.status().backend, "json_fallback");
+    assert_eq!(store.status().backend, PersistenceBackend::JsonFallback);
     let c = store
         .create(NewConversation {
             title: "early".into(),

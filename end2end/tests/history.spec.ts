@@ -81,3 +81,12 @@ test("an exported conversation imports back from a file", async ({ page, request
   await page.getByTestId("history-search").fill(word);
   await expect(page.getByTestId("history-item")).toHaveCount(1);
 });
+
+test("the sidebar says where conversations are saved", async ({ page }) => {
+  const backend = process.env.QUANTLAB_E2E_BACKEND ?? "json";
+  await open(page);
+  await openSidebarIfPhone(page);
+  const badge = page.getByTestId("persistence");
+  await expect(badge).toHaveAttribute("data-backend", backend);
+  await expect(badge).toContainText(backend === "postgres" ? "Saved to PostgreSQL" : "Saved as JSON files");
+});

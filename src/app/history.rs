@@ -11,7 +11,7 @@ use crate::{
         delete_conversation, get_conversation, get_persistence, list_conversations,
         rename_conversation,
     },
-    types::{Conversation, ConversationSummary, PersistenceStatus},
+    types::{Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus},
 };
 
 /// `2026-11-23 16:20 UTC` from Unix milliseconds, the same on the server and in the browser.
@@ -37,18 +37,22 @@ pub fn format_time(ms: i64) -> String {
 
 #[component]
 fn PersistenceBadge(status: PersistenceStatus) -> impl IntoView {
-    let (class, label) = match status.backend.as_str() {
-        "postgres" => ("persist ok", "Saved to PostgreSQL".to_string()),
-        "json_fallback" => (
+    let (class, label) = match status.backend {
+        PersistenceBackend::Postgres => ("persist ok", "Saved to PostgreSQL".to_string()),
+        PersistenceBackend::JsonFallback => (
             "persist warn",
             format!(
                 "Database unreachable: saving to local files ({} waiting to import)",
                 status.pending_import
             ),
         ),
-        _ => ("persist ok", "Saved as JSON files".to_string()),
+        PersistenceBackend::Json => ("persist ok", "Saved as JSON files".to_string()),
     };
-    view! { <p class=class data-testid="persistence" title=status.detail>{label}</p> }
+    view! {
+        <p class=class data-testid="persistence" data-backend=status.backend.as_str() title=status.detail>
+            {label}
+        </p>
+    }
 }
 
 #[component]
@@ -151,7 +155,22 @@ pub fn History(
         move || (search.get(), version.get()),
         |(q, _)| list_conversations(Some(q)),
     );
-    let status = Resource::new(move || version.get(), |_| get_persistence());
+    // Where saves go can change without a save (the database goes away or comes back): the
+    // badge asks again every few seconds.
+    let status_tick = RwSignal::new(0u32);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let tick = move || {
+            let _ = status_tick.try_update(|t| *t = t.wrapping_add(1));
+        };
+        if let Ok(handle) = set_interval_with_handle(tick, std::time::Duration::from_secs(5)) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    let status = Resource::new(
+        move || (version.get(), status_tick.get()),
+        |_| get_persistence(),
+    );
     let import = move |ev: leptos::ev::Event| {
         #[cfg(feature = "hydrate")]
         {

@@ -16,7 +16,9 @@ use std::{
 use uuid::Uuid;
 
 use super::{json::JsonStore, postgres::PgStore, ConversationStore, NewConversation, StoreError};
-use crate::types::{Conversation, ConversationSummary, PersistenceStatus, StoredMessage};
+use crate::types::{
+    Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus, StoredMessage,
+};
 
 /// How often a down database is retried.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(5);
@@ -186,7 +188,7 @@ impl ConversationStore for FallbackStore {
         match down {
             None => self.postgres.status(),
             Some(why) => PersistenceStatus {
-                backend: "json_fallback".into(),
+                backend: PersistenceBackend::JsonFallback,
                 detail: format!(
                     "PostgreSQL at {} is unreachable ({why}); saving to {} and importing when it is back",
                     self.postgres.url(),

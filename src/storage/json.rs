@@ -19,7 +19,9 @@ use super::{
     check_message, clean_title, matches_query, now_ms, ConversationStore, NewConversation,
     StoreError,
 };
-use crate::types::{Conversation, ConversationSummary, PersistenceStatus, StoredMessage};
+use crate::types::{
+    Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus, StoredMessage,
+};
 
 /// Largest conversation file read (a bigger one is treated as corrupt rather than loaded).
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -31,7 +33,13 @@ pub struct JsonStore {
     quarantined: Mutex<Vec<String>>,
 }
 
+/// A failed write, told apart by what a person can do (disk full, read-only).
 fn io(context: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::from_io(context, path, e)
+}
+
+/// A failed read: nothing to do for the person but report it.
+fn read_io(context: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{context} {}: {e}", path.display()))
 }
 
@@ -82,9 +90,11 @@ impl JsonStore {
                 tracing::warn!("ignoring symlink {}", path.display());
                 return Ok(None);
             }
-            Err(e) => return Err(io("cannot open", &path, e)),
+            Err(e) => return Err(read_io("cannot open", &path, e)),
         };
-        let meta = file.metadata().map_err(|e| io("cannot stat", &path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| read_io("cannot stat", &path, e))?;
         if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
             self.quarantine(&path, "not a regular file or too large");
             return Ok(None);
@@ -154,7 +164,7 @@ impl JsonStore {
     }
 
     fn ids(&self) -> Result<Vec<Uuid>, StoreError> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| io("cannot list", &self.dir, e))?;
+        let entries = fs::read_dir(&self.dir).map_err(|e| read_io("cannot list", &self.dir, e))?;
         Ok(entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -307,7 +317,7 @@ impl ConversationStore for JsonStore {
             ));
         }
         PersistenceStatus {
-            backend: "json".into(),
+            backend: PersistenceBackend::Json,
             detail,
             pending_import: 0,
         }

@@ -25,8 +25,26 @@ pub enum StoreError {
     /// The backend cannot be reached (database down); the fallback store takes over.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The disk is full (or the file would pass a size limit): nothing was written.
+    #[error("the disk is full: {0}")]
+    NoSpace(String),
+    /// The store's folder or file cannot be written: nothing was written.
+    #[error("the store is read-only: {0}")]
+    ReadOnly(String),
     #[error("storage I/O error: {0}")]
     Io(String),
+}
+
+impl StoreError {
+    /// An I/O failure on `path`, told apart by what a person can do about it.
+    pub fn from_io(context: &str, path: &std::path::Path, e: std::io::Error) -> Self {
+        let detail = format!("{context} {}: {e}", path.display());
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => StoreError::NoSpace(detail),
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => StoreError::ReadOnly(detail),
+            _ => StoreError::Io(detail),
+        }
+    }
 }
 
 impl From<StoreError> for AppError {
@@ -37,7 +55,24 @@ impl From<StoreError> for AppError {
             StoreError::Unavailable(msg) => {
                 AppError::ModelUnavailable(format!("storage unavailable: {msg}"))
             }
-            StoreError::Io(msg) => AppError::Internal(msg),
+            // The path stays in the log; the person learns what to do, and that nothing changed.
+            StoreError::NoSpace(detail) => {
+                tracing::error!("could not save: {detail}");
+                AppError::InsufficientStorage(
+                    "could not save: the disk that holds the conversations is full; free some \
+                     space and retry (what was saved before is intact)"
+                        .into(),
+                )
+            }
+            StoreError::ReadOnly(detail) => {
+                tracing::error!("could not save: {detail}");
+                AppError::InsufficientStorage(
+                    "could not save: the conversations folder is read-only; make it writable \
+                     and retry (what was saved before is intact)"
+                        .into(),
+                )
+            }
+            StoreError::Io(detail) => AppError::internal(detail),
         }
     }
 }
@@ -66,13 +101,26 @@ pub trait ConversationStore: Send + Sync {
     fn status(&self) -> PersistenceStatus;
 }
 
-/// The store the configuration asks for.
+/// The store the configuration asks for: JSON files, or, with a database URL, PostgreSQL with
+/// the JSON folder as its fallback and a watcher that retries a database that is down and
+/// imports what was saved meanwhile. Blocks while it tries the database once (a few seconds at
+/// most when it is unreachable): call it off the async runtime.
 pub fn open_store(
     settings: &crate::config::Settings,
 ) -> Result<std::sync::Arc<dyn ConversationStore>, StoreError> {
-    Ok(std::sync::Arc::new(json::JsonStore::open(
-        &settings.conversations_dir,
-    )?))
+    let files = json::JsonStore::open(&settings.conversations_dir)?;
+    match settings
+        .database_url
+        .as_deref()
+        .filter(|url| !url.trim().is_empty())
+    {
+        None => Ok(std::sync::Arc::new(files)),
+        Some(url) => {
+            let store = fallback::FallbackStore::open(postgres::PgStore::new(url)?, files);
+            store.watch();
+            Ok(store)
+        }
+    }
 }
 
 /// A new message with a fresh id, stamped now, without provenance.

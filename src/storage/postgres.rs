@@ -15,7 +15,9 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use uuid::Uuid;
 
 use super::{check_message, clean_title, now_ms, ConversationStore, NewConversation, StoreError};
-use crate::types::{Conversation, ConversationSummary, PersistenceStatus, Role, StoredMessage};
+use crate::types::{
+    Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus, Role, StoredMessage,
+};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -163,6 +165,19 @@ fn db_err(e: DieselError) -> StoreError {
             _,
         ) => StoreError::Unavailable(e.to_string()),
         DieselError::DatabaseError(_, info) if info.message().contains("statement timeout") => {
+            StoreError::Unavailable(e.to_string())
+        }
+        // A database that cannot write (disk full, read-only standby) is as good as away for
+        // saving: the fallback keeps the save in a file until it can.
+        DieselError::DatabaseError(_, info)
+            if [
+                "No space left on device",
+                "could not extend file",
+                "read-only transaction",
+            ]
+            .iter()
+            .any(|m| info.message().contains(m)) =>
+        {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Io(format!("database error: {e}")),
@@ -457,7 +472,7 @@ impl ConversationStore for PgStore {
 
     fn status(&self) -> PersistenceStatus {
         PersistenceStatus {
-            backend: "postgres".into(),
+            backend: PersistenceBackend::Postgres,
             detail: format!("PostgreSQL at {}", self.shown_url),
             pending_import: 0,
         }

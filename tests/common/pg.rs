@@ -1,3 +1,5 @@
+#![allow(dead_code)]
+
 //! A throwaway PostgreSQL cluster per test: initdb into a temporary folder, pg_ctl on a free
 //! loopback port with its socket in that folder; stopped and removed on drop. Run as the
 //! `postgres` user when the tests run as root (initdb refuses root).
