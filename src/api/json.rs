@@ -1,5 +1,6 @@
-//! A JSON body extractor whose rejections are `AppError`s: 413 over the size limit, 400 with
-//! serde's message (which names the offending field) otherwise.
+//! A JSON body extractor whose rejections are `AppError`s: 413 over the size limit, 408 when
+//! the body did not arrive in time, 400 with serde's message (which names the offending field)
+//! otherwise.
 
 use axum::{
     extract::{rejection::JsonRejection, FromRequest, Request},
@@ -21,11 +22,15 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(
-                    "the request body is over the server's size limit (see README: limits)".into(),
-                ),
-                _ => AppError::BadRequest(json_message(&rejection)),
+            Err(rejection) => Err(match super::limits::body_timeout(&rejection) {
+                Some(timeout) => timeout,
+                None if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    AppError::PayloadTooLarge(
+                        "the request body is over the server's size limit (see README: limits)"
+                            .into(),
+                    )
+                }
+                None => AppError::BadRequest(json_message(&rejection)),
             }),
         }
     }

@@ -1,5 +1,5 @@
-//! Everything the server answers besides pages: server functions (used by the UI), the REST
-//! API, and the OpenAI-compatible API.
+//! Everything the server answers besides pages: server functions (used by the UI), websockets
+//! (chat and compare replies), the REST API, and the OpenAI-compatible API.
 
 pub mod analysis_fns;
 pub mod bench_fns;
@@ -10,11 +10,15 @@ mod bench;
 #[cfg(feature = "ssr")]
 mod chat;
 #[cfg(feature = "ssr")]
-mod compare;
+pub mod chat_socket;
+#[cfg(feature = "ssr")]
+pub mod compare;
 #[cfg(feature = "ssr")]
 pub(crate) mod conversations;
 #[cfg(feature = "ssr")]
 mod json;
+#[cfg(feature = "ssr")]
+pub mod limits;
 #[cfg(feature = "ssr")]
 mod ner;
 #[cfg(feature = "ssr")]
@@ -24,14 +28,17 @@ mod openai;
 #[cfg(feature = "ssr")]
 mod rest;
 #[cfg(feature = "ssr")]
-mod security;
+pub mod security;
+#[cfg(feature = "ssr")]
+pub mod socket;
 
 #[cfg(feature = "ssr")]
-pub use chat::{first_event, start_chat};
+pub use chat::{chat_event, first_reply, start_chat};
 #[cfg(feature = "ssr")]
 pub use rest::model_list;
 
-/// The JSON routes, with their body-size limit; pages and server functions are added by main.
+/// The JSON routes and websockets, with their body-size limits; pages and server functions are
+/// added by `server::router`.
 #[cfg(feature = "ssr")]
 pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppState> {
     use axum::{
@@ -62,13 +69,26 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
     let uploads = Router::new()
         .route("/api/ocr", post(ocr::read))
         .layer(DefaultBodyLimit::max(ocr::MAX_BODY_BYTES));
+    // Replies stream here: a small send buffer lets a client that stops reading be noticed.
+    let streams = Router::new()
+        .route("/ws/chat", get(chat_socket::chat))
+        .route("/ws/compare", get(compare::compare_socket))
+        .route("/api/chat/stream", post(rest::chat_stream))
+        .route("/api/compare", post(compare::compare))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route_layer(axum::middleware::from_fn(
+            crate::server::connections::streaming,
+        ));
     Router::new()
         .merge(conversations)
         .merge(uploads)
+        .merge(streams)
         .route("/health", get(rest::health))
+        .route(
+            "/login",
+            get(security::login_get).post(security::login_post),
+        )
         .route("/api/models", get(rest::models))
-        .route("/api/chat/stream", post(rest::chat_stream))
-        .route("/api/compare", post(compare::compare))
         .route("/api/ner", post(ner::recognize))
         .route("/api/ner/models", get(ner::models))
         .route("/api/ocr/models", get(ocr::models))
@@ -76,13 +96,35 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/api/bench/status", get(bench::status))
         .route("/api/bench/results", get(bench::results))
         .route("/v1/models", get(openai::models))
-        .route("/v1/chat/completions", post(openai::chat_completions))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            security::require_api_key,
-        ))
 }
 
+/// Server functions answer errors with 500 whatever they are; this gives them the status of
+/// the `AppError` they carry, so bad input under `/ui/*` is a 4xx like everywhere else.
 #[cfg(feature = "ssr")]
-pub use security::refuse_foreign_websockets;
+pub async fn server_fn_status(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::{body::Body, http::StatusCode};
+    use http_body_util::BodyExt;
+
+    let response = next.run(request).await;
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR
+        || !response.headers().contains_key("serverfnerror")
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = http_body_util::Limited::new(body, 1024 * 1024)
+        .collect()
+        .await
+    else {
+        return axum::response::Response::from_parts(parts, Body::empty());
+    };
+    let bytes = collected.to_bytes();
+    if let Ok(error) = serde_json::from_slice::<crate::error::AppError>(&bytes) {
+        parts.status = StatusCode::from_u16(error.status()).unwrap_or(parts.status);
+    }
+    axum::response::Response::from_parts(parts, Body::from(bytes))
+}

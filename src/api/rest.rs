@@ -13,11 +13,12 @@ use axum::{
 };
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 
-use super::{chat::first_event, json::ApiJson, start_chat};
+use super::{chat::chat_event, json::ApiJson, start_chat};
 use crate::{
     error::AppError,
+    inference::workers::Reply,
     state::{App, AppState},
     types::{ChatEvent, ChatMessage, ChatRequest, ModelInfo, SamplingParams},
 };
@@ -110,17 +111,28 @@ pub async fn chat_stream(
         conversation_id: None,
     };
     let mut generation = start_chat(&state.app, request, accepted_at)?;
-    let first = first_event(&mut generation).await?;
+    // Failures before anything else are plain HTTP errors. A request that has to wait commits
+    // to a stream instead, so the client hears its place in the queue; later failures are
+    // `event: error` then.
+    let first = match generation.replies.recv().await {
+        Some(Reply::Failed(error)) => return Err(error.into()),
+        Some(reply) => reply,
+        None => return Err(AppError::internal("the model worker ended without a reply")),
+    };
     // Dropping this stream (client gone) drops the receiver, which stops the worker.
-    let rest = UnboundedReceiverStream::new(generation.events);
+    let rest = ReceiverStream::new(generation.replies);
     let events = futures::stream::once(async move { first })
         .chain(rest)
-        .map(|event| Ok(sse_event(&event)));
+        .map(|reply| Ok(sse_event(&chat_event(reply))));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 fn sse_event(event: &ChatEvent) -> Event {
     let (name, data) = match event {
+        ChatEvent::Queued { ahead, loading } => (
+            "queued",
+            serde_json::json!({ "ahead": ahead, "loading": loading }),
+        ),
         ChatEvent::Token { text } => ("token", serde_json::json!({ "text": text })),
         ChatEvent::Done { metrics } => ("metrics", serde_json::json!(metrics)),
         ChatEvent::Error { status, message } => (
