@@ -1,6 +1,6 @@
 //! Command-line interface: `serve`, `models list`, `models fetch`, `bench`.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -91,9 +91,60 @@ pub struct ServeArgs {
     /// Load the default model on first use instead of at start-up.
     #[arg(long)]
     pub lazy: bool,
-    /// Require this key (as `Authorization: Bearer <key>`) on the OpenAI-compatible API.
+    /// Require this key on every page, API and websocket (`Authorization: Bearer <key>`, or a
+    /// browser session from /login; a one-time login link is printed at start-up).
     #[arg(long, env = "QUANTLAB_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Time a client has to send a request's headers (slowloris guard), e.g. `10s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// Time a request body has to arrive in all, e.g. `60s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub body_timeout: Option<Duration>,
+    /// How long a client may take nothing we send before it is cut off, e.g. `30s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub send_timeout: Option<Duration>,
+    /// A websocket silent this long (no message, no pong) is closed, e.g. `45s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub ws_idle_timeout: Option<Duration>,
+    /// How often websockets are pinged, e.g. `15s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub ws_ping_interval: Option<Duration>,
+    /// The longest one NER or OCR request may run, e.g. `60s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub analysis_timeout: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long running replies may go on before they are stopped, e.g. `10s`.
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// Websockets one client address may hold open at once.
+    #[arg(long)]
+    pub max_websockets_per_client: Option<usize>,
+    /// Connections held at once (more wait in the kernel's backlog).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+/// `250ms`, `10s`, `2m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write e.g. 500ms, 10s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("`{unit}` is not a unit: use ms, s or m")),
+    };
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!("`{text}` must be more than 0 and at most a day"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,9 +169,12 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn"));
+    // Colours only on a terminal: a log redirected to a file (systemd, CI) stays plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .try_init();
 }
 
@@ -172,10 +226,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.threads = threads.max(1);
             }
             settings.limits.queue_capacity = args.queue.max(1);
+            let limits = &mut settings.limits;
+            let timeouts = [
+                (args.header_timeout, &mut limits.header_read_timeout),
+                (args.body_timeout, &mut limits.body_read_timeout),
+                (args.send_timeout, &mut limits.send_timeout),
+                (args.ws_idle_timeout, &mut limits.websocket_idle_timeout),
+                (args.ws_ping_interval, &mut limits.websocket_ping_interval),
+                (args.analysis_timeout, &mut limits.analysis_timeout),
+                (args.shutdown_grace, &mut limits.shutdown_grace),
+            ];
+            for (given, limit) in timeouts {
+                if let Some(given) = given {
+                    *limit = given;
+                }
+            }
+            if let Some(n) = args.max_websockets_per_client {
+                limits.max_websockets_per_client = n.max(1);
+            }
+            if let Some(n) = args.max_connections {
+                limits.max_connections = n.max(1);
+            }
             let registry = load_registry(&cli.common)?;
-            tokio::runtime::Runtime::new()
-                .context("starting the async runtime")?
-                .block_on(crate::server::serve(settings, registry, args.addr))
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let served = runtime.block_on(crate::server::serve(settings, registry, args.addr));
+            // Blocking tasks still running (a model load) must not keep a stopped server alive.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            served
         }
         Command::Models(ModelsCommand::List) => {
             let registry = load_registry(&cli.common)?;

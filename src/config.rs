@@ -1,8 +1,9 @@
 //! Run-time settings, read in one place: command-line flags with environment fallbacks.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-/// Limits that protect the server from bad or excessive input. Each is explicit and tested.
+/// Limits and timeouts that protect the server from bad, excessive or hostile input, in one
+/// place (the README's table lists them). Each is explicit and tested.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest HTTP request body (413 beyond).
@@ -19,6 +20,26 @@ pub struct Limits {
     pub max_new_tokens: u32,
     /// Requests that may wait per model worker (503 + Retry-After beyond).
     pub queue_capacity: usize,
+    /// Parts in a multipart upload (OCR: `file` and `model`); more is 400.
+    pub max_multipart_fields: usize,
+    /// Websockets one client address may hold open at once (429 beyond).
+    pub max_websockets_per_client: usize,
+    /// Connections the server holds at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time (slowloris), or is cut off.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive within this time in all (408 beyond).
+    pub body_read_timeout: Duration,
+    /// A client that takes nothing we send for this long is cut off, and its reply stopped.
+    pub send_timeout: Duration,
+    /// Websockets are pinged this often.
+    pub websocket_ping_interval: Duration,
+    /// A websocket from which nothing (not even a pong) arrives for this long is closed.
+    pub websocket_idle_timeout: Duration,
+    /// The longest one NER or OCR job may run (504 beyond; the job is stopped).
+    pub analysis_timeout: Duration,
+    /// On SIGTERM/SIGINT, running replies get this long to finish before they are stopped.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -31,6 +52,16 @@ impl Default for Limits {
             max_prompt_chars: 200_000,
             max_new_tokens: 4096,
             queue_capacity: 4,
+            max_multipart_fields: 4,
+            max_websockets_per_client: 8,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            websocket_ping_interval: Duration::from_secs(15),
+            websocket_idle_timeout: Duration::from_secs(45),
+            analysis_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
