@@ -1,51 +1,51 @@
 //! The chat websocket saves each turn server-side: the question before the answer streams, the
 //! reply with its provenance after — and a reply cut short by a closed tab is saved as
-//! interrupted. The browser hears `Saved` only after the save returned.
+//! interrupted. The browser hears `saved` only after the save returned. Driven as a browser
+//! drives it: a websocket client on `/ws/chat`.
 
 #![cfg(feature = "ssr")]
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{settings, spawn_server, MODEL};
-use futures::StreamExt;
-use quantlab::{
-    state::{App, AppState},
-    storage::NewConversation,
-    types::{ChatClientMsg, ChatEvent, ChatMessage, ChatRequest, Role, SamplingParams},
-};
+use futures::{SinkExt, StreamExt};
+use quantlab::storage::NewConversation;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-fn state(app: Arc<App>) -> AppState {
-    AppState {
-        leptos_options: leptos::config::LeptosOptions::builder()
-            .output_name("quantlab")
-            .build(),
-        app,
-    }
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn start(url: &str, conversation: &str, question: &str, max_tokens: u32) -> Socket {
+    let ws = url.replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/chat"))
+        .await
+        .unwrap();
+    let start = json!({ "start": {
+        "model": MODEL,
+        "messages": [{ "role": "user", "content": question }],
+        "sampling": { "temperature": 0.0, "max_tokens": max_tokens, "seed": 11 },
+        "conversation_id": conversation,
+    }});
+    socket.send(Message::text(start.to_string())).await.unwrap();
+    socket
 }
 
-fn request(conversation: &str, question: &str, max_tokens: u32) -> ChatRequest {
-    ChatRequest {
-        model: MODEL.into(),
-        messages: vec![ChatMessage {
-            role: Role::User,
-            content: question.into(),
-        }],
-        sampling: SamplingParams {
-            temperature: Some(0.0),
-            max_tokens: Some(max_tokens),
-            seed: Some(11),
-            ..Default::default()
-        },
-        conversation_id: Some(conversation.into()),
+/// The next JSON event; `None` once the server closes.
+async fn next_event(socket: &mut Socket) -> Option<Value> {
+    loop {
+        match socket.next().await? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
     }
 }
 
 #[tokio::test]
 async fn a_finished_reply_is_saved_with_its_provenance_before_saved_is_sent() {
-    let (_, app) = spawn_server(settings());
+    let (url, app) = spawn_server(settings());
     let conversation = app
         .conversations
         .create(NewConversation {
@@ -53,24 +53,15 @@ async fn a_finished_reply_is_saved_with_its_provenance_before_saved_is_sent() {
             ..Default::default()
         })
         .unwrap();
-    let start = ChatClientMsg::Start(request(
-        &conversation.id,
-        "What is the capital of France?",
-        24,
-    ));
-    // The input stays open, as a live tab's does.
-    let input = server_fn::BoxedStream::from(
-        futures::stream::iter(vec![Ok(start)]).chain(futures::stream::pending()),
-    );
-    let (tx, rx) = futures::channel::mpsc::unbounded();
-    quantlab::api::server_fns::ssr::relay(state(app.clone()), input, tx).await;
-    let events: Vec<ChatEvent> = rx.map(|e| e.unwrap()).collect().await;
+    let mut socket = start(&url, &conversation.id, "What is the capital of France?", 24).await;
+    let mut events = Vec::new();
+    while let Some(event) = next_event(&mut socket).await {
+        events.push(event);
+    }
     let (saved, rest) = events.split_last().unwrap();
-    assert!(
-        matches!(saved, ChatEvent::Saved { conversation_id, .. } if *conversation_id == conversation.id),
-        "{saved:?}"
-    );
-    assert!(matches!(rest.last(), Some(ChatEvent::Done { .. })));
+    assert_eq!(saved["type"], "saved", "{saved}");
+    assert_eq!(saved["conversation_id"], conversation.id.as_str());
+    assert_eq!(rest.last().unwrap()["type"], "done");
 
     let stored = app
         .conversations
@@ -81,10 +72,8 @@ async fn a_finished_reply_is_saved_with_its_provenance_before_saved_is_sent() {
     let reply = &stored.messages[1];
     let streamed: String = rest
         .iter()
-        .filter_map(|e| match e {
-            ChatEvent::Token { text } => Some(text.as_str()),
-            _ => None,
-        })
+        .filter(|e| e["type"] == "token")
+        .map(|e| e["text"].as_str().unwrap())
         .collect();
     assert_eq!(reply.content, streamed);
     assert_eq!(
@@ -101,7 +90,7 @@ async fn a_finished_reply_is_saved_with_its_provenance_before_saved_is_sent() {
 
 #[tokio::test]
 async fn a_tab_closed_mid_reply_still_saves_what_was_said_as_interrupted() {
-    let (_, app) = spawn_server(settings());
+    let (url, app) = spawn_server(settings());
     let conversation = app
         .conversations
         .create(NewConversation {
@@ -109,30 +98,26 @@ async fn a_tab_closed_mid_reply_still_saves_what_was_said_as_interrupted() {
             ..Default::default()
         })
         .unwrap();
-    let start = ChatClientMsg::Start(request(
+    let mut socket = start(
+        &url,
         &conversation.id,
         "Write a very long story about the sea.",
         2000,
-    ));
-    // The browser's half closes right after the request, as when the tab goes away.
-    let (input_tx, input_rx) = futures::channel::mpsc::unbounded();
-    input_tx.unbounded_send(Ok(start)).unwrap();
-    let (tx, mut rx) = futures::channel::mpsc::unbounded();
-    let relay = tokio::spawn(quantlab::api::server_fns::ssr::relay(
-        state(app.clone()),
-        server_fn::BoxedStream::from(input_rx),
-        tx,
-    ));
-    // Wait for the reply to start, then close the socket both ways.
-    assert!(matches!(rx.next().await, Some(Ok(ChatEvent::Token { .. }))));
-    drop(input_tx);
-    drop(rx);
-    relay.await.unwrap();
+    )
+    .await;
+    // Wait for the reply to start, then go away as a closed tab does.
+    while next_event(&mut socket).await.expect("events")["type"] != "token" {}
+    drop(socket);
 
-    let stored = app
-        .conversations
-        .get(Uuid::parse_str(&conversation.id).unwrap())
-        .unwrap();
+    let id = Uuid::parse_str(&conversation.id).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stored = loop {
+        let stored = app.conversations.get(id).unwrap();
+        if stored.messages.len() == 2 || std::time::Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(stored.messages.len(), 2, "{stored:?}");
     let reply = &stored.messages[1];
     assert!(reply.interrupted);
@@ -141,4 +126,38 @@ async fn a_tab_closed_mid_reply_still_saves_what_was_said_as_interrupted() {
         .metrics
         .as_ref()
         .is_none_or(|m| m.generated_tokens < 2000));
+}
+
+#[tokio::test]
+async fn stop_over_the_socket_ends_the_reply_and_it_is_saved_interrupted() {
+    let (url, app) = spawn_server(settings());
+    let conversation = app
+        .conversations
+        .create(NewConversation {
+            title: "stopped".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut socket = start(
+        &url,
+        &conversation.id,
+        "Write a very long story about the sea.",
+        2000,
+    )
+    .await;
+    while next_event(&mut socket).await.expect("events")["type"] != "token" {}
+    socket.send(Message::text("\"stop\"")).await.unwrap();
+    let mut done = None;
+    while let Some(event) = next_event(&mut socket).await {
+        if event["type"] == "done" {
+            done = Some(event);
+        }
+    }
+    let done = done.expect("a done event after Stop");
+    assert_eq!(done["metrics"]["finish_reason"], "cancelled");
+    let stored = app
+        .conversations
+        .get(Uuid::parse_str(&conversation.id).unwrap())
+        .unwrap();
+    assert!(stored.messages[1].interrupted);
 }

@@ -109,3 +109,117 @@ async fn model_lists_outside_two_to_four_or_with_unknown_ids_are_refused() {
     let (status, text) = compare(url, json!({ "models": [MODEL, "nope"], "messages": msgs })).await;
     assert_eq!(status, 404, "{text}");
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn compare_socket(url: &str, request: Value) -> Socket {
+    use futures::SinkExt;
+    let ws = url.replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/compare"))
+        .await
+        .unwrap();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({ "start": request }).to_string(),
+        ))
+        .await
+        .unwrap();
+    socket
+}
+
+async fn next_event(socket: &mut Socket) -> Option<Value> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match socket.next().await? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn stop_on_the_compare_socket_stops_every_slot_running_together() {
+    use futures::SinkExt;
+    let url = shared_server();
+    let candle = "smollm2-135m-instruct-candle";
+    let mut socket = compare_socket(
+        url,
+        json!({
+            "models": [MODEL, candle],
+            "messages": [{ "role": "user", "content": "Write a very long story about a lighthouse keeper." }],
+            "sampling": { "temperature": 0.0, "max_tokens": 1500 },
+            "together": true,
+        }),
+    )
+    .await;
+    // Both models stream at once (two engines, two workers).
+    let mut streaming = [false, false];
+    while !(streaming[0] && streaming[1]) {
+        let event = next_event(&mut socket).await.expect("events");
+        if event["type"] == "slot" && event["event"]["type"] == "token" {
+            streaming[event["slot"].as_u64().unwrap() as usize] = true;
+        }
+    }
+    let stopped_at = std::time::Instant::now();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text("\"stop\""))
+        .await
+        .unwrap();
+    let mut finish = [None, None];
+    let mut ended = false;
+    while let Some(event) = next_event(&mut socket).await {
+        if event["type"] == "slot" && event["event"]["type"] == "done" {
+            finish[event["slot"].as_u64().unwrap() as usize] =
+                Some(event["event"]["metrics"]["finish_reason"].clone());
+        }
+        if event["type"] == "end" {
+            assert_eq!(event["together"], true);
+            ended = true;
+        }
+    }
+    assert!(ended, "the comparison did not end");
+    assert_eq!(finish, [Some(json!("cancelled")), Some(json!("cancelled"))]);
+    assert!(
+        stopped_at.elapsed().as_secs() < 10,
+        "{:?}",
+        stopped_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn stop_in_turn_skips_the_models_not_yet_run() {
+    use futures::SinkExt;
+    let url = shared_server();
+    let mut socket = compare_socket(
+        url,
+        json!({
+            "models": [MODEL, MODEL, MODEL],
+            "messages": [{ "role": "user", "content": "Write a very long story about a lighthouse keeper." }],
+            "sampling": { "temperature": 0.0, "max_tokens": 1500 },
+        }),
+    )
+    .await;
+    while next_event(&mut socket).await.expect("events")["event"]["type"] != "token" {}
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text("\"stop\""))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = next_event(&mut socket).await {
+        events.push(event);
+    }
+    let skipped: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "skipped")
+        .map(|e| e["slot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(skipped, [1, 2], "{events:?}");
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "slot" && e["event"]["type"] == "done")
+        .expect("slot 0 ends");
+    assert_eq!(done["event"]["metrics"]["finish_reason"], "cancelled");
+}

@@ -100,3 +100,27 @@ test("the default model's file answers on candle too, and the reply names the en
   await expect(metrics).toContainText("smollm2-135m-instruct-candle on candle");
   expect(errors).toEqual([]);
 });
+
+test("the content security policy holds: pages hydrate and replies stream under it", async ({ page }) => {
+  await page.addInitScript(() => {
+    (window as unknown as { violations: string[] }).violations = [];
+    document.addEventListener("securitypolicyviolation", (e) =>
+      (window as unknown as { violations: string[] }).violations.push(`${e.violatedDirective} ${e.blockedURI}`),
+    );
+  });
+  const response = await page.goto("/");
+  const policy = response!.headers()["content-security-policy"];
+  expect(policy).toContain("'nonce-");
+  expect(policy).toContain("frame-ancestors 'none'");
+  expect(response!.headers()["x-content-type-options"]).toBe("nosniff");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  // The reply's websocket is allowed by connect-src 'self'.
+  await page.getByTestId("prompt").fill("Say hello.");
+  await page.getByTestId("send").click();
+  await expect(page.getByTestId("message-assistant").last().getByTestId("metrics")).toContainText("tok/s", { timeout: 60_000 });
+  for (const path of ["/compare", "/ner", "/ocr", "/bench"]) {
+    await page.goto(path);
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  }
+  expect(await page.evaluate(() => (window as unknown as { violations: string[] }).violations)).toEqual([]);
+});

@@ -57,3 +57,28 @@ test("the tab bar links Chat and Compare", async ({ page }) => {
   await expect(page).toHaveURL(/\/compare$/);
   await expect(page.getByTestId("compare-run")).toBeVisible();
 });
+
+test("Stop in together mode stops every running model", async ({ page }) => {
+  await page.goto("/compare");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  // Two engines on one file: two workers, so the replies really run at the same time.
+  await page.getByTestId("choose-smollm2-135m-instruct").check();
+  await page.getByTestId("choose-smollm2-135m-instruct-candle").check();
+  await page.getByTestId("compare-prompt").fill("Write a very long story about a lighthouse keeper, in many chapters.");
+  await page.getByTestId("compare-max-tokens").fill("1500");
+  await page.getByTestId("compare-max-tokens").dispatchEvent("change");
+  await page.getByTestId("mode-together").check();
+  await page.getByTestId("compare-run").click();
+
+  const cards = page.getByTestId("compare-card");
+  await expect(cards).toHaveCount(2);
+  for (const i of [0, 1]) {
+    await expect(cards.nth(i).getByTestId("live")).toContainText("streaming", { timeout: 60_000 });
+  }
+  await page.getByTestId("compare-stop").click();
+  for (const i of [0, 1]) {
+    await expect(cards.nth(i).getByTestId("metrics")).toContainText("stopped", { timeout: 15_000 });
+  }
+  await expect(page.getByTestId("compare-run")).toBeVisible();
+  await expect(page.getByTestId("compare-summary")).toContainText("together");
+});

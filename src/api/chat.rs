@@ -1,15 +1,20 @@
-//! Validates a chat request and hands it to the model's worker. Every API goes through here.
+//! Validates a chat request and hands it to the model's worker, and maps what the worker
+//! answers to what clients hear — the one place where a reply's failure gets its HTTP status.
 
 use std::time::Instant;
 
 use crate::{
     error::AppError,
-    inference::{sampling, workers::Generation, ResolvedSampling},
+    inference::{
+        sampling,
+        workers::{Generation, Reply, ReplyError, RETRY_AFTER_SECS},
+        ResolvedSampling, UpstreamFailure,
+    },
     state::App,
     types::{ChatEvent, ChatRequest},
 };
 
-/// Checks the request against the limits and queues it; returns the stream of its events.
+/// Checks the request against the limits and queues it; returns the stream of its replies.
 pub fn start_chat(
     app: &App,
     request: ChatRequest,
@@ -18,6 +23,19 @@ pub fn start_chat(
     let sampling = check_chat(app, &request)?;
     app.pool
         .submit(&request.model, request.messages, sampling, accepted_at)
+}
+
+/// For clients that cannot be told to wait (the OpenAI API): a model that is not loaded yet
+/// starts loading and the request gets 503 `model_loading` with Retry-After, as `/health` says.
+pub fn refuse_while_loading(app: &App, model: &str) -> Result<(), AppError> {
+    if app.pool.is_loaded(model) {
+        return Ok(());
+    }
+    app.pool.preload(model)?;
+    Err(AppError::Loading {
+        message: format!("model `{model}` is loading; retry in a few seconds"),
+        retry_after_secs: RETRY_AFTER_SECS,
+    })
 }
 
 /// Every check a chat request must pass before it is queued; returns its resolved sampling.
@@ -51,29 +69,54 @@ pub fn check_chat(app: &App, request: &ChatRequest) -> Result<ResolvedSampling, 
     sampling::resolve(&request.sampling, limits.max_new_tokens)
 }
 
-/// Waits for a generation's first event so an HTTP handler can still choose its status code:
-/// errors found before any text (prompt too long, model failed to load) become proper 4xx/5xx
-/// responses instead of an error inside a 200 stream.
-pub async fn first_event(generation: &mut Generation) -> Result<ChatEvent, AppError> {
-    match generation.events.recv().await {
-        Some(ChatEvent::Error { status, message }) => Err(error_from_status(status, message)),
-        Some(event) => Ok(event),
-        None => Err(AppError::Internal(
-            "the model worker ended without a reply".into(),
-        )),
+impl From<ReplyError> for AppError {
+    fn from(error: ReplyError) -> Self {
+        match error {
+            ReplyError::Invalid(message) => AppError::BadRequest(message),
+            ReplyError::Unavailable(message) => AppError::ModelUnavailable(message),
+            ReplyError::ShuttingDown => AppError::ShuttingDown(error.to_string()),
+            // Logged with its detail; the client gets a request id.
+            ReplyError::Engine(detail) => AppError::internal(detail),
+            ReplyError::Upstream { failure, message } => match failure {
+                UpstreamFailure::Busy => AppError::Overloaded {
+                    message,
+                    retry_after_secs: RETRY_AFTER_SECS,
+                },
+                UpstreamFailure::Refused => AppError::BadRequest(message),
+                UpstreamFailure::BadAnswer => AppError::BadGateway(message),
+                UpstreamFailure::Timeout => AppError::GatewayTimeout(message),
+            },
+        }
     }
 }
 
-pub fn error_from_status(status: u16, message: String) -> AppError {
-    match status {
-        400 => AppError::BadRequest(message),
-        429 => AppError::Overloaded {
-            message,
-            retry_after_secs: 5,
-        },
-        502 => AppError::BadGateway(message),
-        503 => AppError::ModelUnavailable(message),
-        504 => AppError::GatewayTimeout(message),
-        _ => AppError::Internal(message),
+/// What a streaming client hears for one reply event.
+pub fn chat_event(reply: Reply) -> ChatEvent {
+    match reply {
+        Reply::Queued { ahead, loading } => ChatEvent::Queued { ahead, loading },
+        Reply::Token(text) => ChatEvent::Token { text },
+        Reply::Done(metrics) => ChatEvent::Done { metrics },
+        Reply::Failed(error) => error_event(&AppError::from(error)),
+    }
+}
+
+pub fn error_event(error: &AppError) -> ChatEvent {
+    ChatEvent::Error {
+        status: error.status(),
+        message: error.to_string(),
+    }
+}
+
+/// The first reply that is not a queue update, so an HTTP handler can still choose its status:
+/// failures found before any text (prompt too long, model failed to load) become 4xx/5xx
+/// responses instead of an error inside a 200 stream.
+pub async fn first_reply(generation: &mut Generation) -> Result<Reply, AppError> {
+    loop {
+        match generation.replies.recv().await {
+            Some(Reply::Queued { .. }) => continue,
+            Some(Reply::Failed(error)) => return Err(error.into()),
+            Some(reply) => return Ok(reply),
+            None => return Err(AppError::internal("the model worker ended without a reply")),
+        }
     }
 }

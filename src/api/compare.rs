@@ -1,31 +1,44 @@
-//! `POST /api/compare`: one prompt to 2–4 models, their replies multiplexed into one SSE stream.
-//! By default the models run one after another, each with the machine to itself (on two cores
-//! concurrent runs slow each other down and the figures would lie); `"together": true` runs
-//! them at once and says so in every event.
+//! Compare: one prompt to 2–4 models, orchestrated here once for both ways of asking — the
+//! `POST /api/compare` SSE stream and the Compare page's websocket (`GET /ws/compare`), whose
+//! Stop reaches every running slot. By default the models run one after another, each with the
+//! machine to itself (on two cores concurrent runs slow each other down and the figures would
+//! lie); `together` runs them at once and every event says so.
 
-use std::{convert::Infallible, time::Instant};
+use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use axum::{
-    extract::State,
-    response::sse::{Event, KeepAlive, Sse},
+    extract::{ws::WebSocketUpgrade, ConnectInfo, State},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        Response,
+    },
+    Extension,
 };
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{chat::check_chat, json::ApiJson};
+use super::{
+    chat::{chat_event, check_chat, error_event},
+    json::ApiJson,
+    socket::{client_address, upgrade, Incoming, Socket},
+};
 use crate::{
     error::AppError,
-    inference::ResolvedSampling,
+    inference::{workers::Reply, ResolvedSampling},
     state::{App, AppState},
-    types::{ChatEvent, ChatMessage, ChatRequest, SamplingParams},
+    types::{
+        ChatEvent, ChatMessage, ChatRequest, ClientMsg, CompareEvent, CompareRequest,
+        SamplingParams,
+    },
 };
 
 pub const MIN_MODELS: usize = 2;
 pub const MAX_MODELS: usize = 4;
 
+/// The body of `POST /api/compare`: the chat fields, flat as in the OpenAI API.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompareBody {
@@ -42,6 +55,24 @@ pub struct CompareBody {
     together: bool,
 }
 
+impl From<CompareBody> for CompareRequest {
+    fn from(body: CompareBody) -> Self {
+        CompareRequest {
+            models: body.models,
+            messages: body.messages,
+            sampling: SamplingParams {
+                temperature: body.temperature,
+                top_p: body.top_p,
+                top_k: body.top_k,
+                repeat_penalty: body.repeat_penalty,
+                max_tokens: body.max_tokens,
+                seed: body.seed,
+            },
+            together: body.together,
+        }
+    }
+}
+
 struct Slot {
     index: usize,
     model: String,
@@ -49,33 +80,33 @@ struct Slot {
     sampling: ResolvedSampling,
 }
 
+/// A checked comparison, ready to run.
+pub struct Plan {
+    slots: Vec<Slot>,
+    together: bool,
+}
+
 /// Checks every slot before anything streams, so a bad model id is a plain 404, not an event.
-fn plan(app: &App, body: CompareBody) -> Result<Vec<Slot>, AppError> {
-    if !(MIN_MODELS..=MAX_MODELS).contains(&body.models.len()) {
+pub fn plan(app: &App, request: CompareRequest) -> Result<Plan, AppError> {
+    if !(MIN_MODELS..=MAX_MODELS).contains(&request.models.len()) {
         return Err(AppError::BadRequest(format!(
             "`models` must name {MIN_MODELS} to {MAX_MODELS} models, got {}",
-            body.models.len()
+            request.models.len()
         )));
     }
-    let mut sampling = SamplingParams {
-        temperature: body.temperature,
-        top_p: body.top_p,
-        top_k: body.top_k,
-        repeat_penalty: body.repeat_penalty,
-        max_tokens: body.max_tokens,
-        seed: body.seed,
-    };
+    let mut sampling = request.sampling;
     // One seed for every slot: the comparison is about the models, not the dice.
     if sampling.seed.is_none() {
         sampling.seed = Some(u64::from(rand::random::<u32>()));
     }
-    body.models
+    let slots = request
+        .models
         .into_iter()
         .enumerate()
         .map(|(index, model)| {
             let request = ChatRequest {
                 model,
-                messages: body.messages.clone(),
+                messages: request.messages.clone(),
                 sampling: sampling.clone(),
                 conversation_id: None,
             };
@@ -87,29 +118,39 @@ fn plan(app: &App, body: CompareBody) -> Result<Vec<Slot>, AppError> {
                 sampling: resolved,
             })
         })
-        .collect()
+        .collect::<Result<_, AppError>>()?;
+    Ok(Plan {
+        slots,
+        together: request.together,
+    })
 }
 
-fn tagged(slot: &Slot, together: bool, event: &ChatEvent) -> Event {
-    let mut data = match event {
-        ChatEvent::Token { text } => json!({ "text": text }),
-        ChatEvent::Done { metrics } => json!({ "metrics": metrics }),
-        ChatEvent::Error { status, message } => json!({ "status": status, "message": message }),
-        ChatEvent::Saved { .. } => json!({}),
-    };
-    data["slot"] = json!(slot.index);
-    data["model"] = json!(slot.model);
-    data["together"] = json!(together);
-    let name = match event {
-        ChatEvent::Token { .. } => "token",
-        ChatEvent::Done { .. } => "metrics",
-        ChatEvent::Error { .. } | ChatEvent::Saved { .. } => "error",
-    };
-    Event::default().event(name).data(data.to_string())
+/// Resolves once the comparison is asked to stop (or nobody can ask any more).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    // The borrow the wait returns is dropped here, not held across another await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Runs one slot to its end, forwarding its events; `false` when the client has gone.
-async fn run_slot(app: &App, slot: &Slot, together: bool, out: &mpsc::Sender<Event>) -> bool {
+async fn run_slot(
+    app: &App,
+    slot: &Slot,
+    mut stop: watch::Receiver<bool>,
+    out: &mpsc::Sender<CompareEvent>,
+) -> bool {
+    let tagged = |event: ChatEvent| CompareEvent::Slot {
+        slot: slot.index,
+        model: slot.model.clone(),
+        event,
+    };
+    let stopped_first = *stop.borrow();
+    if stopped_first {
+        let skipped = CompareEvent::Skipped {
+            slot: slot.index,
+            model: slot.model.clone(),
+        };
+        return out.send(skipped).await.is_ok();
+    }
     let submitted = app.pool.submit(
         &slot.model,
         slot.messages.clone(),
@@ -118,43 +159,188 @@ async fn run_slot(app: &App, slot: &Slot, together: bool, out: &mpsc::Sender<Eve
     );
     let mut generation = match submitted {
         Ok(generation) => generation,
-        Err(e) => {
-            let event = ChatEvent::Error {
-                status: e.status(),
-                message: e.to_string(),
-            };
-            return out.send(tagged(slot, together, &event)).await.is_ok();
-        }
+        Err(e) => return out.send(tagged(error_event(&e))).await.is_ok(),
     };
-    while let Some(event) = generation.events.recv().await {
-        if out.send(tagged(slot, together, &event)).await.is_err() {
-            return false; // dropping `generation` stops the model
+    let mut stopped = false;
+    loop {
+        tokio::select! {
+            reply = generation.replies.recv() => {
+                // Ended without a last event: stopped while it still waited in the queue.
+                let Some(reply) = reply else {
+                    let skipped = CompareEvent::Skipped {
+                        slot: slot.index,
+                        model: slot.model.clone(),
+                    };
+                    return out.send(skipped).await.is_ok();
+                };
+                let last = matches!(reply, Reply::Done(_) | Reply::Failed(_));
+                if out.send(tagged(chat_event(reply))).await.is_err() {
+                    return false; // dropping `generation` stops the model
+                }
+                if last {
+                    return true;
+                }
+            }
+            _ = stop_requested(&mut stop), if !stopped => {
+                stopped = true;
+                generation.stop();
+            }
         }
     }
-    true
 }
 
+/// Runs the plan, sending every slot's events and then `End`; `stop` set to true stops the
+/// running slots and skips those not started.
+pub async fn run(
+    app: Arc<App>,
+    plan: Plan,
+    stop: watch::Receiver<bool>,
+    out: mpsc::Sender<CompareEvent>,
+) {
+    if plan.together {
+        let runs = plan
+            .slots
+            .iter()
+            .map(|slot| run_slot(&app, slot, stop.clone(), &out));
+        futures::future::join_all(runs).await;
+    } else {
+        for slot in &plan.slots {
+            if !run_slot(&app, slot, stop.clone(), &out).await {
+                return;
+            }
+        }
+    }
+    let _ = out
+        .send(CompareEvent::End {
+            together: plan.together,
+        })
+        .await;
+}
+
+fn sse(event: CompareEvent, together: bool) -> Event {
+    let (name, mut data) = match event {
+        CompareEvent::Slot { slot, model, event } => {
+            let (name, data) = match event {
+                ChatEvent::Queued { ahead, loading } => {
+                    ("queued", json!({ "ahead": ahead, "loading": loading }))
+                }
+                ChatEvent::Token { text } => ("token", json!({ "text": text })),
+                ChatEvent::Done { metrics } => ("metrics", json!({ "metrics": metrics })),
+                ChatEvent::Error { status, message } => {
+                    ("error", json!({ "status": status, "message": message }))
+                }
+                ChatEvent::Saved { .. } => ("saved", json!({})),
+            };
+            let mut data = data;
+            data["slot"] = json!(slot);
+            data["model"] = json!(model);
+            (name, data)
+        }
+        CompareEvent::Skipped { slot, model } => {
+            ("skipped", json!({ "slot": slot, "model": model }))
+        }
+        CompareEvent::Failed { event } => ("error", json!(event)),
+        CompareEvent::End { .. } => return Event::default().event("end").data("{}"),
+    };
+    data["together"] = json!(together);
+    Event::default().event(name).data(data.to_string())
+}
+
+/// `POST /api/compare`: one SSE stream of every slot's events, then `end`.
 pub async fn compare(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CompareBody>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let together = body.together;
-    let slots = plan(&state.app, body)?;
-    let (out, events) = mpsc::channel::<Event>(64);
-    let app = state.app.clone();
+    let plan = plan(&state.app, body.into())?;
+    let together = plan.together;
+    let (out, events) = mpsc::channel::<CompareEvent>(64);
+    // Nothing stops an SSE comparison but the client leaving, which closes `events`.
+    let (keep, stop) = watch::channel(false);
     tokio::spawn(async move {
-        if together {
-            let runs = slots.iter().map(|slot| run_slot(&app, slot, true, &out));
-            futures::future::join_all(runs).await;
-        } else {
-            for slot in &slots {
-                if !run_slot(&app, slot, false, &out).await {
-                    return;
+        run(state.app.clone(), plan, stop, out).await;
+        drop(keep);
+    });
+    let stream = ReceiverStream::new(events).map(move |event| Ok(sse(event, together)));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /ws/compare`: `{"start": CompareRequest}`, then maybe `"stop"` (stops every slot).
+pub async fn compare_socket(
+    State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let ws =
+        ws.map_err(|e| AppError::BadRequest(format!("this endpoint speaks websocket only: {e}")))?;
+    let app = state.app.clone();
+    upgrade(&state.app, client_address(client), ws, move |socket| {
+        session(app, socket)
+    })
+}
+
+async fn session(app: Arc<App>, mut socket: Socket) {
+    let request = match socket.next::<ClientMsg<CompareRequest>>().await {
+        Incoming::Message(ClientMsg::Start(request)) => request,
+        Incoming::Message(ClientMsg::Stop) => return socket.finish().await,
+        Incoming::Invalid(why) => {
+            let _ = socket
+                .send(&CompareEvent::Failed {
+                    event: error_event(&AppError::BadRequest(why)),
+                })
+                .await;
+            return socket
+                .close_for(&Incoming::<()>::Invalid(String::new()))
+                .await;
+        }
+        other => return socket.close_for(&other).await,
+    };
+    let plan = match plan(&app, request) {
+        Ok(plan) => plan,
+        Err(e) => {
+            let _ = socket
+                .send(&CompareEvent::Failed {
+                    event: error_event(&e),
+                })
+                .await;
+            return socket.finish().await;
+        }
+    };
+    let (out, mut events) = mpsc::channel::<CompareEvent>(64);
+    let (stop_tx, stop) = watch::channel(false);
+    let running = tokio::spawn(run(app.clone(), plan, stop, out));
+    let mut ending: Option<Incoming<()>> = None;
+    let mut client_here = true;
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let end = matches!(event, CompareEvent::End { .. });
+                if client_here && socket.send(&event).await.is_err() {
+                    client_here = false;
+                    let _ = stop_tx.send(true);
+                }
+                if end {
+                    break;
                 }
             }
+            incoming = socket.next::<ClientMsg<CompareRequest>>(), if client_here => match incoming {
+                Incoming::Message(ClientMsg::Stop) => { let _ = stop_tx.send(true); }
+                Incoming::Message(ClientMsg::Start(_)) | Incoming::Invalid(_) | Incoming::Shutdown(_) => {}
+                Incoming::TooBig => {
+                    ending = Some(Incoming::TooBig);
+                    client_here = false;
+                    let _ = stop_tx.send(true);
+                }
+                Incoming::Idle | Incoming::Gone => {
+                    client_here = false;
+                    let _ = stop_tx.send(true);
+                }
+            },
         }
-        let _ = out.send(Event::default().event("end").data("{}")).await;
-    });
-    let stream = ReceiverStream::new(events).map(Ok);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    }
+    let _ = running.await;
+    match ending {
+        Some(cause) => socket.close_for(&cause).await,
+        None => socket.finish().await,
+    }
 }

@@ -17,17 +17,18 @@ use axum::{
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    chat::{error_from_status, first_event},
+    chat::{first_reply, refuse_while_loading},
     json::ApiJson,
     start_chat,
 };
 use crate::{
     error::AppError,
+    inference::workers::Reply,
     state::AppState,
-    types::{ChatEvent, ChatMessage, ChatRequest, GenerationMetrics, Role, SamplingParams},
+    types::{ChatMessage, ChatRequest, GenerationMetrics, Role, SamplingParams},
 };
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -167,8 +168,10 @@ pub async fn chat_completions(
         },
         conversation_id: None,
     };
+    super::chat::check_chat(&state.app, &request)?;
+    refuse_while_loading(&state.app, &request.model)?;
     let mut generation = start_chat(&state.app, request, accepted_at)?;
-    let first = first_event(&mut generation).await?;
+    let first = first_reply(&mut generation).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -181,8 +184,9 @@ pub async fn chat_completions(
         let mut event = Some(first);
         while let Some(current) = event.take() {
             match current {
-                ChatEvent::Token { text } => content.push_str(&text),
-                ChatEvent::Done { metrics } => {
+                Reply::Queued { .. } => {}
+                Reply::Token(text) => content.push_str(&text),
+                Reply::Done(metrics) => {
                     let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
                     return Ok(Json(json!({
                         "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -196,16 +200,11 @@ pub async fn chat_completions(
                     }))
                     .into_response());
                 }
-                ChatEvent::Error { status, message } => {
-                    return Err(error_from_status(status, message))
-                }
-                ChatEvent::Saved { .. } => {}
+                Reply::Failed(error) => return Err(error.into()),
             }
-            event = generation.events.recv().await;
+            event = generation.replies.recv().await;
         }
-        return Err(AppError::Internal(
-            "the model worker ended without a reply".into(),
-        ));
+        return Err(AppError::internal("the model worker ended without a reply"));
     }
 
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
@@ -217,12 +216,13 @@ pub async fn chat_completions(
     };
     let opening = chunk(json!({ "role": "assistant", "content": "" }), None);
     let events = futures::stream::once(async move { first })
-        .chain(UnboundedReceiverStream::new(generation.events))
+        .chain(ReceiverStream::new(generation.replies))
         .flat_map(move |event| {
             let mut out: Vec<Value> = Vec::new();
             match event {
-                ChatEvent::Token { text } => out.push(chunk(json!({ "content": text }), None)),
-                ChatEvent::Done { metrics } => {
+                Reply::Queued { .. } => {}
+                Reply::Token(text) => out.push(chunk(json!({ "content": text }), None)),
+                Reply::Done(metrics) => {
                     let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
                     let mut last = chunk(json!({}), Some(finish));
                     last["quantlab_metrics"] = json!(metrics);
@@ -234,10 +234,12 @@ pub async fn chat_completions(
                         out.push(usage_chunk);
                     }
                 }
-                ChatEvent::Error { status, message } => out.push(json!({
-                    "error": { "message": message, "code": status }
-                })),
-                ChatEvent::Saved { .. } => {}
+                Reply::Failed(error) => {
+                    let error = AppError::from(error);
+                    out.push(json!({
+                        "error": { "message": error.to_string(), "type": error.kind(), "code": error.status() }
+                    }))
+                }
             }
             futures::stream::iter(out)
         });

@@ -29,6 +29,8 @@ struct UiMessage {
     streaming: ArcRwSignal<bool>,
     /// The server confirmed the reply is durably saved.
     saved: ArcRwSignal<bool>,
+    /// Why the reply has not started: waiting behind others, or for the model to load.
+    waiting: ArcRwSignal<Option<String>>,
 }
 
 impl UiMessage {
@@ -41,6 +43,7 @@ impl UiMessage {
             error: ArcRwSignal::new(None),
             streaming: ArcRwSignal::new(false),
             saved: ArcRwSignal::new(false),
+            waiting: ArcRwSignal::new(None),
         }
     }
 }
@@ -267,6 +270,7 @@ fn MessageView(message: UiMessage) -> impl IntoView {
         error,
         streaming,
         saved,
+        waiting,
         ..
     } = message;
     let body = if role == Role::Assistant {
@@ -278,6 +282,7 @@ fn MessageView(message: UiMessage) -> impl IntoView {
     view! {
         <article class=format!("message {}", role.as_str()) data-testid=format!("message-{}", role.as_str())
             class:streaming=move || streaming.get()>
+            {move || waiting.get().map(|w| view! { <p class="hint waiting" data-testid="waiting">{w}</p> })}
             {body}
             {move || cursor.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
@@ -296,7 +301,7 @@ fn stream_reply(
     busy: RwSignal<bool>,
     save: SaveTarget,
 ) {
-    use super::stream::stream_chat;
+    use super::stream::stream_socket;
     use crate::{api::server_fns::create_conversation, types::ChatEvent};
 
     leptos::task::spawn_local(async move {
@@ -324,8 +329,13 @@ fn stream_reply(
         }
         request.conversation_id = save.conversation.get_untracked();
         let expect_saved = request.conversation_id.is_some();
-        let outcome = stream_chat(request, stop_sender, |event| match event {
+        let outcome = stream_socket("/ws/chat", request, stop_sender, |event| match event {
+            ChatEvent::Queued { ahead, loading } => {
+                reply.waiting.set(Some(waiting_message(ahead, loading)));
+                true
+            }
             ChatEvent::Token { text } => {
+                reply.waiting.set(None);
                 reply.text.update(|t| t.push_str(&text));
                 scroll_to_bottom();
                 true
@@ -349,10 +359,21 @@ fn stream_reply(
         if let Err(e) = outcome {
             reply.error.set(Some(e));
         }
+        reply.waiting.set(None);
         reply.streaming.set(false);
         busy.set(false);
         scroll_to_bottom();
     });
+}
+
+/// What a waiting reply says while it waits.
+pub fn waiting_message(ahead: usize, loading: bool) -> String {
+    match (ahead, loading) {
+        (0, true) => "Loading the model…".to_string(),
+        (n, true) => format!("Loading the model; {n} ahead of you…"),
+        (1, false) => "Waiting: 1 request ahead of you…".to_string(),
+        (n, false) => format!("Waiting: {n} requests ahead of you…"),
+    }
 }
 
 #[cfg(feature = "hydrate")]

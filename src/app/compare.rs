@@ -1,18 +1,21 @@
 //! The Compare tab: one prompt to 2–4 models with shared settings and seed, replies side by
 //! side with live counters, then a summary table with the best value per column highlighted,
 //! shareable as Markdown. Runs one model at a time by default so each has the machine to itself.
+//! The server orchestrates the comparison (`/ws/compare`, the same code as `POST /api/compare`);
+//! this page sends the request, shows the events, and its Stop stops every running model.
 
 use leptos::prelude::*;
 
 use super::{
     markdown::render_markdown,
-    stream::{request_stop, stream_chat, StopSender},
+    stream::{request_stop, stream_socket, StopSender},
     widgets::{format_bytes, MetricsLine, TopBar},
 };
 use crate::{
     api::server_fns::{import_conversation, list_models},
     types::{
-        ChatEvent, ChatMessage, ChatRequest, GenerationMetrics, ModelInfo, Role, SamplingParams,
+        ChatEvent, ChatMessage, CompareEvent, CompareRequest, GenerationMetrics, ModelInfo, Role,
+        SamplingParams,
     },
 };
 
@@ -28,6 +31,8 @@ struct Slot {
     running: ArcRwSignal<bool>,
     metrics: ArcRwSignal<Option<GenerationMetrics>>,
     error: ArcRwSignal<Option<String>>,
+    /// Why the slot has not started: waiting behind other requests, or for its model to load.
+    waiting: ArcRwSignal<Option<String>>,
 }
 
 impl Slot {
@@ -39,7 +44,39 @@ impl Slot {
             running: ArcRwSignal::new(false),
             metrics: ArcRwSignal::new(None),
             error: ArcRwSignal::new(None),
+            waiting: ArcRwSignal::new(None),
         }
+    }
+
+    /// Shows one of the slot's events.
+    fn show(&self, event: ChatEvent) {
+        match event {
+            ChatEvent::Queued { ahead, loading } => {
+                self.running.set(true);
+                self.waiting
+                    .set(Some(super::chat::waiting_message(ahead, loading)));
+            }
+            ChatEvent::Token { text } => {
+                self.running.set(true);
+                self.waiting.set(None);
+                self.text.update(|t| t.push_str(&text));
+                self.pieces.update(|n| *n += 1);
+            }
+            ChatEvent::Done { metrics } => {
+                self.metrics.set(Some(metrics));
+                self.finish();
+            }
+            ChatEvent::Error { message, .. } => {
+                self.error.set(Some(message));
+                self.finish();
+            }
+            ChatEvent::Saved { .. } => {}
+        }
+    }
+
+    fn finish(&self) {
+        self.waiting.set(None);
+        self.running.set(false);
     }
 }
 
@@ -177,7 +214,6 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
     let running = RwSignal::new(false);
     let ran_together = RwSignal::new(false);
     let stop_sender = StoredValue::new(None::<StopSender>);
-    let cancelled = StoredValue::new(false);
     let saved = RwSignal::new(None::<Result<String, String>>);
     let models = StoredValue::new(models);
 
@@ -208,79 +244,65 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
         slots.set(picked.clone());
         saved.set(None);
         running.set(true);
-        cancelled.set_value(false);
         ran_together.set(together.get_untracked());
-        let sampling = SamplingParams {
-            temperature: Some(temperature.get_untracked()),
-            max_tokens: Some(max_tokens.get_untracked()),
-            seed: Some(seed.get_untracked()),
-            ..Default::default()
+        let request = CompareRequest {
+            models: picked.iter().map(|slot| slot.model.id.clone()).collect(),
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: prompt.get_untracked(),
+            }],
+            sampling: SamplingParams {
+                temperature: Some(temperature.get_untracked()),
+                max_tokens: Some(max_tokens.get_untracked()),
+                seed: Some(seed.get_untracked()),
+                ..Default::default()
+            },
+            together: together.get_untracked(),
         };
-        let messages = vec![ChatMessage {
-            role: Role::User,
-            content: prompt.get_untracked(),
-        }];
-        let requests: Vec<(Slot, ChatRequest)> = picked
-            .into_iter()
-            .map(|slot| {
-                let request = ChatRequest {
-                    model: slot.model.id.clone(),
-                    messages: messages.clone(),
-                    sampling: sampling.clone(),
-                    conversation_id: None,
-                };
-                (slot, request)
-            })
-            .collect();
-        let all_at_once = together.get_untracked();
         leptos::task::spawn_local(async move {
-            let runs = requests.into_iter().map(|(slot, request)| async move {
-                if cancelled.get_value() {
-                    return;
-                }
-                // Together, every slot has its own socket (Stop reaches the last one opened).
-                let stop = if all_at_once {
-                    StoredValue::new(None)
-                } else {
-                    stop_sender
-                };
-                slot.running.set(true);
-                let outcome = stream_chat(request, stop, |event| match event {
-                    ChatEvent::Token { text } => {
-                        slot.text.update(|t| t.push_str(&text));
-                        slot.pieces.update(|n| *n += 1);
-                        true
+            let outcome = stream_socket("/ws/compare", request, stop_sender, |event| {
+                match event {
+                    CompareEvent::Slot { slot, event, .. } => {
+                        if let Some(column) = picked.get(slot) {
+                            column.show(event);
+                        }
                     }
-                    ChatEvent::Done { metrics } => {
-                        slot.metrics.set(Some(metrics));
-                        false
+                    CompareEvent::Skipped { slot, .. } => {
+                        if let Some(column) = picked.get(slot) {
+                            column
+                                .error
+                                .set(Some("Not run: the comparison was stopped first.".into()));
+                            column.finish();
+                        }
                     }
-                    ChatEvent::Error { message, .. } => {
-                        slot.error.set(Some(message));
-                        false
+                    CompareEvent::Failed { event } => {
+                        if let ChatEvent::Error { message, .. } = event {
+                            for column in &picked {
+                                column.error.set(Some(message.clone()));
+                            }
+                        }
+                        return false;
                     }
-                    ChatEvent::Saved { .. } => false,
-                })
-                .await;
-                if let Err(e) = outcome {
-                    slot.error.set(Some(e));
+                    CompareEvent::End { .. } => return false,
                 }
-                slot.running.set(false);
-            });
-            if all_at_once {
-                futures::future::join_all(runs).await;
-            } else {
-                for run in runs {
-                    run.await;
+                true
+            })
+            .await;
+            if let Err(e) = outcome {
+                for column in picked
+                    .iter()
+                    .filter(|c| c.metrics.get_untracked().is_none())
+                {
+                    column.error.set(Some(e.clone()));
                 }
+            }
+            for column in &picked {
+                column.finish();
             }
             running.set(false);
         });
     };
-    let stop = move |_| {
-        cancelled.set_value(true);
-        request_stop(stop_sender);
-    };
+    let stop = move |_| request_stop(stop_sender);
 
     let set_max_tokens = move |ev: leptos::ev::Event| {
         if let Ok(v) = event_target_value(&ev).parse::<u32>() {
@@ -430,13 +452,16 @@ fn SlotCard(column: Slot) -> impl IntoView {
         running,
         metrics,
         error,
+        waiting,
     } = column;
     let live = {
         let (pieces, running) = (pieces.clone(), running.clone());
         move || {
             let n = pieces.get();
-            if running.get() {
+            if running.get() && n > 0 {
                 format!("streaming… {n} pieces")
+            } else if running.get() {
+                String::new()
             } else if n == 0 {
                 "waiting".to_string()
             } else {
@@ -451,6 +476,7 @@ fn SlotCard(column: Slot) -> impl IntoView {
                 <span class="hint">{format!("{} · {} · {} bits/weight", model.quantization, model.engine.label(), model.bits_per_weight)}</span>
             </header>
             <p class="hint live" data-testid="live">{live}</p>
+            {move || waiting.get().map(|w| view! { <p class="hint waiting" data-testid="waiting">{w}</p> })}
             <div class="md" inner_html=move || render_markdown(&text.get())></div>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}

@@ -1,11 +1,14 @@
-//! One worker thread per loaded model, fed by a bounded queue. Each job carries its own reply
-//! channel; a closed channel (tab closed, HTTP client gone) or the job's cancel flag (Stop)
-//! ends the work within one token and frees the worker for the next job.
+//! One worker thread per loaded model, fed by a bounded queue that tells waiting requests their
+//! place. Each job carries its own bounded reply channel; a closed channel (tab closed, HTTP
+//! client gone), the job's cancel flag (Stop) or the server stopping ends the work within one
+//! token and frees the worker for the next job.
+
+mod queue;
+mod reply;
+mod thread;
 
 use std::{
     collections::HashMap,
-    ops::ControlFlow,
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -15,50 +18,26 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::reply::{Reply, ReplyError, REPLY_BUFFER};
+use self::{
+    queue::{JobQueue, Refused},
+    reply::{Job, ReplyJob, ScoreJob},
+    thread::{run_worker, WorkerSpec},
+};
 use super::{
-    bitnet::BitnetEngine,
-    candle::CandleEngine,
-    llama_cpp::LlamaCppEngine,
-    memory,
-    remote::RemoteEngine,
     score::{ScoreWindow, TextScore},
-    template::PromptFormat,
-    ChatEngine, EngineError, GenerationStats, ResolvedSampling, TokenSink,
+    ResolvedSampling,
 };
 use crate::{
     config::Settings,
     error::AppError,
-    registry::{ModelEntry, Registry, RemoteSource},
-    types::{ChatEvent, ChatMessage, EngineKind, GenerationMetrics},
+    registry::{ModelEntry, Registry},
+    types::ChatMessage,
 };
 
 /// Seconds a client is told to wait when a queue is full. A short reply on the default model
 /// takes a few seconds on two cores.
-const RETRY_AFTER_SECS: u32 = 5;
-
-/// Work for a model's thread.
-enum Job {
-    Reply(ReplyJob),
-    Score(ScoreJob),
-}
-
-/// A request for one reply.
-pub struct ReplyJob {
-    pub messages: Vec<ChatMessage>,
-    pub sampling: ResolvedSampling,
-    /// When the server accepted the request; time to first token counts from here.
-    pub accepted_at: Instant,
-    pub cancel: Arc<AtomicBool>,
-    pub reply: mpsc::UnboundedSender<ChatEvent>,
-}
-
-/// A request to score a text (perplexity), used by the bench.
-struct ScoreJob {
-    text: Arc<str>,
-    window: ScoreWindow,
-    cancel: Arc<AtomicBool>,
-    reply: oneshot::Sender<Result<TextScore, String>>,
-}
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 /// The caller's side of a scoring job.
 pub struct Scoring {
@@ -75,16 +54,21 @@ pub struct LoadReport {
     pub resident_bytes: u64,
 }
 
-/// The caller's side of a submitted job.
+/// The caller's side of a submitted reply. Dropping it stops the work.
 pub struct Generation {
-    pub events: mpsc::UnboundedReceiver<ChatEvent>,
-    pub cancel: Arc<AtomicBool>,
+    pub replies: mpsc::Receiver<Reply>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl Generation {
-    /// Asks the worker to stop; the final `Done` event (finish reason `cancelled`) still arrives.
+    /// Asks the worker to stop; the final `Done` (finish reason `cancelled`) still arrives.
     pub fn stop(&self) {
         self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// A handle that stops this reply from elsewhere (another task, a Stop button).
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
     }
 }
 
@@ -96,8 +80,17 @@ struct WorkerState {
     load_micros: AtomicU64,
 }
 
+/// What the whole pool is told at shutdown.
+#[derive(Default)]
+struct PoolSignals {
+    /// New work is refused (the server is draining).
+    draining: AtomicBool,
+    /// Running replies end now and queued ones are refused.
+    stopping: AtomicBool,
+}
+
 struct Worker {
-    queue: mpsc::Sender<Job>,
+    queue: Arc<JobQueue<Job>>,
     state: Arc<WorkerState>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -107,6 +100,7 @@ pub struct WorkerPool {
     registry: Arc<Registry>,
     settings: Settings,
     workers: Mutex<HashMap<String, Worker>>,
+    signals: Arc<PoolSignals>,
 }
 
 impl WorkerPool {
@@ -115,6 +109,7 @@ impl WorkerPool {
             registry,
             settings,
             workers: Mutex::new(HashMap::new()),
+            signals: Arc::default(),
         }
     }
 
@@ -164,7 +159,7 @@ impl WorkerPool {
     pub fn unload(&self, id: &str) {
         let worker = self.lock().remove(id);
         if let Some(Worker { queue, thread, .. }) = worker {
-            drop(queue);
+            queue.close(false);
             if let Some(thread) = thread {
                 let _ = thread.join();
             }
@@ -181,6 +176,23 @@ impl WorkerPool {
         })
     }
 
+    /// Replies and scorings waiting or running, over every model.
+    pub fn active_jobs(&self) -> usize {
+        self.lock().values().map(|w| w.queue.active()).sum()
+    }
+
+    /// Shutdown, first step: refuse new work; what is queued or running goes on.
+    pub fn drain(&self) {
+        self.signals.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Shutdown, second step: running replies end now (as a Stop would end them, so they are
+    /// saved as interrupted) and queued ones are refused.
+    pub fn stop_all(&self) {
+        self.drain();
+        self.signals.stopping.store(true, Ordering::Relaxed);
+    }
+
     /// Queues a reply. Fails at once (never waits) when the model's queue is full.
     pub fn submit(
         &self,
@@ -189,7 +201,7 @@ impl WorkerPool {
         sampling: ResolvedSampling,
         accepted_at: Instant,
     ) -> Result<Generation, AppError> {
-        let (reply, events) = mpsc::unbounded_channel();
+        let (reply, replies) = mpsc::channel(REPLY_BUFFER);
         let cancel = Arc::new(AtomicBool::new(false));
         let job = ReplyJob {
             messages,
@@ -199,7 +211,7 @@ impl WorkerPool {
             reply,
         };
         self.enqueue(model_id, Job::Reply(job))?;
-        Ok(Generation { events, cancel })
+        Ok(Generation { replies, cancel })
     }
 
     /// Queues the scoring of a plain text (no chat template), for perplexity.
@@ -222,19 +234,24 @@ impl WorkerPool {
     }
 
     fn enqueue(&self, model_id: &str, job: Job) -> Result<(), AppError> {
+        if self.signals.draining.load(Ordering::Relaxed) {
+            return Err(AppError::ShuttingDown(
+                "the server is shutting down and takes no new requests; retry in a moment".into(),
+            ));
+        }
         let entry = self.runnable(model_id)?.clone();
         let mut workers = self.lock();
         let queue = self.worker_for(&mut workers, &entry);
-        match queue.try_send(job) {
+        match queue.push(job) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(AppError::Overloaded {
+            Err(Refused::Full(_)) => Err(AppError::Overloaded {
                 message: format!(
                     "model `{model_id}` is busy: {} requests are already waiting; retry shortly",
                     self.settings.limits.queue_capacity
                 ),
                 retry_after_secs: RETRY_AFTER_SECS,
             }),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Refused::Closed(_)) => {
                 workers.remove(model_id);
                 Err(AppError::ModelUnavailable(format!(
                     "the worker for `{model_id}` stopped; retry to load it again"
@@ -253,7 +270,7 @@ impl WorkerPool {
         &self,
         workers: &mut HashMap<String, Worker>,
         entry: &ModelEntry,
-    ) -> mpsc::Sender<Job> {
+    ) -> Arc<JobQueue<Job>> {
         let stale = workers.get(&entry.id).is_some_and(|w| {
             w.queue.is_closed() || w.state.failed.lock().map(|f| f.is_some()).unwrap_or(true)
         });
@@ -268,28 +285,30 @@ impl WorkerPool {
     }
 
     fn spawn(&self, entry: &ModelEntry) -> Worker {
-        let (queue, jobs) = mpsc::channel(self.settings.limits.queue_capacity.max(1));
+        let queue = Arc::new(JobQueue::new(self.settings.limits.queue_capacity));
         let state = Arc::new(WorkerState::default());
-        let path = self.registry.file_path(entry);
         let spec = WorkerSpec {
             model_id: entry.id.clone(),
             engine: entry.engine,
             instruct: entry.instruct,
-            path,
+            path: self.registry.file_path(entry),
             context_size: self.settings.context_size.min(entry.context_length),
             threads: self.settings.threads,
             remote: entry.remote.clone(),
+            send_timeout: self.settings.limits.send_timeout,
         };
-        let thread_state = state.clone();
+        let (thread_state, thread_queue, signals) =
+            (state.clone(), queue.clone(), self.signals.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("model-{}", entry.id))
-            .spawn(move || run_worker(spec, thread_state, jobs));
+            .spawn(move || run_worker(spec, thread_state, thread_queue, signals));
         let thread = match spawned {
             Ok(handle) => Some(handle),
             Err(e) => {
                 if let Ok(mut failed) = state.failed.lock() {
                     *failed = Some(format!("cannot start a worker thread: {e}"));
                 }
+                queue.close(false);
                 None
             }
         };
@@ -298,252 +317,5 @@ impl WorkerPool {
             state,
             thread,
         }
-    }
-}
-
-struct WorkerSpec {
-    model_id: String,
-    engine: EngineKind,
-    instruct: bool,
-    path: PathBuf,
-    context_size: u32,
-    threads: u32,
-    remote: Option<RemoteSource>,
-}
-
-fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
-    match spec.engine {
-        EngineKind::LlamaCpp => Ok(Box::new(LlamaCppEngine::load(
-            &spec.path,
-            spec.context_size,
-            spec.threads,
-        )?)),
-        EngineKind::Candle => Ok(Box::new(CandleEngine::load(
-            &spec.path,
-            spec.context_size,
-            spec.threads,
-        )?)),
-        EngineKind::Bitnet => Ok(Box::new(BitnetEngine::load(
-            &spec.path,
-            spec.context_size,
-            spec.threads,
-        )?)),
-        EngineKind::Remote => match &spec.remote {
-            Some(source) => Ok(Box::new(RemoteEngine::load(source, spec.context_size)?)),
-            None => Err(EngineError::Load {
-                path: spec.model_id.clone(),
-                detail: "a remote model needs a `remote` table in models.toml".into(),
-            }),
-        },
-    }
-}
-
-fn prompt_format(spec: &WorkerSpec, engine: &dyn ChatEngine) -> Result<PromptFormat, String> {
-    // A remote server applies its own template (see `ChatEngine::generate_messages`).
-    if !spec.instruct || spec.engine == EngineKind::Remote {
-        return Ok(PromptFormat::Completion);
-    }
-    let facts = engine.facts();
-    match &facts.chat_template {
-        Some(template) => Ok(PromptFormat::Chat {
-            template: template.clone(),
-            bos_token: facts.bos_token.clone(),
-            eos_token: facts.eos_token.clone(),
-        }),
-        None => Err(format!(
-            "model `{}` is declared as an instruct model but its file has no chat template",
-            spec.model_id
-        )),
-    }
-}
-
-fn run_worker(spec: WorkerSpec, state: Arc<WorkerState>, mut jobs: mpsc::Receiver<Job>) {
-    let load_started = Instant::now();
-    let rss_before = memory::resident_bytes().unwrap_or(0);
-    let loaded = load_engine(&spec).and_then(|engine| {
-        let format = prompt_format(&spec, engine.as_ref()).map_err(EngineError::Template)?;
-        Ok((engine, format))
-    });
-    let (mut engine, format) = match loaded {
-        Ok(ok) => ok,
-        Err(e) => {
-            let message = format!("cannot load model `{}`: {e}", spec.model_id);
-            tracing::error!("{message}");
-            if let Ok(mut failed) = state.failed.lock() {
-                *failed = Some(message.clone());
-            }
-            jobs.close();
-            while let Some(job) = jobs.blocking_recv() {
-                match job {
-                    Job::Reply(job) => {
-                        let _ = job.reply.send(ChatEvent::Error {
-                            status: 503,
-                            message: message.clone(),
-                        });
-                    }
-                    Job::Score(job) => {
-                        let _ = job.reply.send(Err(message.clone()));
-                    }
-                }
-            }
-            return;
-        }
-    };
-    let resident = memory::resident_bytes()
-        .unwrap_or(0)
-        .saturating_sub(rss_before);
-    state.resident_bytes.store(resident, Ordering::Relaxed);
-    state
-        .load_micros
-        .store(load_started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    state.loaded.store(true, Ordering::Release);
-    tracing::info!(model = %spec.model_id, resident_mib = resident >> 20, "model loaded");
-
-    while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Reply(job) => {
-                if job.reply.is_closed() {
-                    continue;
-                }
-                let event = run_job(&spec, engine.as_mut(), &format, &job, resident);
-                let _ = job.reply.send(event);
-            }
-            Job::Score(job) => {
-                if job.reply.is_closed() {
-                    continue;
-                }
-                let cancel = job.cancel.clone();
-                let result = engine
-                    .score(&job.text, job.window, &mut || {
-                        cancel.load(Ordering::Relaxed)
-                    })
-                    .map_err(|e| e.to_string());
-                let _ = job.reply.send(result);
-            }
-        }
-    }
-}
-
-struct JobSink<'a> {
-    job: &'a ReplyJob,
-    first_piece_at: Option<Instant>,
-}
-
-impl TokenSink for JobSink<'_> {
-    fn cancelled(&mut self) -> bool {
-        self.job.cancel.load(Ordering::Relaxed) || self.job.reply.is_closed()
-    }
-
-    fn piece(&mut self, text: &str) -> ControlFlow<()> {
-        self.first_piece_at.get_or_insert_with(Instant::now);
-        let sent = self.job.reply.send(ChatEvent::Token {
-            text: text.to_string(),
-        });
-        if sent.is_err() || self.job.cancel.load(Ordering::Relaxed) {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }
-}
-
-/// Runs one job and returns its last event (`Done` or `Error`).
-fn run_job(
-    spec: &WorkerSpec,
-    engine: &mut dyn ChatEngine,
-    format: &PromptFormat,
-    job: &ReplyJob,
-    resident_bytes: u64,
-) -> ChatEvent {
-    let started = Instant::now();
-    let mut sink = JobSink {
-        job,
-        first_piece_at: None,
-    };
-    let outcome = match engine.generate_messages(&job.messages, &job.sampling, &mut sink) {
-        Some(outcome) => outcome,
-        None => match format.render(&job.messages) {
-            Ok(prompt) => engine.generate(&prompt, &job.sampling, &mut sink),
-            Err(e) => {
-                return ChatEvent::Error {
-                    status: 400,
-                    message: e.to_string(),
-                }
-            }
-        },
-    };
-    match outcome {
-        Ok(stats) => ChatEvent::Done {
-            metrics: metrics(
-                spec,
-                engine,
-                job,
-                started,
-                sink.first_piece_at,
-                &stats,
-                resident_bytes,
-            ),
-        },
-        Err(e @ (EngineError::PromptTooLong { .. } | EngineError::EmptyPrompt)) => {
-            ChatEvent::Error {
-                status: 400,
-                message: e.to_string(),
-            }
-        }
-        Err(EngineError::Upstream { status, message }) => {
-            tracing::warn!(model = %spec.model_id, "remote server failed: {message}");
-            ChatEvent::Error {
-                status,
-                message: format!(
-                    "the remote server for `{}` failed: {message}",
-                    spec.model_id
-                ),
-            }
-        }
-        Err(e) => {
-            tracing::error!(model = %spec.model_id, "generation failed: {e}");
-            ChatEvent::Error {
-                status: 500,
-                message: e.to_string(),
-            }
-        }
-    }
-}
-
-fn per_second(count: usize, secs: f64) -> f64 {
-    if secs > 0.0 {
-        count as f64 / secs
-    } else {
-        0.0
-    }
-}
-
-fn metrics(
-    spec: &WorkerSpec,
-    engine: &dyn ChatEngine,
-    job: &ReplyJob,
-    started: Instant,
-    first_piece_at: Option<Instant>,
-    stats: &GenerationStats,
-    resident_bytes: u64,
-) -> GenerationMetrics {
-    let now = Instant::now();
-    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
-    GenerationMetrics {
-        model: spec.model_id.clone(),
-        engine: spec.engine.as_str().to_string(),
-        prompt_tokens: stats.prompt_tokens as u32,
-        prompt_ms: stats.prompt_secs * 1e3,
-        prompt_tokens_per_s: per_second(stats.prompt_tokens, stats.prompt_secs),
-        time_to_first_token_ms: ms(job.accepted_at, first_piece_at.unwrap_or(now)),
-        queue_ms: ms(job.accepted_at, started),
-        generated_tokens: stats.generated_tokens as u32,
-        decode_ms: stats.decode_secs * 1e3,
-        decode_tokens_per_s: per_second(stats.decode_calls, stats.decode_secs),
-        total_ms: ms(job.accepted_at, now),
-        model_resident_bytes: resident_bytes,
-        finish_reason: stats.finish_reason,
-        threads: engine.facts().threads,
-        seed: job.sampling.seed as u64,
     }
 }

@@ -1,0 +1,259 @@
+//! What a worker answers for one reply — a typed stream the HTTP layer maps to statuses once —
+//! and the sink that carries tokens to it through a bounded channel, so a client that stops
+//! reading stops the model after a timeout instead of filling an unbounded buffer.
+
+use std::{
+    ops::ControlFlow,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::queue::Waiting;
+use crate::{
+    inference::{
+        score::{ScoreWindow, TextScore},
+        ChatEngine, EngineError, GenerationStats, ResolvedSampling, TokenSink, UpstreamFailure,
+    },
+    types::{ChatMessage, GenerationMetrics},
+};
+
+/// Events a reply's channel holds before the worker waits for its reader.
+pub const REPLY_BUFFER: usize = 256;
+
+/// One reply, in order: any number of `Queued`, then `Token`s, then one `Done` or `Failed`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// Waiting: `ahead` requests come first; `loading` while the model itself is loading.
+    Queued {
+        ahead: usize,
+        loading: bool,
+    },
+    /// Reply text, whole UTF-8 characters.
+    Token(String),
+    /// The reply ended (its finish reason says how).
+    Done(GenerationMetrics),
+    Failed(ReplyError),
+}
+
+/// Why a reply failed, in the worker's terms; `api/` decides what a client hears.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ReplyError {
+    /// The request cannot be answered as sent (prompt too long, empty after the template).
+    #[error("{0}")]
+    Invalid(String),
+    /// The model could not be loaded.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The server is shutting down and did not start this reply.
+    #[error("the server is shutting down and did not start this reply; retry in a moment")]
+    ShuttingDown,
+    /// The engine failed while generating.
+    #[error("{0}")]
+    Engine(String),
+    /// A remote inference server failed.
+    #[error("{message}")]
+    Upstream {
+        failure: UpstreamFailure,
+        message: String,
+    },
+}
+
+/// Work for a model's thread.
+pub(super) enum Job {
+    Reply(ReplyJob),
+    Score(ScoreJob),
+}
+
+/// A request for one reply.
+pub(super) struct ReplyJob {
+    pub messages: Vec<ChatMessage>,
+    pub sampling: ResolvedSampling,
+    /// When the server accepted the request; time to first token counts from here.
+    pub accepted_at: Instant,
+    pub cancel: Arc<AtomicBool>,
+    pub reply: mpsc::Sender<Reply>,
+}
+
+/// A request to score a text (perplexity), used by the bench.
+pub(super) struct ScoreJob {
+    pub text: Arc<str>,
+    pub window: ScoreWindow,
+    pub cancel: Arc<AtomicBool>,
+    pub reply: oneshot::Sender<Result<TextScore, String>>,
+}
+
+impl Waiting for Job {
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Reply(job) => job.reply.is_closed() || job.cancel.load(Ordering::Relaxed),
+            Job::Score(job) => job.reply.is_closed() || job.cancel.load(Ordering::Relaxed),
+        }
+    }
+
+    fn tell_position(&self, ahead: usize, loading: bool) {
+        // Informational: a full channel just misses one update.
+        if let Job::Reply(job) = self {
+            let _ = job.reply.try_send(Reply::Queued { ahead, loading });
+        }
+    }
+}
+
+impl Job {
+    /// Answers a job that will not run.
+    pub fn refuse(self, error: ReplyError) {
+        match self {
+            Job::Reply(job) => {
+                let _ = job.reply.try_send(Reply::Failed(error));
+            }
+            Job::Score(job) => {
+                let _ = job.reply.send(Err(error.to_string()));
+            }
+        }
+    }
+}
+
+/// Carries a running reply's tokens to its channel.
+pub(super) struct JobSink<'a> {
+    pub job: &'a ReplyJob,
+    /// Set when the whole server stops: every running reply ends.
+    pub stopping: &'a AtomicBool,
+    /// How long a full channel may stay full before the reply is given up.
+    pub send_timeout: Duration,
+    pub first_piece_at: Option<Instant>,
+    /// The reader stopped reading for `send_timeout`.
+    pub stalled: bool,
+}
+
+impl JobSink<'_> {
+    fn stop_requested(&self) -> bool {
+        self.job.cancel.load(Ordering::Relaxed) || self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Sends `reply`, waiting at most `send_timeout` for room; `false` when it could not.
+    pub fn deliver(&mut self, reply: Reply) -> bool {
+        let deadline = Instant::now() + self.send_timeout;
+        let mut reply = reply;
+        loop {
+            match self.job.reply.try_send(reply) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        self.stalled = true;
+                        return false;
+                    }
+                    if self.stop_requested() {
+                        return false;
+                    }
+                    reply = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+}
+
+impl TokenSink for JobSink<'_> {
+    fn cancelled(&mut self) -> bool {
+        self.stalled || self.stop_requested() || self.job.reply.is_closed()
+    }
+
+    fn piece(&mut self, text: &str) -> ControlFlow<()> {
+        self.first_piece_at.get_or_insert_with(Instant::now);
+        if self.deliver(Reply::Token(text.to_string())) && !self.stop_requested() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// Who ran a reply, for its metrics.
+pub(super) struct Runner<'a> {
+    pub model_id: &'a str,
+    pub engine_kind: &'a str,
+    pub resident_bytes: u64,
+}
+
+/// Turns an engine's failure into the worker's reply error.
+pub(super) fn reply_error(model_id: &str, error: EngineError) -> ReplyError {
+    match error {
+        e @ (EngineError::PromptTooLong { .. }
+        | EngineError::EmptyPrompt
+        | EngineError::Template(_)) => ReplyError::Invalid(e.to_string()),
+        EngineError::Upstream { failure, message } => ReplyError::Upstream {
+            failure,
+            message: format!("the remote server for `{model_id}` failed: {message}"),
+        },
+        e => ReplyError::Engine(format!("model `{model_id}`: {e}")),
+    }
+}
+
+/// Runs one reply with `engine` and returns its last event (`Done` or `Failed`).
+pub(super) fn run_reply(
+    runner: &Runner<'_>,
+    engine: &mut dyn ChatEngine,
+    prompt: impl FnOnce() -> Result<String, EngineError>,
+    sink: &mut JobSink<'_>,
+) -> Reply {
+    let started = Instant::now();
+    let job = sink.job;
+    let outcome = match engine.generate_messages(&job.messages, &job.sampling, sink) {
+        Some(outcome) => outcome,
+        None => prompt().and_then(|prompt| engine.generate(&prompt, &job.sampling, sink)),
+    };
+    match outcome {
+        Ok(stats) => Reply::Done(metrics(runner, engine, job, started, sink, &stats)),
+        Err(e) => {
+            let error = reply_error(runner.model_id, e);
+            match &error {
+                ReplyError::Upstream { message, .. } => tracing::warn!("{message}"),
+                ReplyError::Engine(message) => tracing::error!("generation failed: {message}"),
+                _ => {}
+            }
+            Reply::Failed(error)
+        }
+    }
+}
+
+fn per_second(count: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn metrics(
+    runner: &Runner<'_>,
+    engine: &dyn ChatEngine,
+    job: &ReplyJob,
+    started: Instant,
+    sink: &JobSink<'_>,
+    stats: &GenerationStats,
+) -> GenerationMetrics {
+    let now = Instant::now();
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    GenerationMetrics {
+        model: runner.model_id.to_string(),
+        engine: runner.engine_kind.to_string(),
+        prompt_tokens: stats.prompt_tokens as u32,
+        prompt_ms: stats.prompt_secs * 1e3,
+        prompt_tokens_per_s: per_second(stats.prompt_tokens, stats.prompt_secs),
+        time_to_first_token_ms: ms(job.accepted_at, sink.first_piece_at.unwrap_or(now)),
+        queue_ms: ms(job.accepted_at, started),
+        generated_tokens: stats.generated_tokens as u32,
+        decode_ms: stats.decode_secs * 1e3,
+        decode_tokens_per_s: per_second(stats.decode_calls, stats.decode_secs),
+        total_ms: ms(job.accepted_at, now),
+        model_resident_bytes: runner.resident_bytes,
+        finish_reason: stats.finish_reason,
+        threads: engine.facts().threads,
+        seed: job.sampling.seed as u64,
+    }
+}
