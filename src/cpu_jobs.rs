@@ -1,10 +1,16 @@
 //! Shared by the NER and OCR services: CPU-heavy work runs off the async runtime on the blocking
 //! pool, one job at a time (the model's own threads use the cores) behind a bounded queue —
-//! beyond it, 503 with Retry-After; and models load on first use and stay loaded.
+//! beyond it, 503 with Retry-After; each job has a deadline (504 beyond) and is told to stop
+//! when it passes or when its client goes away, so the CPU is free for the next request; and
+//! models load on first use and stay loaded.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,6 +32,17 @@ pub struct CpuQueue {
     queue: usize,
     admitted: Arc<Semaphore>,
     running: Arc<Semaphore>,
+    deadline: Duration,
+}
+
+/// Tells a job to stop when dropped: the request it serves is over (answered, timed out, or
+/// abandoned by its client).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Held while a job waits and runs: its place in the queue and, once granted, the CPU.
@@ -35,13 +52,14 @@ pub struct Turn {
 }
 
 impl CpuQueue {
-    /// One job runs while up to `queue` wait.
-    pub fn new(what: &'static str, queue: usize) -> Self {
+    /// One job runs, for at most `deadline`, while up to `queue` wait.
+    pub fn new(what: &'static str, queue: usize, deadline: Duration) -> Self {
         Self {
             what,
             queue,
             admitted: Arc::new(Semaphore::new(queue + 1)),
             running: Arc::new(Semaphore::new(1)),
+            deadline,
         }
     }
 
@@ -63,7 +81,7 @@ impl CpuQueue {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+            .map_err(AppError::internal)?;
         Ok(Turn {
             _admitted: admitted,
             _running: running,
@@ -77,7 +95,37 @@ impl CpuQueue {
     ) -> Result<T, AppError> {
         tokio::task::spawn_blocking(job)
             .await
-            .map_err(|e| AppError::Internal(format!("{} task failed: {e}", self.what)))
+            .map_err(|e| AppError::internal(format!("{} task failed: {e}", self.what)))
+    }
+
+    /// Runs `job` on the blocking pool in its `turn`, which it holds until it really ends. The
+    /// job gets a stop check that turns true when the deadline passes (the request gets 504)
+    /// or when the caller stops waiting (its client went away); it ends at its next check.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        turn: Turn,
+        job: impl FnOnce(&(dyn Fn() -> bool + Sync)) -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_on_drop = StopOnDrop(stop.clone());
+        let flag = stop.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            job(&|| flag.load(Ordering::Relaxed))
+        });
+        match tokio::time::timeout(self.deadline, task).await {
+            Ok(joined) => {
+                joined.map_err(|e| AppError::internal(format!("{} task failed: {e}", self.what)))
+            }
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                Err(AppError::Timeout(format!(
+                    "the {} took longer than its {} s limit and was stopped; send a smaller input",
+                    self.what,
+                    self.deadline.as_secs_f64()
+                )))
+            }
+        }
     }
 }
 
@@ -125,6 +173,6 @@ impl<M: ?Sized + Send + Sync + 'static> Loaded<M> {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<M>>>, AppError> {
         self.models
             .lock()
-            .map_err(|_| AppError::Internal("a model table was poisoned".into()))
+            .map_err(|_| AppError::internal("a model table was poisoned"))
     }
 }

@@ -9,7 +9,8 @@ use std::time::Instant;
 use common::{settings, shared_server, spawn_server, MODEL};
 use quantlab::{
     inference::sampling::resolve,
-    types::{ChatEvent, ChatMessage, FinishReason, GenerationMetrics, Role, SamplingParams},
+    inference::workers::Reply,
+    types::{ChatMessage, FinishReason, GenerationMetrics, Role, SamplingParams},
 };
 use serde_json::{json, Value};
 
@@ -218,10 +219,7 @@ async fn a_full_queue_gets_503_with_retry_after_and_never_hangs() {
         )
         .unwrap();
     // Once a token arrives the worker has taken the job; the next one fills the queue.
-    assert!(matches!(
-        running.events.recv().await,
-        Some(ChatEvent::Token { .. })
-    ));
+    while !matches!(running.replies.recv().await, Some(Reply::Token(_))) {}
     let _queued = app
         .pool
         .submit(MODEL, user("Then one about lakes."), long, Instant::now())
@@ -247,11 +245,11 @@ async fn finish(
 ) -> (usize, GenerationMetrics) {
     let mut tokens = 0;
     loop {
-        match generation.events.recv().await.expect("a final event") {
-            ChatEvent::Token { .. } => tokens += 1,
-            ChatEvent::Done { metrics } => return (tokens, metrics),
-            ChatEvent::Error { message, .. } => panic!("{message}"),
-            ChatEvent::Saved { .. } => panic!("a worker never reports saves"),
+        match generation.replies.recv().await.expect("a final event") {
+            Reply::Queued { .. } => {}
+            Reply::Token(_) => tokens += 1,
+            Reply::Done(metrics) => return (tokens, metrics),
+            Reply::Failed(error) => panic!("{error}"),
         }
     }
 }
@@ -278,7 +276,7 @@ async fn stop_ends_within_a_token_and_frees_the_worker() {
         .unwrap();
     let mut seen = 0;
     while seen < 3 {
-        if let Some(ChatEvent::Token { .. }) = generation.events.recv().await {
+        if let Some(Reply::Token(_)) = generation.replies.recv().await {
             seen += 1;
         }
     }
@@ -302,10 +300,7 @@ async fn stop_ends_within_a_token_and_frees_the_worker() {
             Instant::now(),
         )
         .unwrap();
-    assert!(matches!(
-        dropped.events.recv().await,
-        Some(ChatEvent::Token { .. })
-    ));
+    while !matches!(dropped.replies.recv().await, Some(Reply::Token(_))) {}
     drop(dropped);
     let quick = resolve(
         &SamplingParams {
@@ -332,7 +327,7 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
     let url = shared_server();
     let upgrade = |origin: &'static str| {
         reqwest::Client::new()
-            .get(format!("{url}/ui/chat"))
+            .get(format!("{url}/ws/chat"))
             .header("Connection", "Upgrade")
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Version", "13")
@@ -344,7 +339,7 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
     assert_eq!(foreign.status(), 403);
     let host = url.trim_start_matches("http://").to_string();
     let own = reqwest::Client::new()
-        .get(format!("{url}/ui/chat"))
+        .get(format!("{url}/ws/chat"))
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
         .header("Sec-WebSocket-Version", "13")
@@ -354,36 +349,4 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
         .await
         .unwrap();
     assert_eq!(own.status(), 101);
-}
-
-#[tokio::test]
-async fn websocket_messages_over_the_cap_get_413_and_no_generation() {
-    use futures::StreamExt;
-    use quantlab::types::{ChatClientMsg, ChatRequest};
-
-    let (_, app) = spawn_server(settings());
-    let state = quantlab::state::AppState {
-        leptos_options: leptos::config::LeptosOptions::builder()
-            .output_name("quantlab")
-            .build(),
-        app,
-    };
-    let big = ChatRequest {
-        model: MODEL.into(),
-        messages: user(&"x".repeat(300 * 1024)),
-        sampling: SamplingParams::default(),
-        conversation_id: None,
-    };
-    let input =
-        server_fn::BoxedStream::from(futures::stream::iter(vec![Ok(ChatClientMsg::Start(big))]));
-    let (tx, mut rx) = futures::channel::mpsc::unbounded();
-    quantlab::api::server_fns::ssr::relay(state, input, tx).await;
-    match rx.next().await {
-        Some(Ok(ChatEvent::Error { status, message })) => {
-            assert_eq!(status, 413);
-            assert!(message.contains("262144"), "{message}");
-        }
-        other => panic!("expected a 413 error event, got {other:?}"),
-    }
-    assert!(rx.next().await.is_none(), "nothing else is sent");
 }

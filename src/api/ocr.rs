@@ -30,10 +30,29 @@ pub async fn read(
                 .into(),
         )
     })?;
+    let limits = &state.app.settings.limits;
     let (mut file, mut model) = (None, None);
+    let mut fields = 0;
     while let Some(field) = multipart.next_field().await.map_err(upload_error)? {
+        fields += 1;
+        if fields > limits.max_multipart_fields {
+            return Err(AppError::BadRequest(format!(
+                "the form has more than {} fields: send `file` and optionally `model`",
+                limits.max_multipart_fields
+            )));
+        }
         match field.name() {
+            Some("file") if file.is_some() => {
+                return Err(AppError::BadRequest(
+                    "the form has more than one `file`: send one image per request".into(),
+                ))
+            }
             Some("file") => file = Some(field.bytes().await.map_err(upload_error)?.to_vec()),
+            Some("model") if model.is_some() => {
+                return Err(AppError::BadRequest(
+                    "the form names `model` twice: send it once".into(),
+                ))
+            }
             Some("model") => model = Some(field.text().await.map_err(upload_error)?),
             other => {
                 return Err(AppError::BadRequest(format!(
@@ -54,7 +73,9 @@ pub async fn models(State(state): State<AppState>) -> Json<Vec<OcrEngineInfo>> {
 }
 
 fn upload_error(error: MultipartError) -> AppError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(timeout) = super::limits::body_timeout(&error) {
+        timeout
+    } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::PayloadTooLarge(format!(
             "the upload is over {} MiB: send a smaller image",
             MAX_UPLOAD_BYTES / (1024 * 1024)

@@ -28,6 +28,9 @@ pub enum NerError {
     Load { path: String, detail: String },
     #[error("the NER model failed: {0}")]
     Run(String),
+    /// Stopped between windows: the client left or the deadline passed.
+    #[error("stopped")]
+    Stopped,
 }
 
 pub struct NerModel {
@@ -121,6 +124,16 @@ impl NerModel {
     }
 
     pub fn recognize(&self, text: &str, threshold: f32) -> Result<NerOutput, NerError> {
+        self.recognize_until(text, threshold, &|| false)
+    }
+
+    /// `recognize`, stopping between windows once `stop` says so.
+    pub fn recognize_until(
+        &self,
+        text: &str,
+        threshold: f32,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<NerOutput, NerError> {
         let started = Instant::now();
         let encoding = self
             .tokenizer
@@ -135,7 +148,12 @@ impl NerModel {
         // which keeps both cores busy through the small operators of one window.
         let classified = rten::thread_pool().run(|| {
             plan.par_iter()
-                .map(|&(start, end)| self.classify(&ids[start..end]))
+                .map(|&(start, end)| {
+                    if stop() {
+                        return Err(NerError::Stopped);
+                    }
+                    self.classify(&ids[start..end])
+                })
                 .collect::<Vec<_>>()
         });
         for (&window, rows) in plan.iter().zip(classified) {

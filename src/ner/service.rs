@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{NerModel, NerOutput, DEFAULT_THRESHOLD};
+use super::{model::NerError, NerModel, NerOutput, DEFAULT_THRESHOLD};
 use crate::{
+    config::Limits,
     cpu_jobs::{timed, CpuQueue, Loaded},
     error::AppError,
     registry::{ner::NerEntry, Registry},
@@ -22,11 +23,11 @@ pub struct NerService {
 }
 
 impl NerService {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<Registry>, limits: &Limits) -> Self {
         Self {
             registry,
             loaded: Loaded::default(),
-            queue: CpuQueue::new("NER", QUEUE),
+            queue: CpuQueue::new("NER", QUEUE, limits.analysis_timeout),
         }
     }
 
@@ -65,13 +66,19 @@ impl NerService {
             ))
         })?;
         let (turn, queued_millis) = timed(self.queue.turn()).await;
-        let _turn = turn?;
+        let turn = turn?;
         let (model, load_millis) = self.model(entry).await?;
         let mut output = self
             .queue
-            .blocking(move || model.recognize(&text, DEFAULT_THRESHOLD))
+            .run(turn, move |stop| {
+                model.recognize_until(&text, DEFAULT_THRESHOLD, stop)
+            })
             .await?
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+            .map_err(|e| match e {
+                // Only a client that left stops a job before its deadline; no one hears this.
+                NerError::Stopped => AppError::Timeout("the analysis was stopped".into()),
+                other => AppError::internal(other),
+            })?;
         output.metrics.queued_millis = queued_millis;
         output.metrics.load_millis = load_millis;
         Ok(output)

@@ -113,6 +113,9 @@ pub enum OcrError {
     Load { path: String, detail: String },
     #[error("the OCR model failed: {0}")]
     Run(String),
+    /// Stopped between stages: the client left or the deadline passed.
+    #[error("stopped")]
+    Stopped,
 }
 
 /// Text found in an image, with timings of the two stages.
@@ -127,7 +130,16 @@ pub struct Recognition {
 /// An OCR engine: from an upright RGB image to its lines of text in reading order.
 #[cfg(feature = "ssr")]
 pub trait OcrEngine: Send + Sync {
-    fn read(&self, image: &image::RgbImage) -> Result<Recognition, OcrError>;
+    /// Reads `image`, stopping between stages (and recognition batches) once `stop` says so.
+    fn read_until(
+        &self,
+        image: &image::RgbImage,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Recognition, OcrError>;
+
+    fn read(&self, image: &image::RgbImage) -> Result<Recognition, OcrError> {
+        self.read_until(image, &|| false)
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,11 @@ impl Ocrs {
 }
 
 impl OcrEngine for Ocrs {
-    fn read(&self, image: &RgbImage) -> Result<Recognition, OcrError> {
+    fn read_until(
+        &self,
+        image: &RgbImage,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Recognition, OcrError> {
         let run = |e: &dyn std::fmt::Display| OcrError::Run(format!("ocrs: {e}"));
         let started = Instant::now();
         let source =
@@ -48,6 +52,9 @@ impl OcrEngine for Ocrs {
         let words = self.engine.detect_words(&input).map_err(|e| run(&e))?;
         let line_rects = self.engine.find_text_lines(&input, &words);
         let detect_millis = started.elapsed().as_secs_f64() * 1e3;
+        if stop() {
+            return Err(OcrError::Stopped);
+        }
         let started = Instant::now();
         let texts = self
             .engine

@@ -7,9 +7,10 @@ use super::{
     image_input::{self, ImageInputError},
     ocrs_engine::Ocrs,
     ppocr::PpOcr,
-    OcrEngine, OcrMetrics, OcrOutput,
+    OcrEngine, OcrError, OcrMetrics, OcrOutput,
 };
 use crate::{
+    config::Limits,
     cpu_jobs::{timed, CpuQueue, Loaded},
     error::AppError,
     registry::{
@@ -42,11 +43,11 @@ impl From<ImageInputError> for AppError {
 }
 
 impl OcrService {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<Registry>, limits: &Limits) -> Self {
         Self {
             registry,
             loaded: Loaded::default(),
-            queue: CpuQueue::new("OCR", QUEUE),
+            queue: CpuQueue::new("OCR", QUEUE, limits.analysis_timeout),
         }
     }
 
@@ -54,17 +55,19 @@ impl OcrService {
     pub async fn read(&self, bytes: Vec<u8>, model: Option<String>) -> Result<OcrOutput, AppError> {
         let entry = self.entry(model)?;
         let (turn, queued_millis) = timed(self.queue.turn()).await;
-        let _turn = turn?;
+        let turn = turn?;
         let (engine, load_millis) = self.engine(entry).await?;
         let engine_id = entry.id.clone();
         self.queue
-            .blocking(move || {
+            .run(turn, move |stop| {
                 let started = Instant::now();
                 let image = image_input::decode(&bytes)?;
                 let decode_millis = started.elapsed().as_secs_f64() * 1e3;
-                let recognition = engine
-                    .read(&image)
-                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                let recognition = engine.read_until(&image, stop).map_err(|e| match e {
+                    // Only a client that left stops a job before its deadline; no one hears this.
+                    OcrError::Stopped => AppError::Timeout("the reading was stopped".into()),
+                    other => AppError::internal(other),
+                })?;
                 let (width, height) = image.dimensions();
                 let metrics = OcrMetrics {
                     engine: engine_id,

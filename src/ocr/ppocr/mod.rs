@@ -65,13 +65,21 @@ impl PpOcr {
 }
 
 impl OcrEngine for PpOcr {
-    fn read(&self, image: &RgbImage) -> Result<Recognition, OcrError> {
+    fn read_until(
+        &self,
+        image: &RgbImage,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Recognition, OcrError> {
         let started = Instant::now();
         let mut quads = detect::detect(&self.detection, image)?;
         reading_order(&mut quads);
         let detect_millis = started.elapsed().as_secs_f64() * 1e3;
+        if stop() {
+            return Err(OcrError::Stopped);
+        }
         let started = Instant::now();
-        let readings = recognize::recognize(&self.recognition, &self.alphabet, image, &quads)?;
+        let readings =
+            recognize::recognize(&self.recognition, &self.alphabet, image, &quads, stop)?;
         let lines = readings
             .into_iter()
             .zip(&quads)

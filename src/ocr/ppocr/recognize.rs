@@ -86,12 +86,16 @@ pub fn recognize(
     alphabet: &Alphabet,
     image: &RgbImage,
     quads: &[Quad],
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<Vec<Reading>, OcrError> {
     let strips: Vec<Strip> = quads.iter().map(Strip::of).collect();
     // Similar widths together waste the least padding.
     let mut order: Vec<usize> = (0..strips.len()).collect();
     order.sort_by_key(|&i| strips[i].width);
     let run_batch = |batch: &[usize]| -> Result<Vec<(usize, Reading)>, OcrError> {
+        if stop() {
+            return Err(OcrError::Stopped);
+        }
         let width = batch
             .iter()
             .map(|&i| strips[i].width)
