@@ -128,8 +128,10 @@ remote = {{ base_url = "{base}/v1", model = "{model}"{extra} }}
 }
 
 async fn chat(url: &str, model: &str, max_tokens: u32) -> (u16, String, Option<Value>) {
+    // The backend wants its key everywhere; the front has none and ignores the header.
     let response = reqwest::Client::new()
         .post(format!("{url}/api/chat/stream"))
+        .bearer_auth(KEY)
         .json(&json!({
             "model": model,
             "messages": [{ "role": "user", "content": "What is the capital of France?" }],
@@ -219,9 +221,16 @@ async fn the_backend_refuses_calls_without_its_api_key() {
         .await
         .unwrap();
     assert_eq!(right.status(), 200);
-    // The UI's own API stays open: the key guards the OpenAI-compatible API.
+    // The key guards every API, not only the OpenAI-compatible one.
     let ui = client
         .get(format!("{backend}/api/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 401);
+    let ui = client
+        .get(format!("{backend}/api/models"))
+        .bearer_auth(KEY)
         .send()
         .await
         .unwrap();
