@@ -6,11 +6,13 @@ use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 
 use crate::{
+    api::{security::Sessions, socket::WebsocketClients},
     bench::{jobs::BenchJobs, results::BenchResults},
     config::Settings,
     error::AppError,
     inference::workers::WorkerPool,
     registry::Registry,
+    server::shutdown::Shutdown,
     storage::{ConversationStore, StoreError},
 };
 
@@ -22,6 +24,12 @@ pub struct App {
     pub conversations: Arc<dyn ConversationStore>,
     pub ner: crate::ner::service::NerService,
     pub ocr: crate::ocr::service::OcrService,
+    /// Where the server is in a graceful shutdown, and what is still open.
+    pub shutdown: Shutdown,
+    /// Browser sessions when the server has an API key.
+    pub sessions: Sessions,
+    /// Open websockets per client address.
+    pub websockets: WebsocketClients,
 }
 
 #[derive(Clone, FromRef)]
@@ -37,11 +45,15 @@ impl App {
         conversations: Arc<dyn ConversationStore>,
     ) -> Arc<Self> {
         let registry = Arc::new(registry);
+        let limits = &settings.limits;
         Arc::new(Self {
             bench: BenchJobs::new(BenchResults::new(settings.bench_dir.clone())),
             pool: WorkerPool::new(registry.clone(), settings.clone()),
-            ner: crate::ner::service::NerService::new(registry.clone()),
-            ocr: crate::ocr::service::OcrService::new(registry.clone()),
+            ner: crate::ner::service::NerService::new(registry.clone(), limits),
+            ocr: crate::ocr::service::OcrService::new(registry.clone(), limits),
+            sessions: Sessions::new(settings.api_key.clone()),
+            shutdown: Shutdown::default(),
+            websockets: WebsocketClients::default(),
             registry,
             settings,
             conversations,
@@ -58,7 +70,7 @@ impl App {
         let store = self.conversations.clone();
         tokio::task::spawn_blocking(move || call(store.as_ref()))
             .await
-            .map_err(|e| AppError::Internal(format!("storage task failed: {e}")))?
+            .map_err(|e| AppError::internal(format!("storage task failed: {e}")))?
             .map_err(AppError::from)
     }
 }

@@ -1,6 +1,7 @@
 //! Generation and scoring for engines whose forward pass hands us logits (candle, BitNet):
 //! prefill in batches, the shared sampler and decode loop, perplexity windows and teacher
-//! forcing. The engines supply only their forward pass and their vocabulary.
+//! forcing, and the one [`ChatEngine`] they all are ([`LogitsEngine`]). The engines supply only
+//! their forward pass and their vocabulary.
 
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use super::{
     decode::{check_prompt, decode, DecodeStep},
     sampler::{argmax, Sampler},
     score::{token_nll, ScoreWindow, TextScore},
-    EngineError, GenerationStats, ResolvedSampling, TokenSink,
+    ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
 use crate::types::FinishReason;
 
@@ -184,4 +185,73 @@ pub fn top1_predictions(
         predictions.extend(rows.iter().map(|row| argmax(row)));
     }
     Ok(predictions)
+}
+
+/// A chat engine made of a forward pass and a vocabulary. The candle and BitNet engines are
+/// this type with their own model and vocabulary; each adds only its loader.
+pub struct LogitsEngine<M, V> {
+    pub(crate) model: M,
+    pub(crate) vocab: V,
+    pub(crate) facts: EngineFacts,
+}
+
+impl<M: LogitsModel, V: TokenText> LogitsEngine<M, V> {
+    /// Token ids for a rendered prompt, exactly as generation feeds them.
+    pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
+        self.vocab.encode_prompt(prompt)
+    }
+
+    /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
+    pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
+        top1_predictions(&mut self.model, tokens, self.facts.context_size)
+    }
+
+    /// The logits after every one of `tokens` (a new sequence), one row each.
+    pub fn logits_for(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.model.forward_all(tokens, 0)
+    }
+}
+
+impl<M: LogitsModel, V: TokenText> ChatEngine for LogitsEngine<M, V> {
+    fn facts(&self) -> &EngineFacts {
+        &self.facts
+    }
+
+    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
+        Ok(self.tokenize_prompt(prompt)?.len())
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &str,
+        sampling: &ResolvedSampling,
+        sink: &mut dyn TokenSink,
+    ) -> Result<GenerationStats, EngineError> {
+        let context = self.facts.context_size;
+        generate(
+            &mut self.model,
+            &self.vocab,
+            prompt,
+            context,
+            sampling,
+            sink,
+        )
+    }
+
+    fn score(
+        &mut self,
+        text: &str,
+        window: ScoreWindow,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<TextScore, EngineError> {
+        let context = self.facts.context_size;
+        score(
+            &mut self.model,
+            &self.vocab,
+            text,
+            window,
+            context,
+            cancelled,
+        )
+    }
 }

@@ -41,11 +41,27 @@ pub enum EngineError {
     Inference(String),
     #[error("cancelled")]
     Cancelled,
-    /// A remote server failed; `status` is what our client gets (502 bad answer, 504 timeout).
+    /// A remote server failed.
     #[error("remote server: {message}")]
-    Upstream { status: u16, message: String },
+    Upstream {
+        failure: UpstreamFailure,
+        message: String,
+    },
     #[error("not supported by this engine: {0}")]
     Unsupported(String),
+}
+
+/// How a remote server failed: what our own client is told depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// It is busy or still loading (429, 503): worth a retry.
+    Busy,
+    /// It refused the request as sent (another 4xx): the request must change.
+    Refused,
+    /// It answered something that is not a chat reply, or cannot be reached.
+    BadAnswer,
+    /// It said nothing for the configured time.
+    Timeout,
 }
 
 /// What an engine knows about the model it loaded.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::{
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, ScoreWindow,
-    TextScore, TokenSink,
+    TextScore, TokenSink, UpstreamFailure,
 };
 use crate::{
     registry::RemoteSource,
@@ -36,9 +36,9 @@ pub struct RemoteEngine {
     facts: EngineFacts,
 }
 
-fn upstream(status: u16, message: impl Into<String>) -> EngineError {
+fn upstream(failure: UpstreamFailure, message: impl Into<String>) -> EngineError {
     EngineError::Upstream {
-        status,
+        failure,
         message: message.into(),
     }
 }
@@ -123,22 +123,37 @@ impl RemoteEngine {
         self.runtime.block_on(async {
             let response = tokio::time::timeout(timeout, request.send())
                 .await
-                .map_err(|_| upstream(504, format!("no answer within {timeout:?}")))?
-                .map_err(|e| upstream(502, format!("cannot reach the server: {e}")))?;
+                .map_err(|_| {
+                    upstream(
+                        UpstreamFailure::Timeout,
+                        format!("no answer within {timeout:?}"),
+                    )
+                })?
+                .map_err(|e| {
+                    upstream(
+                        UpstreamFailure::BadAnswer,
+                        format!("cannot reach the server: {e}"),
+                    )
+                })?;
             let status = response.status();
             let body = tokio::time::timeout(timeout, response.text())
                 .await
-                .map_err(|_| upstream(504, format!("no answer within {timeout:?}")))?
-                .map_err(|e| upstream(502, e.to_string()))?;
+                .map_err(|_| {
+                    upstream(
+                        UpstreamFailure::Timeout,
+                        format!("no answer within {timeout:?}"),
+                    )
+                })?
+                .map_err(|e| upstream(UpstreamFailure::BadAnswer, e.to_string()))?;
             if !status.is_success() {
                 return Err(upstream(
-                    502,
+                    UpstreamFailure::BadAnswer,
                     format!("GET /models answered {status}: {}", error_message(&body)),
                 ));
             }
             let listed: Value = serde_json::from_str(&body).map_err(|_| {
                 upstream(
-                    502,
+                    UpstreamFailure::BadAnswer,
                     "GET /models did not return JSON: not an OpenAI-compatible server?",
                 )
             })?;
@@ -150,7 +165,7 @@ impl RemoteEngine {
                 Ok(())
             } else {
                 Err(upstream(
-                    502,
+                    UpstreamFailure::BadAnswer,
                     format!(
                         "the server does not list model `{wanted}` (it has: {})",
                         ids.join(", ")
@@ -186,9 +201,12 @@ impl RemoteEngine {
             let mut stats = GenerationStats::default();
             let mut reader = EventReader::new(timeout);
             let response = match reader.wait(sink, request.send()).await? {
-                Waited::Ready(response) => {
-                    response.map_err(|e| upstream(502, format!("cannot reach the server: {e}")))?
-                }
+                Waited::Ready(response) => response.map_err(|e| {
+                    upstream(
+                        UpstreamFailure::BadAnswer,
+                        format!("cannot reach the server: {e}"),
+                    )
+                })?,
                 Waited::Cancelled => {
                     stats.finish_reason = Some(FinishReason::Cancelled);
                     return Ok(stats);
@@ -198,7 +216,13 @@ impl RemoteEngine {
             if !status.is_success() {
                 let text = response.text().await.unwrap_or_default();
                 return Err(upstream(
-                    if status.as_u16() == 429 { 429 } else { 502 },
+                    match status.as_u16() {
+                        // Busy or loading over there: worth a retry, unlike a bad answer.
+                        429 | 503 => UpstreamFailure::Busy,
+                        // It refused the request itself (a prompt too long for it, say).
+                        400..=499 => UpstreamFailure::Refused,
+                        _ => UpstreamFailure::BadAnswer,
+                    },
                     format!("the server answered {status}: {}", error_message(&text)),
                 ));
             }
@@ -210,7 +234,7 @@ impl RemoteEngine {
                 .to_string();
             if !content_type.starts_with("text/event-stream") {
                 return Err(upstream(
-                    502,
+                    UpstreamFailure::BadAnswer,
                     format!(
                         "expected a stream of events (text/event-stream), got `{content_type}`"
                     ),
@@ -231,7 +255,7 @@ impl RemoteEngine {
                         Some(None) => break FinishReason::Cancelled,
                         None if stats.finish_reason.is_some() => break FinishReason::Stop,
                         None => return Err(upstream(
-                            502,
+                            UpstreamFailure::BadAnswer,
                             "the stream ended before the reply did (no finish reason, no [DONE])",
                         )),
                     };
@@ -240,7 +264,7 @@ impl RemoteEngine {
                 }
                 let chunk: Value = serde_json::from_str(&event).map_err(|_| {
                     upstream(
-                        502,
+                        UpstreamFailure::BadAnswer,
                         format!(
                             "the server sent an event that is not JSON: {:?}",
                             event.chars().take(120).collect::<String>()
@@ -248,7 +272,7 @@ impl RemoteEngine {
                     )
                 })?;
                 if chunk.get("error").is_some() {
-                    return Err(upstream(502, error_message(&event)));
+                    return Err(upstream(UpstreamFailure::BadAnswer, error_message(&event)));
                 }
                 if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
                     usage = Some(u.clone());
@@ -331,7 +355,7 @@ impl EventReader {
                 Ok(value) => return Ok(Waited::Ready(value)),
                 Err(_) if Instant::now() >= deadline => {
                     return Err(upstream(
-                        504,
+                        UpstreamFailure::Timeout,
                         format!("the server sent nothing for {} s", self.timeout.as_secs()),
                     ))
                 }
@@ -362,7 +386,7 @@ impl EventReader {
             }
             if self.buffer.len() > MAX_EVENT_BYTES {
                 return Err(upstream(
-                    502,
+                    UpstreamFailure::BadAnswer,
                     "the server sent a line of over 1 MiB: not a chat stream",
                 ));
             }
@@ -370,8 +394,12 @@ impl EventReader {
                 Waited::Cancelled => return Ok(Some(None)),
                 Waited::Ready(None) => return Ok(None),
                 Waited::Ready(Some(chunk)) => {
-                    let chunk =
-                        chunk.map_err(|e| upstream(502, format!("the stream broke off: {e}")))?;
+                    let chunk = chunk.map_err(|e| {
+                        upstream(
+                            UpstreamFailure::BadAnswer,
+                            format!("the stream broke off: {e}"),
+                        )
+                    })?;
                     self.buffer.extend_from_slice(chunk.as_ref());
                 }
             }

@@ -22,15 +22,20 @@ use model::{Model, MAX_BATCH};
 use vocab::HubVocab;
 
 use super::{
-    logits::{self, LogitsModel, TokenText},
-    score::{ScoreWindow, TextScore},
-    ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
+    logits::{LogitsEngine, LogitsModel},
+    EngineError, EngineFacts,
 };
 
-impl LogitsModel for Model {
+/// The forward pass with what was loaded into it.
+pub struct BitnetModel {
+    model: Model,
+    summary: BitnetSummary,
+}
+
+impl LogitsModel for BitnetModel {
     fn forward_last(&mut self, tokens: &[u32], position: usize) -> Result<&mut [f32], EngineError> {
-        check_fits(tokens.len(), position, self.context())?;
-        Ok(Model::forward_last(self, tokens, position))
+        check_fits(tokens.len(), position, self.model.context())?;
+        Ok(self.model.forward_last(tokens, position))
     }
 
     fn forward_all(
@@ -38,8 +43,8 @@ impl LogitsModel for Model {
         tokens: &[u32],
         position: usize,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        check_fits(tokens.len(), position, self.context())?;
-        Ok(Model::forward_all(self, tokens, position))
+        check_fits(tokens.len(), position, self.model.context())?;
+        Ok(self.model.forward_all(tokens, position))
     }
 
     fn prefill_batch(&self) -> usize {
@@ -71,14 +76,10 @@ pub struct BitnetSummary {
     pub ternary_parameters: usize,
 }
 
-pub struct BitnetEngine {
-    model: Model,
-    vocab: HubVocab,
-    facts: EngineFacts,
-    summary: BitnetSummary,
-}
+/// The BitNet engine: our ternary forward pass and the hub's vocabulary.
+pub type BitnetEngine = LogitsEngine<BitnetModel, HubVocab>;
 
-impl BitnetEngine {
+impl LogitsEngine<BitnetModel, HubVocab> {
     /// Loads a checkpoint folder (config.json, model.safetensors or its shards, tokenizer.json,
     /// and optionally tokenizer_config.json and generation_config.json).
     ///
@@ -131,68 +132,13 @@ impl BitnetEngine {
             threads: threads.max(1),
         };
         Ok(Self {
-            model,
+            model: BitnetModel { model, summary },
             vocab,
             facts,
-            summary,
         })
     }
 
     pub fn summary(&self) -> &BitnetSummary {
-        &self.summary
-    }
-
-    /// Token ids for a rendered prompt, exactly as generation feeds them.
-    pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
-        TokenText::encode_prompt(&self.vocab, prompt)
-    }
-
-    /// The logits after every one of `tokens` (a new sequence), one row each.
-    pub fn logits_for(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
-        LogitsModel::forward_all(&mut self.model, tokens, 0)
-    }
-}
-
-impl ChatEngine for BitnetEngine {
-    fn facts(&self) -> &EngineFacts {
-        &self.facts
-    }
-
-    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
-        Ok(self.tokenize_prompt(prompt)?.len())
-    }
-
-    fn generate(
-        &mut self,
-        prompt: &str,
-        sampling: &ResolvedSampling,
-        sink: &mut dyn TokenSink,
-    ) -> Result<GenerationStats, EngineError> {
-        let context = self.facts.context_size;
-        logits::generate(
-            &mut self.model,
-            &self.vocab,
-            prompt,
-            context,
-            sampling,
-            sink,
-        )
-    }
-
-    fn score(
-        &mut self,
-        text: &str,
-        window: ScoreWindow,
-        cancelled: &mut dyn FnMut() -> bool,
-    ) -> Result<TextScore, EngineError> {
-        let context = self.facts.context_size;
-        logits::score(
-            &mut self.model,
-            &self.vocab,
-            text,
-            window,
-            context,
-            cancelled,
-        )
+        &self.model.summary
     }
 }

@@ -13,9 +13,8 @@ use model::Transformer;
 
 use super::{
     gguf,
-    logits::{self, LogitsModel, TokenText},
-    score::{ScoreWindow, TextScore},
-    ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
+    logits::{LogitsEngine, LogitsModel, TokenText},
+    EngineError, EngineFacts,
 };
 pub use vocab::{GgufVocab, VocabError};
 
@@ -26,12 +25,12 @@ const PREFILL_BATCH: usize = 512;
 const SCORE_BATCH: usize = 64;
 
 /// Our forward pass, answering in plain vectors and engine errors.
-struct Model {
+pub struct CandleModel {
     transformer: Transformer,
     last_logits: Vec<f32>,
 }
 
-impl LogitsModel for Model {
+impl LogitsModel for CandleModel {
     fn forward_last(&mut self, tokens: &[u32], position: usize) -> Result<&mut [f32], EngineError> {
         self.last_logits = self
             .transformer
@@ -83,11 +82,8 @@ impl TokenText for GgufVocab {
     }
 }
 
-pub struct CandleEngine {
-    model: Model,
-    vocab: GgufVocab,
-    facts: EngineFacts,
-}
+/// The candle engine: our forward pass and the file's own vocabulary.
+pub type CandleEngine = LogitsEngine<CandleModel, GgufVocab>;
 
 /// Threads candle's matmul pool uses: `CANDLE_NUM_THREADS`, which `quantlab` sets from
 /// `--threads` at start-up, else candle's own default (physical cores).
@@ -112,7 +108,7 @@ pub fn keep_ggml_activation_blocks() {
     }
 }
 
-impl CandleEngine {
+impl LogitsEngine<CandleModel, GgufVocab> {
     /// Loads a GGUF chat model (llama or qwen2 architecture) and runs one warm-up token.
     ///
     /// # Errors
@@ -159,7 +155,7 @@ impl CandleEngine {
                 gguf::candle_cause(&e)
             ))
                 })?;
-        let model = Model {
+        let model = CandleModel {
             transformer,
             last_logits: Vec::new(),
         };
@@ -178,59 +174,5 @@ impl CandleEngine {
         let warm_up = engine.vocab.bos_id.unwrap_or(0);
         engine.model.forward_last(&[warm_up], 0)?;
         Ok(engine)
-    }
-
-    /// Token ids for a rendered prompt, exactly as generation would feed them.
-    pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
-        TokenText::encode_prompt(&self.vocab, prompt)
-    }
-
-    /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
-    pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
-        logits::top1_predictions(&mut self.model, tokens, self.facts.context_size)
-    }
-}
-
-impl ChatEngine for CandleEngine {
-    fn facts(&self) -> &EngineFacts {
-        &self.facts
-    }
-
-    fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
-        Ok(self.tokenize_prompt(prompt)?.len())
-    }
-
-    fn generate(
-        &mut self,
-        prompt: &str,
-        sampling: &ResolvedSampling,
-        sink: &mut dyn TokenSink,
-    ) -> Result<GenerationStats, EngineError> {
-        let context = self.facts.context_size;
-        logits::generate(
-            &mut self.model,
-            &self.vocab,
-            prompt,
-            context,
-            sampling,
-            sink,
-        )
-    }
-
-    fn score(
-        &mut self,
-        text: &str,
-        window: ScoreWindow,
-        cancelled: &mut dyn FnMut() -> bool,
-    ) -> Result<TextScore, EngineError> {
-        let context = self.facts.context_size;
-        logits::score(
-            &mut self.model,
-            &self.vocab,
-            text,
-            window,
-            context,
-            cancelled,
-        )
     }
 }
