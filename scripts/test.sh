@@ -29,26 +29,60 @@ fi
 say "cargo test (unit + integration, real model)"
 cargo test --release --no-default-features --features ssr
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Starts `quantlab serve` on PORT with conversations in a fresh folder (extra arguments are
+# environment settings, e.g. DATABASE_URL=…) and waits until it answers /health.
+SERVERS=()
+start_server() {
+  local port="$1"; shift
+  local log; log="$(mktemp)"
+  env "$@" LEPTOS_SITE_ROOT=target/site QUANTLAB_CONVERSATIONS_DIR="$(mktemp -d)" QUANTLAB_BENCH_DIR="$(mktemp -d)" \
+    "$BIN" serve --addr "127.0.0.1:$port" --queue 8 >"$log" 2>&1 &
+  local pid=$!
+  SERVERS+=("$pid")
+  for _ in $(seq 1 120); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 0.5
+  done
+  curl -fsS "http://127.0.0.1:$port/health" >&2; echo >&2
+  say "server on http://127.0.0.1:$port (log: $log)"
+}
+
+# A throwaway PostgreSQL cluster (initdb refuses root: run its tools as `postgres` then).
+PG_DIR=""
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  for pid in "${SERVERS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "$PG_DIR" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}
+trap cleanup EXIT
+
 PORT="${QUANTLAB_TEST_PORT:-3999}"
 export QUANTLAB_E2E_URL="http://127.0.0.1:$PORT"
-LOG="$(mktemp)"
-# The browser tests save conversations; keep them out of the checkout's conversations/.
-E2E_CONVERSATIONS="$(mktemp -d)"
-say "starting the server on $QUANTLAB_E2E_URL (log: $LOG)"
-LEPTOS_SITE_ROOT=target/site QUANTLAB_CONVERSATIONS_DIR="$E2E_CONVERSATIONS" QUANTLAB_BENCH_DIR="$(mktemp -d)" \
-  "$BIN" serve --addr "127.0.0.1:$PORT" --queue 8 >"$LOG" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -fsS "$QUANTLAB_E2E_URL/health" >/dev/null 2>&1 && break
-  kill -0 $SERVER 2>/dev/null || { cat "$LOG"; exit 1; }
-  sleep 0.5
-done
-curl -fsS "$QUANTLAB_E2E_URL/health"; echo
+start_server "$PORT"
 
 say "openai Python client against /v1"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40,<3"
 "$VENV/bin/python" tests/openai_client.py "$QUANTLAB_E2E_URL/v1"
 
-say "Playwright (Chromium, 1280px and 390px)"
-(cd end2end && npx playwright test)
+say "Playwright (Chromium, 1280px and 390px), conversations in JSON files"
+(cd end2end && QUANTLAB_E2E_BACKEND=json npx playwright test)
+
+say "Playwright again, against a server that keeps conversations in PostgreSQL"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+PG_DIR="$(mktemp -d)"
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PG_DIR"; fi
+PG_PORT="$(free_port)"
+as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U quantlab -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+PG_E2E_PORT="$(free_port)"
+start_server "$PG_E2E_PORT" DATABASE_URL="postgres://quantlab@127.0.0.1:$PG_PORT/postgres"
+curl -fsS "http://127.0.0.1:$PG_E2E_PORT/api/persistence" | grep -q '"backend":"postgres"' \
+  || { echo "the PostgreSQL-backed server does not save to PostgreSQL" >&2; exit 1; }
+(cd end2end && QUANTLAB_E2E_URL="http://127.0.0.1:$PG_E2E_PORT" QUANTLAB_E2E_BACKEND=postgres npx playwright test)

@@ -82,7 +82,7 @@ pub async fn results(
     let app = state.app.clone();
     let runs = tokio::task::spawn_blocking(move || app.bench.results.list())
         .await
-        .map_err(|e| AppError::Internal(format!("reading bench results: {e}")))?;
+        .map_err(|e| AppError::internal(format!("reading bench results: {e}")))?;
     match query.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(serde_json::json!({ "runs": runs })).into_response()),
         "csv" => Ok((

@@ -33,7 +33,7 @@ pub async fn bench_runs() -> Result<Vec<BenchRun>, AppError> {
     let app = state.app.clone();
     tokio::task::spawn_blocking(move || app.bench.results.list())
         .await
-        .map_err(|e| AppError::Internal(format!("reading bench results: {e}")))
+        .map_err(|e| AppError::internal(format!("reading bench results: {e}")))
 }
 
 /// This machine, as a new run would record it.

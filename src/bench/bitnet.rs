@@ -23,10 +23,6 @@ pub struct BitnetBenchArgs {
     pub prompt_tokens: usize,
 }
 
-/// Microsoft's bitnet.cpp on these shapes, 2 threads, on a machine like ours (the issue's
-/// orientation figure; not measured here).
-const BITNET_CPP_I2_S_TOK_S: f64 = 12.3;
-
 const GIB: f64 = (1u64 << 30) as f64;
 
 pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
@@ -133,10 +129,6 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
             portable / simd
         );
     }
-    println!(
-        "for orientation (not measured here): bitnet.cpp I2_S ~{BITNET_CPP_I2_S_TOK_S} tok/s on these shapes at 2 threads -> {:.2}x",
-        decode_tok_s / BITNET_CPP_I2_S_TOK_S
-    );
     Ok(())
 }
 

@@ -65,6 +65,13 @@ pub struct BenchArgs {
 }
 
 pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
+    if common.database_url.is_some() {
+        // The flag is global; say what it does here rather than silently ignore it.
+        eprintln!(
+            "note: bench runs are stored as files in {} (or --json); DATABASE_URL is used for conversations only",
+            common.bench_dir.display()
+        );
+    }
     if args.bitnet {
         if !(1..=4096).contains(&args.tokens) || !(1..=4096).contains(&args.prompt_tokens) {
             bail!("--tokens and --prompt-tokens must be 1 to 4096");

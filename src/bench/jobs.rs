@@ -127,7 +127,7 @@ impl BenchJobs {
             });
         if let Err(e) = spawned {
             app.bench.lock().running = None;
-            return Err(AppError::Internal(format!(
+            return Err(AppError::internal(format!(
                 "cannot start the bench thread: {e}"
             )));
         }

@@ -207,14 +207,19 @@ fn bench_http(
         let store = std::sync::Arc::new(crate::storage::json::JsonStore::open(scratch.path())?);
         let app = crate::state::App::new(settings, registry.clone(), store);
         let router = crate::server::router(
-            app,
+            app.clone(),
             leptos::config::LeptosOptions::builder()
                 .output_name("quantlab")
                 .build(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        tokio::spawn(crate::server::connections::accept(
+            listener,
+            router,
+            app.settings.limits.clone(),
+            app.shutdown.clone(),
+        ));
         let client = reqwest::Client::new();
         let mut runs = Vec::new();
         for run in 0..=args.repeats {

@@ -20,9 +20,13 @@ use super::{
 };
 use crate::{
     config::Settings,
-    inference::{memory, workers::WorkerPool, ResolvedSampling, ScoreWindow},
+    inference::{
+        memory,
+        workers::{Reply, WorkerPool},
+        ResolvedSampling, ScoreWindow,
+    },
     registry::Registry,
-    types::{ChatEvent, ChatMessage, Role},
+    types::{ChatMessage, Role},
 };
 
 /// The perplexity text and its name (source and licence: bench/texts/README.md).
@@ -219,14 +223,15 @@ fn generate(
         .submit(id, messages, sampling.clone(), submitted)
         .map_err(|e| e.to_string())?;
     let (mut first, mut last) = (None, None);
-    while let Some(event) = generation.events.blocking_recv() {
-        match event {
-            ChatEvent::Token { .. } => {
+    while let Some(reply) = generation.replies.blocking_recv() {
+        match reply {
+            Reply::Queued { .. } => {}
+            Reply::Token(_) => {
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = Some(now);
             }
-            ChatEvent::Done { metrics } => {
+            Reply::Done(metrics) => {
                 let ms = |t: Instant| t.duration_since(submitted).as_secs_f64() * 1e3;
                 let observed_decode_tok_s = match (first, last) {
                     (Some(f), Some(l)) if metrics.generated_tokens > 1 && l > f => Some(
@@ -241,8 +246,7 @@ fn generate(
                     metrics,
                 });
             }
-            ChatEvent::Error { message, .. } => return Err(message),
-            ChatEvent::Saved { .. } => {}
+            Reply::Failed(error) => return Err(error.to_string()),
         }
     }
     Err(format!(

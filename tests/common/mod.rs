@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod tiny_bitnet;
 
 use std::{
@@ -63,8 +64,26 @@ pub fn spawn_server_with(settings: Settings, registry: Registry) -> (String, Arc
                 .await
                 .expect("bind");
             let url = format!("http://{}", listener.local_addr().expect("addr"));
-            tx.send((url, app)).expect("send");
-            axum::serve(listener, router).await.expect("serve");
+            // As `serve` does: the default model loads at start-up, and the server is handed
+            // over once it has (the OpenAI API answers 503 `model_loading` before).
+            if app.settings.preload_default {
+                let id = app.registry.default_id.clone();
+                if app.pool.runnable(&id).is_ok() {
+                    app.pool.preload(&id).expect("preload");
+                    while !app.pool.is_loaded(&id) && app.pool.load_error(&id).is_none() {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            tx.send((url, app.clone())).expect("send");
+            // The product's own accept loop: header deadline, write cut-off, connection info.
+            quantlab::server::connections::accept(
+                listener,
+                router,
+                app.settings.limits.clone(),
+                app.shutdown.clone(),
+            )
+            .await;
         });
     });
     rx.recv().expect("server started")
