@@ -7,40 +7,22 @@
 
 mod common;
 
+use common::client::{next_event, start_socket, Socket};
 use common::{settings, spawn_server, MODEL};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use quantlab::storage::NewConversation;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn start(url: &str, conversation: &str, question: &str, max_tokens: u32) -> Socket {
-    let ws = url.replacen("http://", "ws://", 1);
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/chat"))
-        .await
-        .unwrap();
-    let start = json!({ "start": {
+    let request = json!({
         "model": MODEL,
         "messages": [{ "role": "user", "content": question }],
         "sampling": { "temperature": 0.0, "max_tokens": max_tokens, "seed": 11 },
         "conversation_id": conversation,
-    }});
-    socket.send(Message::text(start.to_string())).await.unwrap();
-    socket
-}
-
-/// The next JSON event; `None` once the server closes.
-async fn next_event(socket: &mut Socket) -> Option<Value> {
-    loop {
-        match socket.next().await? {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
+    });
+    start_socket(url, "/ws/chat", request).await
 }
 
 #[tokio::test]

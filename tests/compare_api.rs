@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::client::{next_event, start_socket};
 use common::{parse_sse, shared_server, MODEL};
 use serde_json::{json, Value};
 
@@ -110,43 +111,14 @@ async fn model_lists_outside_two_to_four_or_with_unknown_ids_are_refused() {
     assert_eq!(status, 404, "{text}");
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn compare_socket(url: &str, request: Value) -> Socket {
-    use futures::SinkExt;
-    let ws = url.replacen("http://", "ws://", 1);
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/compare"))
-        .await
-        .unwrap();
-    socket
-        .send(tokio_tungstenite::tungstenite::Message::text(
-            json!({ "start": request }).to_string(),
-        ))
-        .await
-        .unwrap();
-    socket
-}
-
-async fn next_event(socket: &mut Socket) -> Option<Value> {
-    use futures::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        match socket.next().await? {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
-}
-
 #[tokio::test]
 async fn stop_on_the_compare_socket_stops_every_slot_running_together() {
     use futures::SinkExt;
     let url = shared_server();
     let candle = "smollm2-135m-instruct-candle";
-    let mut socket = compare_socket(
+    let mut socket = start_socket(
         url,
+        "/ws/compare",
         json!({
             "models": [MODEL, candle],
             "messages": [{ "role": "user", "content": "Write a very long story about a lighthouse keeper." }],
@@ -193,8 +165,9 @@ async fn stop_on_the_compare_socket_stops_every_slot_running_together() {
 async fn stop_in_turn_skips_the_models_not_yet_run() {
     use futures::SinkExt;
     let url = shared_server();
-    let mut socket = compare_socket(
+    let mut socket = start_socket(
         url,
+        "/ws/compare",
         json!({
             "models": [MODEL, MODEL, MODEL],
             "messages": [{ "role": "user", "content": "Write a very long story about a lighthouse keeper." }],

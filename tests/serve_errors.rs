@@ -11,6 +11,7 @@ mod common;
 use std::{os::unix::process::CommandExt, time::Duration};
 
 use common::binary::{command, Binary};
+use common::client::{create_conversation, get_json};
 use serde_json::{json, Value};
 
 async fn server_in(folder: &std::path::Path, extra: &[&str]) -> Binary {
@@ -57,16 +58,7 @@ async fn an_internal_failure_names_a_request_id_and_hides_the_detail() {
     let folder = tempfile::tempdir().unwrap();
     let server = server_in(folder.path(), &[]).await;
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{}/api/conversations", server.url))
-        .json(&json!({ "title": "doomed" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap();
+    let id = create_conversation(&server.url, json!({ "title": "doomed" })).await;
     // The file turns into a folder behind the server's back: deleting it fails (EISDIR).
     let file = folder.path().join(format!("{id}.json"));
     std::fs::remove_file(&file).unwrap();
@@ -121,16 +113,11 @@ async fn a_full_disk_is_507_and_the_saved_conversation_is_intact() {
     let mut server = Binary::serve(cmd, &["--lazy"]);
     server.wait_listening().await;
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{}/api/conversations", server.url))
-        .json(&json!({ "title": "kept", "messages": [{ "role": "user", "content": "small" }] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap();
+    let id = create_conversation(
+        &server.url,
+        json!({ "title": "kept", "messages": [{ "role": "user", "content": "small" }] }),
+    )
+    .await;
     let before = std::fs::read(folder.path().join(format!("{id}.json"))).unwrap();
     let response = client
         .post(format!("{}/api/conversations/{id}/messages", server.url))
@@ -156,14 +143,7 @@ async fn a_full_disk_is_507_and_the_saved_conversation_is_intact() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left behind");
-    let still: Value = client
-        .get(format!("{}/api/conversations/{id}", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let still = get_json(&format!("{}/api/conversations/{id}", server.url)).await;
     assert_eq!(still["messages"].as_array().unwrap().len(), 1);
 }
 

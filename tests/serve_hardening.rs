@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::binary::{command, Binary};
+use common::client::{create_conversation, get_json};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
@@ -311,16 +312,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_model_is_freed() {
     let mut server = Binary::serve(cmd, &["--send-timeout", "1s"]);
     server.wait_ready().await;
     let client = reqwest::Client::new();
-    let conversation: Value = client
-        .post(format!("{}/api/conversations", server.url))
-        .json(&json!({ "title": "never read" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = conversation["id"].as_str().unwrap().to_string();
+    let id = create_conversation(&server.url, json!({ "title": "never read" })).await;
 
     // A client with a tiny receive window that asks for a very long reply and never reads.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -367,14 +359,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_model_is_freed() {
     // The stalled reply is saved as far as it got, marked interrupted.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stored: Value = client
-            .get(format!("{}/api/conversations/{id}", server.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stored = get_json(&format!("{}/api/conversations/{id}", server.url)).await;
         let messages = stored["messages"].as_array().unwrap();
         if messages.len() == 2 {
             assert_eq!(messages[1]["interrupted"], true, "{stored}");

@@ -12,6 +12,7 @@ mod pg;
 use std::time::{Duration, Instant};
 
 use common::binary::{command, files_in, Binary};
+use common::client::{create_conversation, get_json};
 use diesel::{pg::PgConnection, sql_types, Connection, QueryableByName, RunQueryDsl};
 use pg::PgCluster;
 use serde_json::{json, Value};
@@ -85,19 +86,14 @@ async fn serve_stores_in_postgres_falls_back_to_files_and_imports_back_once() {
     // The cluster trusts loopback, so the URL's password is accepted and must never be shown.
     assert!(!server.log().contains(SECRET) && !status.to_string().contains(SECRET));
 
-    let created: Value = client
-        .post(format!("{url}/api/conversations"))
-        .json(&json!({ "title": "Kept in PostgreSQL", "messages": [
+    let id = create_conversation(
+        &url,
+        json!({ "title": "Kept in PostgreSQL", "messages": [
             { "role": "user", "content": "first question" },
             { "role": "assistant", "content": "first answer" },
-        ]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().expect("created").to_string();
+        ]}),
+    )
+    .await;
     assert_eq!(messages_in_database(&cluster.url(), &id), 2);
     assert!(
         files_in(folder.path(), ".json").is_empty(),
@@ -141,14 +137,7 @@ async fn serve_stores_in_postgres_falls_back_to_files_and_imports_back_once() {
     assert!(files_in(folder.path(), ".json").is_empty());
     let imported = folder.path().join("imported").join(format!("{id}.json"));
     assert!(imported.is_file(), "imported files are kept aside");
-    let conversation: Value = client
-        .get(format!("{url}/api/conversations/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversation = get_json(&format!("{url}/api/conversations/{id}")).await;
     assert_eq!(conversation["title"], "Kept in PostgreSQL");
     let texts: Vec<&str> = conversation["messages"]
         .as_array()
@@ -216,13 +205,6 @@ async fn serve_with_an_unreachable_database_starts_on_files_and_says_so() {
         assert!(Instant::now() < deadline, "not back on PostgreSQL");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let conversation: Value = client
-        .get(format!("{}/api/conversations/{id}", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conversation = get_json(&format!("{}/api/conversations/{id}", server.url)).await;
     assert_eq!(conversation["title"], "Born offline");
 }

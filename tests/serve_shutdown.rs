@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::binary::{command, Binary};
-use futures::{SinkExt, StreamExt};
+use common::client::{create_conversation, start_socket, Socket};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,38 +27,23 @@ async fn start(grace: &str) -> Chat {
     cmd.arg("--conversations-dir").arg(folder.path());
     let mut server = Binary::serve(cmd, &["--shutdown-grace", grace]);
     server.wait_ready().await;
-    let created: Value = reqwest::Client::new()
-        .post(format!("{}/api/conversations", server.url))
-        .json(&json!({ "title": "shutdown" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id = create_conversation(&server.url, json!({ "title": "shutdown" })).await;
     Chat {
-        conversation: created["id"].as_str().unwrap().to_string(),
+        conversation: id,
         server,
         folder,
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Opens a chat socket and waits for its first token.
 async fn open_chat(chat: &Chat, prompt: &str, max_tokens: u32) -> Socket {
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws/chat", chat.server.port))
-            .await
-            .unwrap();
-    let start = json!({ "start": {
+    let request = json!({
         "model": common::MODEL,
         "messages": [{ "role": "user", "content": prompt }],
         "sampling": { "temperature": 0.0, "repeat_penalty": 1.0, "max_tokens": max_tokens, "seed": 3 },
         "conversation_id": chat.conversation,
-    }});
-    socket.send(Message::text(start.to_string())).await.unwrap();
+    });
+    let mut socket = start_socket(&chat.server.url, "/ws/chat", request).await;
     loop {
         let text = match socket.next().await {
             Some(Ok(Message::Text(text))) => text,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     chat::{chat_event, error_event},
-    socket::{client_address, upgrade, Incoming, Socket},
+    socket::{upgrade, Incoming, Socket},
 };
 use crate::{
     error::AppError,
@@ -31,12 +31,8 @@ pub async fn chat(
     client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    let ws =
-        ws.map_err(|e| AppError::BadRequest(format!("this endpoint speaks websocket only: {e}")))?;
     let app = state.app.clone();
-    upgrade(&state.app, client_address(client), ws, move |socket| {
-        session(app, socket)
-    })
+    upgrade(&state.app, client, ws, move |socket| session(app, socket))
 }
 
 /// Saves the reply (complete or interrupted) with its provenance.

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     chat::{chat_event, check_chat, error_event},
     json::ApiJson,
-    socket::{client_address, upgrade, Incoming, Socket},
+    socket::{upgrade, Incoming, Socket},
 };
 use crate::{
     error::AppError,
@@ -270,12 +270,8 @@ pub async fn compare_socket(
     client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    let ws =
-        ws.map_err(|e| AppError::BadRequest(format!("this endpoint speaks websocket only: {e}")))?;
     let app = state.app.clone();
-    upgrade(&state.app, client_address(client), ws, move |socket| {
-        session(app, socket)
-    })
+    upgrade(&state.app, client, ws, move |socket| session(app, socket))
 }
 
 async fn session(app: Arc<App>, mut socket: Socket) {

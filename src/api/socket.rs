@@ -13,7 +13,10 @@ use std::{
 
 use axum::{
     extract::{
-        ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade},
+        ws::{
+            close_code, rejection::WebSocketUpgradeRejection, CloseFrame, Message, WebSocket,
+            WebSocketUpgrade,
+        },
         ConnectInfo,
     },
     response::Response,
@@ -109,14 +112,17 @@ pub struct Socket {
 /// with the transport limits; `session` runs on the open socket.
 pub fn upgrade<F, Fut>(
     app: &Arc<App>,
-    client: Option<SocketAddr>,
-    upgrade: WebSocketUpgrade,
+    client: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     session: F,
 ) -> Result<Response, AppError>
 where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let upgrade = upgrade
+        .map_err(|e| AppError::BadRequest(format!("this endpoint speaks websocket only: {e}")))?;
+    let client = client.map(|axum::Extension(ConnectInfo(address))| address);
     if app.shutdown.phase() != Phase::Running {
         return Err(AppError::ShuttingDown(
             "the server is shutting down and takes no new connections; retry in a moment".into(),
@@ -283,11 +289,4 @@ impl Socket {
             Incoming::Message(_) | Incoming::Gone => self.finish().await,
         }
     }
-}
-
-/// The client's address, when the connection came through our listener.
-pub fn client_address(
-    info: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
-) -> Option<SocketAddr> {
-    info.map(|axum::Extension(ConnectInfo(address))| address)
 }

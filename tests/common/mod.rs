@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod client;
 pub mod tiny_bitnet;
 
 use std::{

@@ -1,0 +1,65 @@
+//! What every HTTP and websocket test does the same way: read JSON, create a conversation, open a
+//! streaming socket and read its events.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// GET `url` and parse the body as JSON, whatever the status.
+pub async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// POST `body` as JSON to `url` and parse the answer as JSON, whatever the status.
+pub async fn post_json(url: &str, body: &Value) -> Value {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Creates a conversation through the REST API (`fields` as the API takes them) and returns its id.
+pub async fn create_conversation(base: &str, fields: Value) -> String {
+    let created = post_json(&format!("{base}/api/conversations"), &fields).await;
+    created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not created: {created}"))
+        .to_string()
+}
+
+/// A conversation with only a title.
+pub async fn titled_conversation(base: &str, title: &str) -> String {
+    create_conversation(base, json!({ "title": title })).await
+}
+
+/// Opens the websocket at `path` of the server at `base` (http://…) and sends `{"start": request}`.
+pub async fn start_socket(base: &str, path: &str, request: Value) -> Socket {
+    let ws = base.replacen("http://", "ws://", 1);
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}{path}"))
+        .await
+        .unwrap();
+    socket
+        .send(Message::text(json!({ "start": request }).to_string()))
+        .await
+        .unwrap();
+    socket
+}
+
+/// The next JSON event; `None` once the server closes.
+pub async fn next_event(socket: &mut Socket) -> Option<Value> {
+    loop {
+        match socket.next().await? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
