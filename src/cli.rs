@@ -85,7 +85,11 @@ pub struct ServeArgs {
     /// Context window per loaded model, in tokens.
     #[arg(long, env = "QUANTLAB_CONTEXT", default_value_t = 4096)]
     pub context: u32,
-    /// Requests that may wait per model before new ones get 503.
+    /// Replies one model runs together (continuous batching on llama.cpp models); each slot
+    /// keeps a KV cache of `--context` tokens. 0 means the default (4).
+    #[arg(long, env = "QUANTLAB_PARALLEL", default_value_t = crate::config::DEFAULT_PARALLEL)]
+    pub parallel: usize,
+    /// Requests that may wait per model, beyond those running, before new ones get 503.
     #[arg(long, env = "QUANTLAB_QUEUE", default_value_t = 4)]
     pub queue: usize,
     /// Load the default model on first use instead of at start-up.
@@ -226,6 +230,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.threads = threads.max(1);
             }
             settings.limits.queue_capacity = args.queue.max(1);
+            if args.parallel > 0 {
+                settings.parallel = args.parallel.min(64);
+            }
             let limits = &mut settings.limits;
             let timeouts = [
                 (args.header_timeout, &mut limits.header_read_timeout),

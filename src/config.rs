@@ -66,6 +66,9 @@ impl Default for Limits {
     }
 }
 
+/// Replies run together per model by default: see the README's batching measurements.
+pub const DEFAULT_PARALLEL: usize = 4;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The model registry file.
@@ -74,8 +77,11 @@ pub struct Settings {
     pub models_dir: PathBuf,
     /// CPU threads per model worker.
     pub threads: u32,
-    /// Context window per loaded model (capped by the model's own).
+    /// Context window per reply (capped by the model's own).
     pub context_size: u32,
+    /// Replies one loaded model runs together (continuous batching, llama.cpp engine); each
+    /// slot holds a KV cache of `context_size` tokens.
+    pub parallel: usize,
     /// Load the default model at start-up rather than on first use.
     pub preload_default: bool,
     /// The JSON conversation folder (always present: the store of last resort).
@@ -105,6 +111,7 @@ impl Default for Settings {
             models_dir: PathBuf::from("models"),
             threads: Self::default_threads(),
             context_size: 4096,
+            parallel: DEFAULT_PARALLEL,
             preload_default: true,
             conversations_dir: PathBuf::from("conversations"),
             database_url: None,

@@ -37,6 +37,9 @@ pub struct SamplingParams {
     pub repeat_penalty: Option<f32>,
     pub max_tokens: Option<u32>,
     pub seed: Option<u64>,
+    /// Reuse the cached prompt prefix (default true), as llama-server's `cache_prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_prompt: Option<bool>,
 }
 
 /// What the browser sends to start a reply.
@@ -122,6 +125,10 @@ pub struct GenerationMetrics {
     pub model: String,
     pub engine: String,
     pub prompt_tokens: u32,
+    /// Leading prompt tokens whose KV cache was reused (an earlier turn, a shared system
+    /// prompt): not evaluated again, and not counted in `prompt_tokens_per_s`.
+    #[serde(default)]
+    pub cached_prompt_tokens: u32,
     /// Time spent evaluating the prompt (prefill) until the first token was sampled.
     pub prompt_ms: f64,
     pub prompt_tokens_per_s: f64,
@@ -139,6 +146,9 @@ pub struct GenerationMetrics {
     pub finish_reason: Option<FinishReason>,
     pub threads: u32,
     pub seed: u64,
+    /// The most other replies decoded in the same forward passes as this one (batching).
+    #[serde(default)]
+    pub batch_peers: u32,
 }
 
 /// One event of a streamed reply.

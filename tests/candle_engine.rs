@@ -55,6 +55,7 @@ impl TokenSink for Collect {
 
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
+        cache_prompt: true,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -169,6 +170,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
     let (_, mut candle) = engines();
     let prompt = chat_prompt(candle.facts(), "Tell me a story about a dragon.");
     let sampling = ResolvedSampling {
+        cache_prompt: true,
         temperature: 0.9,
         top_p: 0.95,
         top_k: 40,
@@ -182,6 +184,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
             .generate(
                 &prompt,
                 &ResolvedSampling {
+                    cache_prompt: true,
                     seed,
                     ..sampling.clone()
                 },

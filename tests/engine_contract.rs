@@ -69,6 +69,7 @@ fn user(text: &str) -> Vec<ChatMessage> {
 
 fn sampling(temperature: f32, seed: u32, max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
+        cache_prompt: true,
         temperature,
         top_p: 0.95,
         top_k: 40,
@@ -235,6 +236,18 @@ fn llama_cpp_keeps_the_contract() {
     let mut engine = LlamaCppEngine::load(&path, CONTEXT, 2).expect("the default model loads");
     run_contract(Subject {
         name: "llama.cpp",
+        engine: &mut engine,
+        trained: true,
+    });
+}
+
+#[test]
+fn llama_cpp_with_batch_slots_keeps_the_contract() {
+    let path = common::models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut engine =
+        LlamaCppEngine::load_with_slots(&path, CONTEXT, 2, 4).expect("the default model loads");
+    run_contract(Subject {
+        name: "llama.cpp, 4 slots",
         engine: &mut engine,
         trained: true,
     });

@@ -193,7 +193,9 @@ async fn a_prompt_longer_than_the_context_gets_400_with_token_counts() {
 
 #[tokio::test]
 async fn a_full_queue_gets_503_with_retry_after_and_never_hangs() {
+    // One slot: a second reply waits instead of joining the first's batch.
     let (url, app) = spawn_server(quantlab::config::Settings {
+        parallel: 1,
         limits: quantlab::config::Limits {
             queue_capacity: 1,
             ..Default::default()

@@ -291,6 +291,7 @@ fn stop_ends_a_remote_reply_within_one_token() {
         content: "Write a long story about a lighthouse keeper.".into(),
     }];
     let sampling = ResolvedSampling {
+        cache_prompt: true,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

@@ -310,7 +310,8 @@ async fn with_an_api_key_only_the_key_or_a_login_opens_anything() {
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_requests_hear_the_model_loading_and_their_place_in_line() {
     let folder = tempfile::tempdir().unwrap();
-    let server = server_in(folder.path(), &[]).await;
+    // One slot, so a second reply waits in line rather than joining the first's batch.
+    let server = server_in(folder.path(), &["--parallel", "1"]).await;
     let client = reqwest::Client::new();
     // The OpenAI API says what /health says while the model loads, and starts the load.
     let early = client

@@ -67,6 +67,7 @@ impl From<CompareBody> for CompareRequest {
                 repeat_penalty: body.repeat_penalty,
                 max_tokens: body.max_tokens,
                 seed: body.seed,
+                cache_prompt: None,
             },
             together: body.together,
         }

@@ -82,6 +82,9 @@ pub struct CompletionBody {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     seed: Option<u64>,
+    /// `false` evaluates the whole prompt again instead of reusing a cached prefix
+    /// (llama-server's extension; default true).
+    cache_prompt: Option<bool>,
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
@@ -132,6 +135,8 @@ fn usage(metrics: &GenerationMetrics) -> Value {
         "prompt_tokens": metrics.prompt_tokens,
         "completion_tokens": metrics.generated_tokens,
         "total_tokens": metrics.prompt_tokens + metrics.generated_tokens,
+        // OpenAI's field for prompt tokens served from the cache.
+        "prompt_tokens_details": { "cached_tokens": metrics.cached_prompt_tokens },
     })
 }
 
@@ -165,6 +170,7 @@ pub async fn chat_completions(
             repeat_penalty: body.repeat_penalty,
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
             seed: body.seed,
+            cache_prompt: body.cache_prompt,
         },
         conversation_id: None,
     };

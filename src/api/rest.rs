@@ -88,6 +88,9 @@ pub struct ChatStreamBody {
     repeat_penalty: Option<f32>,
     max_tokens: Option<u32>,
     seed: Option<u64>,
+    /// `false` evaluates the whole prompt again instead of reusing a cached prefix
+    /// (llama-server's extension; default true).
+    cache_prompt: Option<bool>,
 }
 
 pub async fn chat_stream(
@@ -107,6 +110,7 @@ pub async fn chat_stream(
             repeat_penalty: body.repeat_penalty,
             max_tokens: body.max_tokens,
             seed: body.seed,
+            cache_prompt: body.cache_prompt,
         },
         conversation_id: None,
     };

@@ -93,6 +93,7 @@ fn sampling(settings: &ChatSettings) -> Result<SamplingParams, String> {
         repeat_penalty: None,
         max_tokens: Some(settings.max_tokens.get_untracked()),
         seed,
+        cache_prompt: None,
     })
 }
 

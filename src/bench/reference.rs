@@ -105,6 +105,8 @@ pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
     };
     let prompt = format.render(&messages)?;
     let sampling = ResolvedSampling {
+        // Every run evaluates its whole prompt: prefill is what is measured.
+        cache_prompt: false,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

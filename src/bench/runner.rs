@@ -138,6 +138,8 @@ fn bench_model(
     result.file_bytes = info.size_bytes;
     result.file = registry.get(id).map(|e| e.file.clone());
     let sampling = ResolvedSampling {
+        // Every run evaluates its whole prompt: prefill is what is measured.
+        cache_prompt: false,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

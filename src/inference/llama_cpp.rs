@@ -1,6 +1,9 @@
-//! The llama.cpp engine (llama-cpp-2): GGUF loaded with mmap, one context reused across requests,
-//! prompt evaluated in batches, then one token per forward pass. Nothing of llama-cpp-2's API
-//! leaks out of this module: the rest of the app sees a `ChatEngine`.
+//! The llama.cpp engine (llama-cpp-2): GGUF loaded with mmap, one context reused across requests
+//! with several sequence slots, each with its own stream of the KV cache. Every forward pass decodes the next token
+//! of each running reply plus a chunk of the prompts being read (continuous batching, see
+//! `batch`), and a new prompt reuses the KV of the slot that already holds its longest prefix
+//! (prompt cache). Nothing of llama-cpp-2's API leaks out of this module: the rest of the app
+//! sees a `ChatEngine` and a `BatchEngine`.
 
 use std::{num::NonZeroU32, path::Path, sync::OnceLock, time::Instant};
 
@@ -14,15 +17,18 @@ use llama_cpp_2::{
 };
 
 use super::{
-    decode::{check_prompt, decode, DecodeStep},
+    batch::{generate_one, Admission, BatchEngine, Sampled},
+    decode::check_prompt,
     sampler::argmax,
     score::{token_nll, ScoreWindow, TextScore},
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
-use crate::types::FinishReason;
 
 /// Tokens evaluated per forward pass during prefill (llama.cpp's default).
 const PREFILL_BATCH: usize = 512;
+/// Prompt tokens read per forward pass while other replies are decoding: a long prompt is taken
+/// in chunks this size so the others keep getting tokens between them.
+const PREFILL_CHUNK_IN_COMPANY: usize = 128;
 /// Tokens per forward pass when scoring. Every scored position needs its logits kept, and
 /// llama.cpp keeps the output buffer at its high-water mark (rows × vocabulary × 4 bytes), so a
 /// small batch bounds that memory (39 MB for a 152k vocabulary).
@@ -58,9 +64,30 @@ self_cell::self_cell!(
     }
 );
 
+/// What a sequence slot is doing.
+enum SlotWork {
+    Idle,
+    /// Reading the prompt: these tokens are still to be evaluated.
+    Prefill(Vec<LlamaToken>),
+    /// Generating: this sampled token is fed in the next pass.
+    Decode(LlamaToken),
+}
+
+/// One sequence of the shared KV cache.
+struct Slot {
+    /// The tokens whose KV this sequence holds, in position order.
+    history: Vec<LlamaToken>,
+    work: SlotWork,
+    sampler: Option<LlamaSampler>,
+}
+
 pub struct LlamaCppEngine {
     inner: ModelWithContext,
     facts: EngineFacts,
+    slots: Vec<Slot>,
+    /// Slots in the order they were admitted: prompts are read first come, first served.
+    admitted: Vec<usize>,
+    batch: LlamaBatch<'static>,
 }
 
 impl LlamaCppEngine {
@@ -70,6 +97,21 @@ impl LlamaCppEngine {
     /// `EngineError::Load` when the file is missing or not a model llama.cpp can read, or the
     /// context cannot be allocated.
     pub fn load(path: &Path, context_size: u32, threads: u32) -> Result<Self, EngineError> {
+        Self::load_with_slots(path, context_size, threads, 1)
+    }
+
+    /// Loads a GGUF file with `slots` sequences that can run together, each with a context of
+    /// `context_size` tokens (the KV cache holds `slots × context_size` tokens).
+    ///
+    /// # Errors
+    /// As [`LlamaCppEngine::load`].
+    pub fn load_with_slots(
+        path: &Path,
+        context_size: u32,
+        threads: u32,
+        slots: usize,
+    ) -> Result<Self, EngineError> {
+        let slots = slots.clamp(1, 64);
         let backend = backend()?;
         let load_error = |detail: String| EngineError::Load {
             path: path.display().to_string(),
@@ -101,8 +143,14 @@ impl LlamaCppEngine {
             eos_token: piece(vocab.eos()),
             threads,
         };
+        // One KV stream per slot, each as long as the context, so a reply never fails for room
+        // another slot took. A unified cell pool was ~10% faster in company but interleaves the
+        // sequences' cells, which changes float summation order in attention: the same seed
+        // then gave another text in company than alone.
         let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(context_size))
+            .with_n_ctx(NonZeroU32::new(context_size * slots as u32))
+            .with_n_seq_max(slots as u32)
+            .with_kv_unified(false)
             .with_n_batch(PREFILL_BATCH as u32)
             .with_n_ubatch(PREFILL_BATCH as u32)
             .with_n_threads(threads as i32)
@@ -113,7 +161,19 @@ impl LlamaCppEngine {
                     "cannot create a context of {context_size} tokens: {e}"
                 ))
             })?;
-        let mut engine = Self { inner, facts };
+        let mut engine = Self {
+            inner,
+            facts,
+            slots: (0..slots)
+                .map(|_| Slot {
+                    history: Vec::new(),
+                    work: SlotWork::Idle,
+                    sampler: None,
+                })
+                .collect(),
+            admitted: Vec::new(),
+            batch: LlamaBatch::new(PREFILL_BATCH, 1),
+        };
         engine.warm_up()?;
         Ok(engine)
     }
@@ -127,6 +187,13 @@ impl LlamaCppEngine {
             ctx.clear_kv_cache();
             Ok(())
         })
+    }
+
+    /// The whole KV cache was cleared (scoring uses it too): no slot holds a prefix any more.
+    fn forget_cached_prompts(&mut self) {
+        for slot in &mut self.slots {
+            slot.history.clear();
+        }
     }
 
     /// Token ids for a rendered prompt, exactly as generation would feed them.
@@ -146,7 +213,7 @@ impl LlamaCppEngine {
                 context: self.facts.context_size,
             });
         }
-        self.inner.with_dependent_mut(|_, ctx| {
+        let predictions = self.inner.with_dependent_mut(|_, ctx| {
             ctx.clear_kv_cache_seq(None, None, None)
                 .map_err(inference_error)?;
             let mut predictions = Vec::with_capacity(tokens.len());
@@ -166,7 +233,9 @@ impl LlamaCppEngine {
             }
             ctx.clear_kv_cache();
             Ok(predictions)
-        })
+        });
+        self.forget_cached_prompts();
+        predictions
     }
 
     fn tokenize(model: &LlamaModel, prompt: &str) -> Vec<LlamaToken> {
@@ -209,33 +278,6 @@ fn build_sampler(model: &LlamaModel, s: &ResolvedSampling) -> LlamaSampler {
     LlamaSampler::chain_simple(chain)
 }
 
-/// One token at a time through llama.cpp, for the shared decode loop.
-struct Step<'a, 'model> {
-    model: &'model LlamaModel,
-    ctx: &'a mut Context<'model>,
-    batch: LlamaBatch<'static>,
-    sampler: LlamaSampler,
-}
-
-impl DecodeStep<LlamaToken> for Step<'_, '_> {
-    fn ends_reply(&self, token: LlamaToken) -> bool {
-        self.model.vocab().is_eog(token)
-    }
-
-    fn bytes(&self, token: LlamaToken) -> Vec<u8> {
-        self.model.vocab().token_to_piece(token, false, None)
-    }
-
-    fn next(&mut self, token: LlamaToken, position: usize) -> Result<LlamaToken, EngineError> {
-        self.batch.clear();
-        self.batch
-            .add(token, position as i32, &[0], true)
-            .map_err(inference_error)?;
-        self.ctx.decode(&mut self.batch).map_err(inference_error)?;
-        Ok(self.sampler.sample(self.ctx, 0))
-    }
-}
-
 impl ChatEngine for LlamaCppEngine {
     fn facts(&self) -> &EngineFacts {
         &self.facts
@@ -251,58 +293,11 @@ impl ChatEngine for LlamaCppEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError> {
-        let context = self.facts.context_size;
-        self.inner.with_dependent_mut(|model, ctx| {
-            let started = Instant::now();
-            let tokens = Self::tokenize(model, prompt);
-            let mut stats = GenerationStats {
-                prompt_tokens: tokens.len(),
-                ..Default::default()
-            };
-            check_prompt(tokens.len(), context)?;
-            // Drop the previous request's cells; the buffer itself is reused without a memset.
-            ctx.clear_kv_cache_seq(None, None, None)
-                .map_err(inference_error)?;
-            let mut sampler = build_sampler(model, sampling);
-            sampler.accept_many(&tokens);
+        generate_one(self, prompt, sampling, sink)
+    }
 
-            // Prefill in batches, checking for cancellation between them.
-            let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
-            let last_chunk = tokens.len().div_ceil(PREFILL_BATCH) - 1;
-            for (chunk_index, chunk) in tokens.chunks(PREFILL_BATCH).enumerate() {
-                if sink.cancelled() {
-                    stats.finish_reason = Some(FinishReason::Cancelled);
-                    return Ok(stats);
-                }
-                batch.clear();
-                let offset = chunk_index * PREFILL_BATCH;
-                for (i, token) in chunk.iter().enumerate() {
-                    let is_last = chunk_index == last_chunk && i == chunk.len() - 1;
-                    batch
-                        .add(*token, (offset + i) as i32, &[0], is_last)
-                        .map_err(inference_error)?;
-                }
-                ctx.decode(&mut batch).map_err(inference_error)?;
-            }
-            let first = sampler.sample(ctx, batch.n_tokens() - 1);
-            stats.prompt_secs = started.elapsed().as_secs_f64();
-
-            let mut step = Step {
-                model,
-                ctx,
-                batch,
-                sampler,
-            };
-            decode(
-                &mut step,
-                first,
-                context,
-                sampling.max_tokens,
-                sink,
-                &mut stats,
-            )?;
-            Ok(stats)
-        })
+    fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
+        Some(self)
     }
 
     fn score(
@@ -312,7 +307,7 @@ impl ChatEngine for LlamaCppEngine {
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
         let window = window.within(self.facts.context_size);
-        self.inner.with_dependent_mut(|model, ctx| {
+        let score = self.inner.with_dependent_mut(|model, ctx| {
             let started = Instant::now();
             let vocab = model.vocab();
             // Plain text: no special-token parsing, so markup in the text stays text.
@@ -361,6 +356,187 @@ impl ChatEngine for LlamaCppEngine {
             ctx.clear_kv_cache();
             score.secs = started.elapsed().as_secs_f64();
             Ok(score)
+        });
+        self.forget_cached_prompts();
+        score
+    }
+}
+
+/// How many leading tokens two sequences share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl BatchEngine for LlamaCppEngine {
+    fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot_context(&self) -> usize {
+        self.facts.context_size
+    }
+
+    fn admit(
+        &mut self,
+        prompt: &str,
+        sampling: &ResolvedSampling,
+    ) -> Result<Admission, EngineError> {
+        let tokens = Self::tokenize(self.inner.borrow_owner(), prompt);
+        check_prompt(tokens.len(), self.facts.context_size)?;
+        let slot = (0..self.slots.len())
+            .filter(|&i| matches!(self.slots[i].work, SlotWork::Idle))
+            // Without a prefix to reuse, the lowest free slot: running slots stay contiguous.
+            .max_by_key(|&i| {
+                (
+                    common_prefix(&self.slots[i].history, &tokens),
+                    std::cmp::Reverse(i),
+                )
+            })
+            .ok_or_else(|| EngineError::Inference("every sequence slot is busy".into()))?;
+        // At least the last prompt token is evaluated: its logits give the first reply token.
+        let mut keep = if sampling.cache_prompt {
+            common_prefix(&self.slots[slot].history, &tokens).min(tokens.len() - 1)
+        } else {
+            0
+        };
+        if keep < self.slots[slot].history.len() {
+            let removed = self.inner.with_dependent_mut(|_, ctx| {
+                ctx.clear_kv_cache_seq(Some(slot as u32), Some(keep as u32), None)
+            });
+            // A model whose cache cannot be cut at a position (recurrent, sliding window)
+            // starts the sequence over.
+            if !matches!(removed, Ok(true)) {
+                let _ = self.inner.with_dependent_mut(|_, ctx| {
+                    ctx.clear_kv_cache_seq(Some(slot as u32), None, None)
+                });
+                keep = 0;
+            }
+        }
+        let mut sampler = build_sampler(self.inner.borrow_owner(), sampling);
+        sampler.accept_many(&tokens);
+        let s = &mut self.slots[slot];
+        s.history.truncate(keep);
+        s.work = SlotWork::Prefill(tokens[keep..].to_vec());
+        s.sampler = Some(sampler);
+        self.admitted.push(slot);
+        Ok(Admission {
+            slot,
+            prompt_tokens: tokens.len(),
+            cached_tokens: keep,
         })
+    }
+
+    fn step(&mut self) -> Result<Vec<Sampled>, EngineError> {
+        let Self {
+            inner,
+            slots,
+            admitted,
+            batch,
+            ..
+        } = self;
+        batch.clear();
+        // (slot, index in the batch of the row whose logits pick its next token)
+        let mut picks: Vec<(usize, i32)> = Vec::with_capacity(admitted.len());
+        let mut fed: Vec<(usize, usize)> = Vec::with_capacity(admitted.len());
+        // In slot order: llama.cpp evaluates sequences of separate KV streams in one pass only
+        // when their ids ascend one by one; any other order splits the pass.
+        for slot in 0..slots.len() {
+            if let SlotWork::Decode(token) = slots[slot].work {
+                let position = slots[slot].history.len() as i32;
+                batch
+                    .add(token, position, &[slot as i32], true)
+                    .map_err(inference_error)?;
+                picks.push((slot, batch.n_tokens() - 1));
+                fed.push((slot, 1));
+            }
+        }
+        let mut budget = if picks.is_empty() {
+            PREFILL_BATCH
+        } else {
+            PREFILL_CHUNK_IN_COMPANY.min(PREFILL_BATCH - picks.len())
+        };
+        for &slot in admitted.iter() {
+            if budget == 0 {
+                break;
+            }
+            let SlotWork::Prefill(pending) = &slots[slot].work else {
+                continue;
+            };
+            let take = pending.len().min(budget);
+            let start = slots[slot].history.len();
+            for (i, token) in pending[..take].iter().enumerate() {
+                let last = i + 1 == pending.len();
+                batch
+                    .add(*token, (start + i) as i32, &[slot as i32], last)
+                    .map_err(inference_error)?;
+                if last {
+                    picks.push((slot, batch.n_tokens() - 1));
+                }
+            }
+            fed.push((slot, take));
+            budget -= take;
+        }
+        if batch.n_tokens() == 0 {
+            return Ok(Vec::new());
+        }
+        let sampled = inner.with_dependent_mut(|model, ctx| {
+            ctx.decode(batch).map_err(inference_error)?;
+            let vocab = model.vocab();
+            let mut sampled = Vec::with_capacity(picks.len());
+            for &(slot, row) in &picks {
+                let Some(sampler) = slots[slot].sampler.as_mut() else {
+                    continue;
+                };
+                let token = sampler.sample(ctx, row);
+                sampled.push((
+                    slot,
+                    token,
+                    vocab.token_to_piece(token, false, None),
+                    vocab.is_eog(token),
+                ));
+            }
+            Ok::<_, EngineError>(sampled)
+        });
+        let sampled = match sampled {
+            Ok(sampled) => sampled,
+            Err(e) => {
+                // The cache may hold part of this pass: no slot's history can be trusted.
+                inner.with_dependent_mut(|_, ctx| ctx.clear_kv_cache());
+                for slot in slots.iter_mut() {
+                    slot.history.clear();
+                }
+                return Err(e);
+            }
+        };
+        for (slot, count) in fed {
+            let s = &mut slots[slot];
+            match &mut s.work {
+                SlotWork::Decode(token) => s.history.push(*token),
+                SlotWork::Prefill(pending) => {
+                    s.history.extend(pending.drain(..count));
+                }
+                SlotWork::Idle => {}
+            }
+        }
+        Ok(sampled
+            .into_iter()
+            .map(|(slot, token, bytes, ends_reply)| {
+                slots[slot].work = SlotWork::Decode(token);
+                Sampled {
+                    slot,
+                    bytes,
+                    ends_reply,
+                }
+            })
+            .collect())
+    }
+
+    fn release(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            // A prompt cut short keeps the part it read; the unfed sampled token is dropped.
+            s.work = SlotWork::Idle;
+            s.sampler = None;
+        }
+        self.admitted.retain(|&s| s != slot);
     }
 }

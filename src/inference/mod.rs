@@ -1,6 +1,7 @@
 //! Inference: engines behind one trait, the per-model workers that own them, and the pieces
 //! every engine shares (sampling settings, chat templates, UTF-8 streaming, memory readings).
 
+pub mod batch;
 pub mod bitnet;
 pub mod byte_level;
 pub mod candle;
@@ -80,6 +81,10 @@ pub struct EngineFacts {
 #[derive(Clone, Debug, Default)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
+    /// Leading prompt tokens whose KV was reused instead of evaluated.
+    pub cached_prompt_tokens: usize,
+    /// The most other replies that shared this one's forward passes.
+    pub batch_peers: usize,
     /// Prefill: evaluating the prompt and sampling the first token.
     pub prompt_secs: f64,
     pub generated_tokens: usize,
@@ -109,6 +114,11 @@ pub trait ChatEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError>;
+    /// Engines that run several replies together in one forward pass expose their slots here;
+    /// the worker then schedules replies through [`batch::Batch`].
+    fn batch(&mut self) -> Option<&mut dyn batch::BatchEngine> {
+        None
+    }
     /// Engines that apply the chat template on their side (a remote server) take the messages
     /// as they are; `None` means "render the template and call `generate`".
     fn generate_messages(

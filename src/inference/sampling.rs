@@ -19,6 +19,9 @@ pub struct ResolvedSampling {
     pub repeat_penalty: f32,
     pub max_tokens: u32,
     pub seed: u32,
+    /// Reuse the KV cache of a matching prompt prefix (an earlier turn, a shared system
+    /// prompt). Off only where prefill itself is measured.
+    pub cache_prompt: bool,
 }
 
 impl ResolvedSampling {
@@ -84,6 +87,7 @@ pub fn resolve(params: &SamplingParams, max_new_tokens: u32) -> Result<ResolvedS
         repeat_penalty,
         max_tokens,
         seed,
+        cache_prompt: params.cache_prompt.unwrap_or(true),
     })
 }
 

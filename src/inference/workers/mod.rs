@@ -296,6 +296,7 @@ impl WorkerPool {
             threads: self.settings.threads,
             remote: entry.remote.clone(),
             send_timeout: self.settings.limits.send_timeout,
+            parallel: self.settings.parallel,
         };
         let (thread_state, thread_queue, signals) =
             (state.clone(), queue.clone(), self.signals.clone());

@@ -24,8 +24,10 @@ pub(super) enum Refused<J> {
 
 struct Line<J> {
     waiting: VecDeque<J>,
-    /// The worker is running a job.
-    running: bool,
+    /// Jobs the worker is running.
+    running: usize,
+    /// How many jobs the worker runs at once.
+    slots: usize,
     /// The model is loaded (jobs wait for the load otherwise).
     loaded: bool,
     closed: bool,
@@ -38,12 +40,13 @@ pub(super) struct JobQueue<J> {
 }
 
 impl<J: Waiting> JobQueue<J> {
-    /// At most `capacity` jobs wait besides the running one.
+    /// At most `capacity` jobs wait besides the running ones.
     pub fn new(capacity: usize) -> Self {
         Self {
             line: Mutex::new(Line {
                 waiting: VecDeque::new(),
-                running: false,
+                running: 0,
+                slots: 1,
                 loaded: false,
                 closed: false,
             }),
@@ -67,8 +70,8 @@ impl<J: Waiting> JobQueue<J> {
         if line.waiting.len() >= self.capacity {
             return Err(Refused::Full(job));
         }
-        let ahead = line.waiting.len() + usize::from(line.running);
-        if ahead > 0 || !line.loaded {
+        let ahead = line.waiting.len() + line.running;
+        if line.waiting.len() + line.running >= line.slots || !line.loaded {
             job.tell_position(ahead, !line.loaded);
         }
         line.waiting.push_back(job);
@@ -77,17 +80,11 @@ impl<J: Waiting> JobQueue<J> {
     }
 
     /// The next job for the worker, blocking until there is one; `None` once the queue is
-    /// closed and empty. Calling it again means the previous job is finished.
+    /// closed and empty. The job counts as running until [`JobQueue::done`].
     pub fn next(&self) -> Option<J> {
         let mut line = self.lock();
-        line.running = false;
         loop {
-            line.waiting.retain(|j| !j.abandoned());
-            if let Some(job) = line.waiting.pop_front() {
-                line.running = true;
-                for (index, waiting) in line.waiting.iter().enumerate() {
-                    waiting.tell_position(index + 1, false);
-                }
+            if let Some(job) = Self::take(&mut line) {
                 return Some(job);
             }
             if line.closed {
@@ -97,9 +94,36 @@ impl<J: Waiting> JobQueue<J> {
         }
     }
 
-    /// The model finished loading.
-    pub fn set_loaded(&self) {
-        self.lock().loaded = true;
+    /// The next job if one is waiting, without blocking.
+    pub fn try_next(&self) -> Option<J> {
+        Self::take(&mut self.lock())
+    }
+
+    /// A job taken with `next`/`try_next` finished.
+    pub fn done(&self) {
+        let mut line = self.lock();
+        line.running = line.running.saturating_sub(1);
+    }
+
+    fn take(line: &mut Line<J>) -> Option<J> {
+        line.waiting.retain(|j| !j.abandoned());
+        let job = line.waiting.pop_front()?;
+        line.running += 1;
+        let (running, slots) = (line.running, line.slots);
+        // Only jobs that must wait for a slot hear their place.
+        for (index, waiting) in line.waiting.iter().enumerate() {
+            if index + running >= slots {
+                waiting.tell_position(index + running, false);
+            }
+        }
+        Some(job)
+    }
+
+    /// The model finished loading and runs `slots` jobs at once.
+    pub fn set_loaded(&self, slots: usize) {
+        let mut line = self.lock();
+        line.loaded = true;
+        line.slots = slots.max(1);
     }
 
     /// No more jobs are accepted; those waiting are returned (to be answered) when `drain`.
@@ -121,7 +145,7 @@ impl<J: Waiting> JobQueue<J> {
     /// Jobs waiting or running.
     pub fn active(&self) -> usize {
         let line = self.lock();
-        line.waiting.iter().filter(|j| !j.abandoned()).count() + usize::from(line.running)
+        line.waiting.iter().filter(|j| !j.abandoned()).count() + line.running
     }
 }
 
@@ -163,11 +187,12 @@ mod tests {
         // Nothing is loaded yet: everyone hears that the model is loading.
         assert_eq!(told(&a), [(0, true)]);
         assert_eq!(told(&c), [(2, true)]);
-        queue.set_loaded();
+        queue.set_loaded(1);
         assert!(queue.next().is_some()); // a runs
         assert_eq!(told(&b), [(1, true), (1, false)]);
         assert_eq!(told(&c), [(2, true), (2, false)]);
         b.gone.store(true, Ordering::Relaxed); // b's client leaves
+        queue.done();
         let next = queue.next().expect("c");
         assert!(Arc::ptr_eq(&next.told, &c.told), "b was skipped");
         assert_eq!(queue.active(), 1);
@@ -176,7 +201,7 @@ mod tests {
     #[test]
     fn a_full_line_refuses_at_once_and_a_closed_one_drains() {
         let queue = JobQueue::new(1);
-        queue.set_loaded();
+        queue.set_loaded(1);
         let first = Probe::default();
         assert!(queue.push(first.clone()).is_ok());
         assert!(
@@ -193,5 +218,25 @@ mod tests {
             Err(Refused::Closed(_))
         ));
         assert!(queue.next().is_none());
+    }
+
+    #[test]
+    fn with_slots_jobs_wait_only_once_every_slot_is_taken() {
+        let queue = JobQueue::new(4);
+        queue.set_loaded(2);
+        let (a, b, c) = (Probe::default(), Probe::default(), Probe::default());
+        for probe in [&a, &b, &c] {
+            assert!(queue.push(probe.clone()).is_ok());
+        }
+        assert!(told(&a).is_empty() && told(&b).is_empty(), "two free slots");
+        assert_eq!(told(&c), [(2, false)]);
+        assert!(queue.try_next().is_some());
+        assert!(queue.try_next().is_some());
+        assert!(told(&b).is_empty(), "b never waited");
+        assert!(told(&c).iter().all(|&t| t == (2, false)), "{:?}", told(&c));
+        queue.done();
+        assert!(queue.try_next().is_some(), "c takes the freed slot");
+        assert!(queue.try_next().is_none());
+        assert_eq!(queue.active(), 2);
     }
 }

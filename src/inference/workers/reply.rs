@@ -13,7 +13,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::queue::Waiting;
+use super::{queue::Waiting, PoolSignals};
 use crate::{
     inference::{
         score::{ScoreWindow, TextScore},
@@ -118,20 +118,33 @@ impl Job {
 }
 
 /// Carries a running reply's tokens to its channel.
-pub(super) struct JobSink<'a> {
-    pub job: &'a ReplyJob,
-    /// Set when the whole server stops: every running reply ends.
-    pub stopping: &'a AtomicBool,
+pub(super) struct JobSink {
+    pub job: ReplyJob,
+    /// `stopping` is set when the whole server stops: every running reply ends.
+    signals: Arc<PoolSignals>,
     /// How long a full channel may stay full before the reply is given up.
-    pub send_timeout: Duration,
-    pub first_piece_at: Option<Instant>,
+    send_timeout: Duration,
+    /// When the worker took the job.
+    started: Instant,
+    first_piece_at: Option<Instant>,
     /// The reader stopped reading for `send_timeout`.
     pub stalled: bool,
 }
 
-impl JobSink<'_> {
+impl JobSink {
+    pub fn new(job: ReplyJob, signals: Arc<PoolSignals>, send_timeout: Duration) -> Self {
+        Self {
+            job,
+            signals,
+            send_timeout,
+            started: Instant::now(),
+            first_piece_at: None,
+            stalled: false,
+        }
+    }
+
     fn stop_requested(&self) -> bool {
-        self.job.cancel.load(Ordering::Relaxed) || self.stopping.load(Ordering::Relaxed)
+        self.job.cancel.load(Ordering::Relaxed) || self.signals.stopping.load(Ordering::Relaxed)
     }
 
     /// Sends `reply`, waiting at most `send_timeout` for room; `false` when it could not.
@@ -158,7 +171,7 @@ impl JobSink<'_> {
     }
 }
 
-impl TokenSink for JobSink<'_> {
+impl TokenSink for JobSink {
     fn cancelled(&mut self) -> bool {
         self.stalled || self.stop_requested() || self.job.reply.is_closed()
     }
@@ -178,6 +191,7 @@ pub(super) struct Runner<'a> {
     pub model_id: &'a str,
     pub engine_kind: &'a str,
     pub resident_bytes: u64,
+    pub threads: u32,
 }
 
 /// Turns an engine's failure into the worker's reply error.
@@ -194,21 +208,27 @@ pub(super) fn reply_error(model_id: &str, error: EngineError) -> ReplyError {
     }
 }
 
-/// Runs one reply with `engine` and returns its last event (`Done` or `Failed`).
+/// Runs one reply with `engine` and returns how it went.
 pub(super) fn run_reply(
-    runner: &Runner<'_>,
     engine: &mut dyn ChatEngine,
-    prompt: impl FnOnce() -> Result<String, EngineError>,
-    sink: &mut JobSink<'_>,
-) -> Reply {
-    let started = Instant::now();
-    let job = sink.job;
-    let outcome = match engine.generate_messages(&job.messages, &job.sampling, sink) {
+    render: impl FnOnce(&ReplyJob) -> Result<String, EngineError>,
+    sink: &mut JobSink,
+) -> Result<GenerationStats, EngineError> {
+    let (messages, sampling) = (sink.job.messages.clone(), sink.job.sampling.clone());
+    match engine.generate_messages(&messages, &sampling, sink) {
         Some(outcome) => outcome,
-        None => prompt().and_then(|prompt| engine.generate(&prompt, &job.sampling, sink)),
-    };
-    match outcome {
-        Ok(stats) => Reply::Done(metrics(runner, engine, job, started, sink, &stats)),
+        None => render(&sink.job).and_then(|prompt| engine.generate(&prompt, &sampling, sink)),
+    }
+}
+
+/// Sends a reply's last event (`Done` or `Failed`), unless its reader stopped reading.
+pub(super) fn finish_reply(
+    runner: &Runner<'_>,
+    mut sink: JobSink,
+    outcome: Result<GenerationStats, EngineError>,
+) {
+    let last = match outcome {
+        Ok(stats) => Reply::Done(metrics(runner, &sink, &stats)),
         Err(e) => {
             let error = reply_error(runner.model_id, e);
             match &error {
@@ -218,6 +238,15 @@ pub(super) fn run_reply(
             }
             Reply::Failed(error)
         }
+    };
+    if sink.stalled {
+        tracing::info!(
+            model = %runner.model_id,
+            "a client stopped reading its reply for {:?}: the reply was stopped",
+            sink.send_timeout
+        );
+    } else {
+        sink.deliver(last);
     }
 }
 
@@ -229,31 +258,28 @@ fn per_second(count: usize, secs: f64) -> f64 {
     }
 }
 
-fn metrics(
-    runner: &Runner<'_>,
-    engine: &dyn ChatEngine,
-    job: &ReplyJob,
-    started: Instant,
-    sink: &JobSink<'_>,
-    stats: &GenerationStats,
-) -> GenerationMetrics {
+fn metrics(runner: &Runner<'_>, sink: &JobSink, stats: &GenerationStats) -> GenerationMetrics {
     let now = Instant::now();
+    let job = &sink.job;
     let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    let evaluated = stats.prompt_tokens - stats.cached_prompt_tokens.min(stats.prompt_tokens);
     GenerationMetrics {
         model: runner.model_id.to_string(),
         engine: runner.engine_kind.to_string(),
         prompt_tokens: stats.prompt_tokens as u32,
+        cached_prompt_tokens: stats.cached_prompt_tokens as u32,
         prompt_ms: stats.prompt_secs * 1e3,
-        prompt_tokens_per_s: per_second(stats.prompt_tokens, stats.prompt_secs),
+        prompt_tokens_per_s: per_second(evaluated, stats.prompt_secs),
         time_to_first_token_ms: ms(job.accepted_at, sink.first_piece_at.unwrap_or(now)),
-        queue_ms: ms(job.accepted_at, started),
+        queue_ms: ms(job.accepted_at, sink.started),
         generated_tokens: stats.generated_tokens as u32,
         decode_ms: stats.decode_secs * 1e3,
         decode_tokens_per_s: per_second(stats.decode_calls, stats.decode_secs),
         total_ms: ms(job.accepted_at, now),
         model_resident_bytes: runner.resident_bytes,
         finish_reason: stats.finish_reason,
-        threads: engine.facts().threads,
+        threads: runner.threads,
         seed: job.sampling.seed as u64,
+        batch_peers: stats.batch_peers as u32,
     }
 }

@@ -9,13 +9,13 @@ use std::{
 
 use super::{
     queue::JobQueue,
-    reply::{run_reply, Job, JobSink, ReplyError, Runner},
+    reply::{finish_reply, run_reply, Job, JobSink, ReplyError, ReplyJob, Runner, ScoreJob},
     PoolSignals, WorkerState,
 };
 use crate::{
     inference::{
-        bitnet::BitnetEngine, candle::CandleEngine, llama_cpp::LlamaCppEngine, memory,
-        remote::RemoteEngine, template::PromptFormat, ChatEngine, EngineError,
+        batch::Batch, bitnet::BitnetEngine, candle::CandleEngine, llama_cpp::LlamaCppEngine,
+        memory, remote::RemoteEngine, template::PromptFormat, ChatEngine, EngineError,
     },
     registry::RemoteSource,
     types::EngineKind,
@@ -30,14 +30,17 @@ pub(super) struct WorkerSpec {
     pub threads: u32,
     pub remote: Option<RemoteSource>,
     pub send_timeout: Duration,
+    /// Replies that run together on engines that batch.
+    pub parallel: usize,
 }
 
 fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
     match spec.engine {
-        EngineKind::LlamaCpp => Ok(Box::new(LlamaCppEngine::load(
+        EngineKind::LlamaCpp => Ok(Box::new(LlamaCppEngine::load_with_slots(
             &spec.path,
             spec.context_size,
             spec.threads,
+            spec.parallel,
         )?)),
         EngineKind::Candle => Ok(Box::new(CandleEngine::load(
             &spec.path,
@@ -111,56 +114,126 @@ pub(super) fn run_worker(
     state
         .load_micros
         .store(load_started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    state.loaded.store(true, Ordering::Release);
-    queue.set_loaded();
-    tracing::info!(model = %spec.model_id, resident_mib = resident >> 20, "model loaded");
 
     let runner = Runner {
         model_id: &spec.model_id,
         engine_kind: spec.engine.as_str(),
         resident_bytes: resident,
+        threads: engine.facts().threads,
     };
+    let render = |job: &ReplyJob| {
+        format
+            .render(&job.messages)
+            .map_err(|e| EngineError::Template(e.to_string()))
+    };
+    let start_reply = |job: ReplyJob| JobSink::new(job, signals.clone(), spec.send_timeout);
+    let slots = engine.batch().map_or(1, |b| b.slots());
+    queue.set_loaded(slots);
+    state.loaded.store(true, Ordering::Release);
+    tracing::info!(model = %spec.model_id, resident_mib = resident >> 20, slots, "model loaded");
+
+    if engine.batch().is_some() {
+        run_batched(
+            engine.as_mut(),
+            &queue,
+            &signals,
+            &runner,
+            render,
+            start_reply,
+        );
+        return;
+    }
     while let Some(job) = queue.next() {
-        if signals.stopping.load(Ordering::Relaxed) {
-            job.refuse(ReplyError::ShuttingDown);
+        match job {
+            _ if signals.stopping.load(Ordering::Relaxed) => job.refuse(ReplyError::ShuttingDown),
+            Job::Reply(job) => {
+                let mut sink = start_reply(job);
+                let outcome = run_reply(engine.as_mut(), render, &mut sink);
+                finish_reply(&runner, sink, outcome);
+            }
+            Job::Score(job) => score(engine.as_mut(), job, &signals),
+        }
+        queue.done();
+    }
+}
+
+fn score(engine: &mut dyn ChatEngine, job: ScoreJob, signals: &PoolSignals) {
+    let cancel = job.cancel.clone();
+    let result = engine
+        .score(&job.text, job.window, &mut || {
+            cancel.load(Ordering::Relaxed) || signals.stopping.load(Ordering::Relaxed)
+        })
+        .map_err(|e| e.to_string());
+    let _ = job.reply.send(result);
+}
+
+/// Continuous batching: replies join the running batch as slots free up, and every forward
+/// pass serves them all. Scoring needs the whole cache, so it waits for the batch to empty and
+/// nothing new starts meanwhile.
+fn run_batched(
+    engine: &mut dyn ChatEngine,
+    queue: &JobQueue<Job>,
+    signals: &Arc<PoolSignals>,
+    runner: &Runner<'_>,
+    render: impl Fn(&ReplyJob) -> Result<String, EngineError>,
+    start_reply: impl Fn(ReplyJob) -> JobSink,
+) {
+    let mut batch: Batch<JobSink> = Batch::default();
+    let mut scoring: Option<ScoreJob> = None;
+    loop {
+        let Some(slots) = engine.batch().map(|b| b.slots()) else {
+            return;
+        };
+        while scoring.is_none() && batch.len() < slots {
+            let job = if batch.is_empty() {
+                match queue.next() {
+                    Some(job) => job,
+                    None => return,
+                }
+            } else {
+                match queue.try_next() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
+            match job {
+                _ if signals.stopping.load(Ordering::Relaxed) => {
+                    job.refuse(ReplyError::ShuttingDown);
+                    queue.done();
+                }
+                Job::Score(job) => scoring = Some(job),
+                Job::Reply(job) => {
+                    let sink = start_reply(job);
+                    let admitted = match render(&sink.job) {
+                        Ok(prompt) => match engine.batch() {
+                            Some(engine) => {
+                                let sampling = sink.job.sampling.clone();
+                                batch.admit(engine, &prompt, &sampling, sink)
+                            }
+                            None => return,
+                        },
+                        Err(e) => Err((sink, e)),
+                    };
+                    if let Err((sink, e)) = admitted {
+                        finish_reply(runner, sink, Err(e));
+                        queue.done();
+                    }
+                }
+            }
+        }
+        if batch.is_empty() {
+            if let Some(job) = scoring.take() {
+                score(engine, job, signals);
+                queue.done();
+            }
             continue;
         }
-        match job {
-            Job::Reply(job) => {
-                let mut sink = JobSink {
-                    job: &job,
-                    stopping: &signals.stopping,
-                    send_timeout: spec.send_timeout,
-                    first_piece_at: None,
-                    stalled: false,
-                };
-                let prompt = || {
-                    format
-                        .render(&job.messages)
-                        .map_err(|e| EngineError::Template(e.to_string()))
-                };
-                let last = run_reply(&runner, engine.as_mut(), prompt, &mut sink);
-                if sink.stalled {
-                    tracing::info!(
-                        model = %spec.model_id,
-                        "a client stopped reading its reply for {:?}: the reply was stopped",
-                        spec.send_timeout
-                    );
-                }
-                if !sink.stalled {
-                    sink.deliver(last);
-                }
-            }
-            Job::Score(job) => {
-                let cancel = job.cancel.clone();
-                let stopping = &signals.stopping;
-                let result = engine
-                    .score(&job.text, job.window, &mut || {
-                        cancel.load(Ordering::Relaxed) || stopping.load(Ordering::Relaxed)
-                    })
-                    .map_err(|e| e.to_string());
-                let _ = job.reply.send(result);
-            }
+        let Some(batch_engine) = engine.batch() else {
+            return;
+        };
+        for finished in batch.step(batch_engine) {
+            finish_reply(runner, finished.sink, finished.outcome);
+            queue.done();
         }
     }
 }
