@@ -195,7 +195,7 @@ fn markdown_table(rows: &[(ModelInfo, GenerationMetrics)], together: bool) -> St
         ));
     }
     out.push_str(if together {
-        "\n_Run together: the models shared the CPU, so speeds are lower than alone._\n"
+        "\n_Run together: each model decoded in its own batch on its own worker, sharing the CPU, so speeds are lower than alone._\n"
     } else {
         "\n_Run one after another, each with the machine to itself._\n"
     });
@@ -497,7 +497,7 @@ fn Summary(
     view! {
         <section class="compare-summary" data-testid="compare-summary">
             <h2>"Summary"</h2>
-            <p class="hint">{if together { "Run together: speeds are lower than each model alone." } else { "Run one after another, each model alone on the machine." }}</p>
+            <p class="hint">{if together { "Run together: each model decoded in its own batch on its own worker, sharing the CPU, so speeds are lower than alone." } else { "Run one after another, each model alone on the machine." }}</p>
             <div class="table-wrap">
                 <table>
                     <thead><tr><th>"Model"</th>{COLUMNS.map(|c| view! { <th>{c.0}</th> }).collect_view()}</tr></thead>

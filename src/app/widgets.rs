@@ -44,8 +44,14 @@ fn finish_label(reason: Option<FinishReason>) -> &'static str {
 #[component]
 pub fn MetricsLine(metrics: GenerationMetrics) -> impl IntoView {
     let m = metrics;
+    // The prefill rate counts evaluated tokens only, so a reused prefix is named beside it.
+    let cached = if m.cached_prompt_tokens > 0 {
+        format!(" ({} cached)", m.cached_prompt_tokens)
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "TTFT {:.0} ms · {} tokens · {:.1} tok/s · prompt {} tok at {:.0} tok/s{}",
+        "TTFT {:.0} ms · {} tokens · {:.1} tok/s · prompt {} tok{cached} at {:.0} tok/s{}",
         m.time_to_first_token_ms,
         m.generated_tokens,
         m.decode_tokens_per_s,
@@ -53,8 +59,13 @@ pub fn MetricsLine(metrics: GenerationMetrics) -> impl IntoView {
         m.prompt_tokens_per_s,
         finish_label(m.finish_reason),
     );
+    let batched = match m.batch_peers {
+        0 => String::new(),
+        1 => " · decoded together with 1 other reply".to_string(),
+        n => format!(" · decoded together with up to {n} other replies"),
+    };
     let detail = format!(
-        "{} on {} · {} threads · seed {} · total {:.2} s (queue {:.0} ms, prefill {:.0} ms, decode {:.0} ms) · model resident {}",
+        "{} on {} · {} threads · seed {} · total {:.2} s (queue {:.0} ms, prefill {:.0} ms, decode {:.0} ms){batched} · model resident {}",
         m.model,
         m.engine,
         m.threads,
@@ -66,7 +77,7 @@ pub fn MetricsLine(metrics: GenerationMetrics) -> impl IntoView {
         format_bytes(m.model_resident_bytes),
     );
     view! {
-        <div class="metrics" data-testid="metrics">
+        <div class="metrics" data-testid="metrics" data-cached-tokens=m.cached_prompt_tokens data-batch-peers=m.batch_peers>
             <span class="metrics-main">{summary}</span>
             <span class="metrics-detail">{detail}</span>
         </div>
