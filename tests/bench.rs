@@ -338,3 +338,53 @@ async fn a_cancelled_bench_stops_early_and_says_so() {
         .sum();
     assert!(measured < 30, "stopped well before all 30 runs: {measured}");
 }
+
+#[test]
+fn the_load_bench_serves_clients_at_once_through_the_binary_and_reports_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("load.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_quantlab"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("QUANTLAB_MODELS_DIR", common::models_dir())
+        .args(["--threads", "2", "bench", "--models", MODEL])
+        .args(["--concurrency", "1,2", "--tokens", "16", "--repeats", "1"])
+        .args(["--turns", "1,3", "--no-upstream", "--json"])
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("aggregate at 2 at once ÷ quantlab alone"),
+        "{stdout}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let levels = report["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 2, "{report}");
+    for level in levels {
+        assert_eq!(level["server"], "quantlab");
+        assert!(level["aggregate_tok_s"].as_f64().unwrap() > 0.0, "{level}");
+        assert!(level["ttft_p95_ms"].as_f64().unwrap() >= level["ttft_p50_ms"].as_f64().unwrap());
+        assert!(level["generated_tokens_per_reply"].as_f64().unwrap() > 1.0);
+    }
+    // Turn 3 of the conversation reuses turns 1 and 2 from the cache; turn 1 reuses at most the
+    // chat template's opening, which the earlier requests shared.
+    let turns = report["conversation"].as_array().unwrap();
+    assert_eq!(turns.len(), 2, "{report}");
+    assert_eq!(turns[0]["turn"], 1);
+    assert!(
+        turns[0]["cached_tokens"].as_u64().unwrap() * 4
+            < turns[0]["prompt_tokens"].as_u64().unwrap(),
+        "{}",
+        turns[0]
+    );
+    let (cached, prompt) = (
+        turns[1]["cached_tokens"].as_u64().unwrap(),
+        turns[1]["prompt_tokens"].as_u64().unwrap(),
+    );
+    assert!(cached > prompt / 2 && cached < prompt, "{}", turns[1]);
+}

@@ -52,11 +52,29 @@ pub struct BenchArgs {
     /// scripts/bench-ocr-deps.sh). `--repeats` runs per image.
     #[arg(long, conflicts_with_all = ["reference", "bitnet", "ner"])]
     pub ocr: bool,
+    /// Instead, serve the first model to this many clients at once (e.g. 1,2,4,8) through the
+    /// OpenAI-compatible API, our binary and upstream `llama-server` with the same GGUF, threads
+    /// and slots: aggregate and per-reply decode tok/s, TTFT p50/p95, ratios; then the TTFT of
+    /// a growing conversation with the prompt cache (`--turns`).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["reference", "bitnet", "ner", "ocr"])]
+    pub concurrency: Vec<usize>,
+    /// With --concurrency: the conversation turns whose TTFT is reported.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,5,10",
+        requires = "concurrency"
+    )]
+    pub turns: Vec<usize>,
+    /// With --concurrency: upstream llama-server (default: the newest build of
+    /// scripts/build-llama-server.sh under ~/.cache/quantlab/upstream).
+    #[arg(long, env = "QUANTLAB_LLAMA_SERVER", requires = "concurrency")]
+    pub llama_server: Option<PathBuf>,
     /// With --bitnet: prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 128, requires = "bitnet")]
     pub prompt_tokens: usize,
-    /// With --reference: skip the upstream side.
-    #[arg(long, requires = "reference")]
+    /// With --reference or --concurrency: skip the upstream side.
+    #[arg(long)]
     pub no_upstream: bool,
     /// With --reference, --ner or --ocr: a Python with llama-cpp-python, onnxruntime or
     /// RapidOCR (scripts/bench-upstream-deps.sh, bench-ner-deps.sh, bench-ocr-deps.sh).
@@ -100,6 +118,21 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.models.clone()
     };
+    if !args.concurrency.is_empty() {
+        return super::load::run(
+            common,
+            super::load::LoadArgs {
+                model: models[0].clone(),
+                concurrency: args.concurrency.clone(),
+                tokens: args.tokens,
+                repeats: repeats.min(100),
+                turns: args.turns.clone(),
+                llama_server: args.llama_server.clone(),
+                no_upstream: args.no_upstream,
+                json: args.json.clone(),
+            },
+        );
+    }
     if args.reference {
         return super::reference::run(
             common,

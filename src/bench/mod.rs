@@ -14,6 +14,8 @@ pub mod cli;
 #[cfg(feature = "ssr")]
 pub mod jobs;
 #[cfg(feature = "ssr")]
+mod load;
+#[cfg(feature = "ssr")]
 pub mod machine;
 #[cfg(feature = "ssr")]
 pub mod ner;
