@@ -440,9 +440,9 @@ impl BatchEngine for LlamaCppEngine {
         let mut fed: Vec<(usize, usize)> = Vec::with_capacity(admitted.len());
         // In slot order: llama.cpp evaluates sequences of separate KV streams in one pass only
         // when their ids ascend one by one; any other order splits the pass.
-        for slot in 0..slots.len() {
-            if let SlotWork::Decode(token) = slots[slot].work {
-                let position = slots[slot].history.len() as i32;
+        for (slot, state) in slots.iter().enumerate() {
+            if let SlotWork::Decode(token) = state.work {
+                let position = state.history.len() as i32;
                 batch
                     .add(token, position, &[slot as i32], true)
                     .map_err(inference_error)?;
