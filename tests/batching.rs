@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::sampling;
+
 use std::{cell::RefCell, ops::ControlFlow, rc::Rc};
 
 use quantlab::{
@@ -70,18 +72,6 @@ fn render(engine: &LlamaCppEngine, conversation: &[(Role, &str)]) -> String {
         })
         .collect();
     format.render(&messages).expect("renders")
-}
-
-fn sampling(temperature: f32, seed: u32, max_tokens: u32) -> ResolvedSampling {
-    ResolvedSampling {
-        cache_prompt: true,
-        temperature,
-        top_p: 0.95,
-        top_k: 40,
-        repeat_penalty: 1.1,
-        max_tokens,
-        seed,
-    }
 }
 
 /// Runs every prompt together (all admitted at once) and returns texts and stats in order.

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::sampling;
+
 use std::ops::ControlFlow;
 
 use common::tiny_bitnet::{self as tiny, Form, Master};
@@ -65,18 +67,6 @@ fn user(text: &str) -> Vec<ChatMessage> {
         role: Role::User,
         content: text.into(),
     }]
-}
-
-fn sampling(temperature: f32, seed: u32, max_tokens: u32) -> ResolvedSampling {
-    ResolvedSampling {
-        cache_prompt: true,
-        temperature,
-        top_p: 0.95,
-        top_k: 40,
-        repeat_penalty: 1.1,
-        max_tokens,
-        seed,
-    }
 }
 
 /// A reply as the worker produces it: the engine's own message handling (remote), or the

@@ -62,22 +62,7 @@ impl TokenSink for CountingSink {
 
 pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
     let registry = crate::cli::load_registry(common)?;
-    let entry = registry
-        .get(&args.model)
-        .with_context(|| format!("unknown model `{}`", args.model))?;
-    if entry.engine != EngineKind::LlamaCpp {
-        bail!(
-            "`quantlab bench` measures llama.cpp models so far; `{}` uses {}",
-            entry.id,
-            entry.engine.label()
-        );
-    }
-    if let Some((reason, fix)) = registry.unavailability(entry) {
-        bail!(
-            "{reason} {}",
-            fix.map(|f| format!("Run `{f}`.")).unwrap_or_default()
-        );
-    }
+    let entry = llama_cpp_entry(&registry, &args.model)?;
     let path = registry.file_path(entry);
     let threads = common.threads.unwrap_or_else(Settings::default_threads);
     let context = 2048;
@@ -185,6 +170,31 @@ pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The registry entry of `model`, which must be a downloaded llama.cpp model: the benches that
+/// compare with upstream llama.cpp run nothing else.
+pub(super) fn llama_cpp_entry<'r>(
+    registry: &'r crate::registry::Registry,
+    model: &str,
+) -> anyhow::Result<&'r crate::registry::ModelEntry> {
+    let entry = registry
+        .get(model)
+        .with_context(|| format!("unknown model `{model}`"))?;
+    if entry.engine != EngineKind::LlamaCpp {
+        bail!(
+            "this bench compares llama.cpp models with upstream llama.cpp; `{}` uses {}",
+            entry.id,
+            entry.engine.label()
+        );
+    }
+    if let Some((reason, fix)) = registry.unavailability(entry) {
+        bail!(
+            "{reason} {}",
+            fix.map(|f| format!("Run `{f}`.")).unwrap_or_default()
+        );
+    }
+    Ok(entry)
 }
 
 /// Runs the real server in-process on a loopback port and reads the metrics it reports.

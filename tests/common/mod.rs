@@ -123,3 +123,21 @@ pub fn parse_sse(body: &str) -> Vec<SseEvent> {
         })
         .collect()
 }
+
+/// The sampling settings the engine tests share: the UI's defaults with a given temperature,
+/// seed and length, prompt cache on.
+pub fn sampling(
+    temperature: f32,
+    seed: u32,
+    max_tokens: u32,
+) -> quantlab::inference::sampling::ResolvedSampling {
+    quantlab::inference::sampling::ResolvedSampling {
+        cache_prompt: true,
+        temperature,
+        top_p: 0.95,
+        top_k: 40,
+        repeat_penalty: 1.1,
+        max_tokens,
+        seed,
+    }
+}

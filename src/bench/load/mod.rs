@@ -17,7 +17,7 @@ use self::{
     servers::{Server, Shape},
 };
 use super::stats::Stat;
-use crate::{cli::CommonArgs, config::Settings, types::EngineKind};
+use crate::{cli::CommonArgs, config::Settings};
 
 pub struct LoadArgs {
     pub model: String,
@@ -105,22 +105,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 
 pub fn run(common: &CommonArgs, args: LoadArgs) -> anyhow::Result<()> {
     let registry = crate::cli::load_registry(common)?;
-    let entry = registry
-        .get(&args.model)
-        .with_context(|| format!("unknown model `{}`", args.model))?;
-    if entry.engine != EngineKind::LlamaCpp {
-        bail!(
-            "the load bench compares llama.cpp models with llama-server; `{}` uses {}",
-            entry.id,
-            entry.engine.label()
-        );
-    }
-    if let Some((reason, fix)) = registry.unavailability(entry) {
-        bail!(
-            "{reason} {}",
-            fix.map(|f| format!("Run `{f}`.")).unwrap_or_default()
-        );
-    }
+    let entry = super::reference::llama_cpp_entry(&registry, &args.model)?;
     if args.concurrency.is_empty() || args.concurrency.iter().any(|&n| !(1..=64).contains(&n)) {
         bail!("--concurrency takes levels from 1 to 64, e.g. 1,2,4,8");
     }
