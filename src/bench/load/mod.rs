@@ -186,13 +186,20 @@ async fn measure(
     model: &str,
     args: &LoadArgs,
 ) -> anyhow::Result<(Vec<Level>, Vec<Turn>)> {
-    let client = reqwest::Client::new();
+    // A new connection per request: llama-server closes idle keep-alive connections on its own
+    // schedule, and a request sent on one it just closed would fail as if the server had.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     server.wait_listening(&client).await?;
     let one = |prompt: &str, cache_prompt: bool| {
         serde_json::json!({
             "model": model,
             "messages": [{ "role": "user", "content": prompt }],
-            "temperature": 0.0, "max_tokens": args.tokens, "cache_prompt": cache_prompt,
+            // The repeat penalty spelled out: the two servers' defaults differ (1.1 and 1.0),
+            // and with different penalties they would write different texts.
+            "temperature": 0.0, "repeat_penalty": 1.0,
+            "max_tokens": args.tokens, "cache_prompt": cache_prompt,
         })
     };
     // The warm-up loads the model (the server answers 503 until then) and touches every page.
@@ -208,7 +215,14 @@ async fn measure(
             let requests = (0..n).map(|i| {
                 stream_completion(&client, &server.url, one(PROMPTS[i % PROMPTS.len()], false))
             });
-            let done = futures::future::try_join_all(requests).await?;
+            let done = match futures::future::try_join_all(requests).await {
+                Ok(done) => done,
+                Err(e) => {
+                    // A crash explains itself better than the broken connection it caused.
+                    server.check_running()?;
+                    return Err(e.context(format!("{} at {n} at once", server.name)));
+                }
+            };
             let wall = started.elapsed().as_secs_f64();
             server.check_running()?;
             if round == 0 {
@@ -252,7 +266,7 @@ async fn measure(
     for (index, question) in TURNS.iter().take(last).enumerate() {
         messages.push(serde_json::json!({ "role": "user", "content": question }));
         let body = serde_json::json!({
-            "model": model, "messages": messages, "temperature": 0.0,
+            "model": model, "messages": messages, "temperature": 0.0, "repeat_penalty": 1.0,
             "max_tokens": 48, "cache_prompt": true,
         });
         let reply = stream_completion(&client, &server.url, body).await?;
