@@ -67,7 +67,7 @@ export QUANTLAB_E2E_URL="http://127.0.0.1:$PORT"
 start_server "$PORT"
 
 say "openai Python client against /v1"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40,<3"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40,<3" "jsonschema>=4,<5"
 "$VENV/bin/python" tests/openai_client.py "$QUANTLAB_E2E_URL/v1"
 
 say "Playwright (Chromium, 1280px and 390px), conversations in JSON files"

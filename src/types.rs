@@ -40,6 +40,31 @@ pub struct SamplingParams {
     /// Reuse the cached prompt prefix (default true), as llama-server's `cache_prompt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_prompt: Option<bool>,
+    /// Constrains the reply to JSON, or to JSON matching a schema (OpenAI's `response_format`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// The shape a reply must take, as OpenAI's `response_format` says it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text (the default).
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid under `json_schema.schema`.
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 /// What the browser sends to start a reply.
@@ -181,6 +206,12 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// Can hold a reply to a `response_format` (a grammar on llama.cpp; a remote server is
+    /// given the format to enforce itself).
+    pub fn constrains_output(self) -> bool {
+        matches!(self, EngineKind::LlamaCpp | EngineKind::Remote)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::LlamaCpp => "llama_cpp",

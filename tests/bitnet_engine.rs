@@ -125,6 +125,7 @@ impl TokenSink for Collect {
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
+        constraint: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -200,6 +201,7 @@ fn seeded_sampling_is_reproducible_and_stop_cuts_the_reply() {
     let prompt = chat_prompt(&engine, "Tell me a story.");
     let sampling = |seed| ResolvedSampling {
         cache_prompt: true,
+        constraint: None,
         temperature: 1.2,
         top_p: 0.95,
         top_k: 100,

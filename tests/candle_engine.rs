@@ -56,6 +56,7 @@ impl TokenSink for Collect {
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
+        constraint: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -171,6 +172,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
     let prompt = chat_prompt(candle.facts(), "Tell me a story about a dragon.");
     let sampling = ResolvedSampling {
         cache_prompt: true,
+        constraint: None,
         temperature: 0.9,
         top_p: 0.95,
         top_k: 40,
@@ -185,6 +187,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
                 &prompt,
                 &ResolvedSampling {
                     cache_prompt: true,
+                    constraint: None,
                     seed,
                     ..sampling.clone()
                 },

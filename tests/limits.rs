@@ -9,7 +9,7 @@ use std::time::Instant;
 use common::{settings, shared_server, spawn_server, MODEL};
 use quantlab::{
     inference::sampling::resolve,
-    inference::workers::Reply,
+    inference::workers::{PromptInput, Reply},
     types::{ChatMessage, FinishReason, GenerationMetrics, Role, SamplingParams},
 };
 use serde_json::{json, Value};
@@ -32,11 +32,11 @@ fn message(body: &Value) -> String {
         .to_string()
 }
 
-fn user(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage {
+fn user(text: &str) -> PromptInput {
+    PromptInput::Chat(vec![ChatMessage {
         role: Role::User,
         content: text.into(),
-    }]
+    }])
 }
 
 #[tokio::test]

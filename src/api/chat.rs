@@ -7,7 +7,7 @@ use crate::{
     error::AppError,
     inference::{
         sampling,
-        workers::{Generation, Reply, ReplyError, RETRY_AFTER_SECS},
+        workers::{Generation, PromptInput, Reply, ReplyError, RETRY_AFTER_SECS},
         ResolvedSampling, UpstreamFailure,
     },
     state::App,
@@ -21,8 +21,12 @@ pub fn start_chat(
     accepted_at: Instant,
 ) -> Result<Generation, AppError> {
     let sampling = check_chat(app, &request)?;
-    app.pool
-        .submit(&request.model, request.messages, sampling, accepted_at)
+    app.pool.submit(
+        &request.model,
+        PromptInput::Chat(request.messages),
+        sampling,
+        accepted_at,
+    )
 }
 
 /// For clients that cannot be told to wait (the OpenAI API): a model that is not loaded yet
@@ -42,7 +46,7 @@ pub fn refuse_while_loading(app: &App, model: &str) -> Result<(), AppError> {
 pub fn check_chat(app: &App, request: &ChatRequest) -> Result<ResolvedSampling, AppError> {
     let limits = &app.settings.limits;
     // The model is checked first so a typo in its id gets a 404, not a complaint about messages.
-    app.pool.runnable(&request.model)?;
+    let engine = app.pool.runnable(&request.model)?.engine;
     if request.messages.is_empty() {
         return Err(AppError::BadRequest(
             "`messages` must contain at least one message".into(),
@@ -66,7 +70,15 @@ pub fn check_chat(app: &App, request: &ChatRequest) -> Result<ResolvedSampling, 
             limits.max_prompt_chars
         )));
     }
-    sampling::resolve(&request.sampling, limits.max_new_tokens)
+    let sampling = sampling::resolve(&request.sampling, limits.max_new_tokens)?;
+    if sampling.constraint.is_some() && !engine.constrains_output() {
+        return Err(AppError::BadRequest(format!(
+            "`response_format` needs an engine that can constrain its output (llama_cpp, or a remote server); model `{}` runs on {}, so its reply could not be held to the format",
+            request.model,
+            engine.as_str()
+        )));
+    }
+    Ok(sampling)
 }
 
 impl From<ReplyError> for AppError {

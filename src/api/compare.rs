@@ -27,7 +27,10 @@ use super::{
 };
 use crate::{
     error::AppError,
-    inference::{workers::Reply, ResolvedSampling},
+    inference::{
+        workers::{PromptInput, Reply},
+        ResolvedSampling,
+    },
     state::{App, AppState},
     types::{
         ChatEvent, ChatMessage, ChatRequest, ClientMsg, CompareEvent, CompareRequest,
@@ -68,6 +71,7 @@ impl From<CompareBody> for CompareRequest {
                 max_tokens: body.max_tokens,
                 seed: body.seed,
                 cache_prompt: None,
+                response_format: None,
             },
             together: body.together,
         }
@@ -154,7 +158,7 @@ async fn run_slot(
     }
     let submitted = app.pool.submit(
         &slot.model,
-        slot.messages.clone(),
+        PromptInput::Chat(slot.messages.clone()),
         slot.sampling.clone(),
         Instant::now(),
     );

@@ -76,6 +76,7 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/api/chat/stream", post(rest::chat_stream))
         .route("/api/compare", post(compare::compare))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
         .route_layer(axum::middleware::from_fn(
             crate::server::connections::streaming,
         ));

@@ -1,5 +1,6 @@
-//! An OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, streaming or not) so
-//! existing clients, such as the official `openai` Python package, work unchanged.
+//! An OpenAI-compatible API (`/v1/models`, `/v1/chat/completions`, `/v1/completions`,
+//! streaming or not) so existing clients, such as the official `openai` Python package, work
+//! unchanged.
 
 use std::{
     convert::Infallible,
@@ -26,9 +27,12 @@ use super::{
 };
 use crate::{
     error::AppError,
-    inference::workers::Reply,
+    inference::workers::{Generation, PromptInput, Reply},
     state::AppState,
-    types::{ChatMessage, ChatRequest, GenerationMetrics, Role, SamplingParams},
+    types::{
+        ChatMessage, ChatRequest, EngineKind, GenerationMetrics, ResponseFormat, Role,
+        SamplingParams,
+    },
 };
 
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -85,6 +89,8 @@ pub struct CompletionBody {
     /// `false` evaluates the whole prompt again instead of reusing a cached prefix
     /// (llama-server's extension; default true).
     cache_prompt: Option<bool>,
+    /// `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"schema": …}}`.
+    response_format: Option<ResponseFormat>,
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
@@ -145,21 +151,7 @@ pub async fn chat_completions(
     ApiJson(body): ApiJson<CompletionBody>,
 ) -> Result<Response, AppError> {
     let accepted_at = Instant::now();
-    if body.n.is_some_and(|n| n != 1) {
-        return Err(AppError::BadRequest(
-            "`n` must be 1: one choice per request".into(),
-        ));
-    }
-    let has_stop = match &body.stop {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(_) => true,
-    };
-    if has_stop {
-        return Err(AppError::BadRequest(
-            "`stop` sequences are not supported yet; the model stops at its own end token or `max_tokens`".into(),
-        ));
-    }
+    check_common(body.n, body.stop.as_ref())?;
     let request = ChatRequest {
         model: body.model.clone(),
         messages: convert_messages(body.messages)?,
@@ -171,6 +163,7 @@ pub async fn chat_completions(
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
             seed: body.seed,
             cache_prompt: body.cache_prompt,
+            response_format: body.response_format,
         },
         conversation_id: None,
     };
@@ -178,14 +171,219 @@ pub async fn chat_completions(
     refuse_while_loading(&state.app, &request.model)?;
     let mut generation = start_chat(&state.app, request, accepted_at)?;
     let first = first_reply(&mut generation).await?;
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    respond(
+        generation,
+        first,
+        Shape::Chat,
+        body.model,
+        body.stream,
+        include_usage,
+    )
+    .await
+}
+
+/// The body of `/v1/completions`: a plain prompt the model continues (no chat template), for
+/// base models such as Gemma-3-270M.
+#[derive(Debug, Deserialize)]
+pub struct TextCompletionBody {
+    model: String,
+    prompt: PromptField,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    repeat_penalty: Option<f32>,
+    max_tokens: Option<u32>,
+    seed: Option<u64>,
+    cache_prompt: Option<bool>,
+    response_format: Option<ResponseFormat>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    n: Option<u32>,
+    stop: Option<Value>,
+    #[serde(default)]
+    echo: bool,
+    suffix: Option<String>,
+    logprobs: Option<Value>,
+}
+
+/// OpenAI takes one prompt or a list of them; one per request here.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptField {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TextCompletionBody>,
+) -> Result<Response, AppError> {
+    let accepted_at = Instant::now();
+    check_common(body.n, body.stop.as_ref())?;
+    let refuse = |field: &str, why: &str| Err(AppError::BadRequest(format!("`{field}` {why}")));
+    if body.echo {
+        return refuse(
+            "echo",
+            "is not supported: the reply holds the continuation only",
+        );
+    }
+    if body.suffix.is_some() {
+        return refuse("suffix", "(fill in the middle) is not supported");
+    }
+    if body.logprobs.as_ref().is_some_and(|v| !v.is_null()) {
+        return refuse("logprobs", "is not supported yet");
+    }
+    let prompt = match body.prompt {
+        PromptField::One(text) => text,
+        PromptField::Many(mut texts) if texts.len() == 1 => texts.remove(0),
+        PromptField::Many(_) => {
+            return refuse("prompt", "must be one string: one prompt per request")
+        }
+    };
+    if prompt.is_empty() {
+        return refuse(
+            "prompt",
+            "is empty: give the text the model should continue",
+        );
+    }
+    let limits = &state.app.settings.limits;
+    let chars = prompt.chars().count();
+    if chars > limits.max_prompt_chars {
+        return Err(AppError::BadRequest(format!(
+            "`prompt` holds {chars} characters; at most {} are accepted",
+            limits.max_prompt_chars
+        )));
+    }
+    let entry = state.app.pool.runnable(&body.model)?;
+    if entry.engine == EngineKind::Remote {
+        return Err(AppError::BadRequest(format!(
+            "model `{}` is served by a remote chat API; use /v1/chat/completions for it",
+            body.model
+        )));
+    }
+    let sampling = crate::inference::sampling::resolve(
+        &SamplingParams {
+            temperature: body.temperature,
+            top_p: body.top_p,
+            top_k: body.top_k,
+            repeat_penalty: body.repeat_penalty,
+            max_tokens: body.max_tokens,
+            seed: body.seed,
+            cache_prompt: body.cache_prompt,
+            response_format: body.response_format,
+        },
+        limits.max_new_tokens,
+    )?;
+    if sampling.constraint.is_some() && !entry.engine.constrains_output() {
+        return Err(AppError::BadRequest(format!(
+            "`response_format` needs the llama_cpp engine; model `{}` runs on {}",
+            body.model,
+            entry.engine.as_str()
+        )));
+    }
+    refuse_while_loading(&state.app, &body.model)?;
+    let mut generation = state.app.pool.submit(
+        &body.model,
+        PromptInput::Text(prompt),
+        sampling,
+        accepted_at,
+    )?;
+    let first = first_reply(&mut generation).await?;
+    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
+    respond(
+        generation,
+        first,
+        Shape::Text,
+        body.model,
+        body.stream,
+        include_usage,
+    )
+    .await
+}
+
+/// What both endpoints refuse alike.
+fn check_common(n: Option<u32>, stop: Option<&Value>) -> Result<(), AppError> {
+    if n.is_some_and(|n| n != 1) {
+        return Err(AppError::BadRequest(
+            "`n` must be 1: one choice per request".into(),
+        ));
+    }
+    let has_stop = match stop {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(_) => true,
+    };
+    if has_stop {
+        return Err(AppError::BadRequest(
+            "`stop` sequences are not supported yet; the model stops at its own end token or `max_tokens`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// How a reply is dressed: a chat message or plain text.
+#[derive(Clone, Copy)]
+enum Shape {
+    Chat,
+    Text,
+}
+
+impl Shape {
+    fn id(self) -> String {
+        let prefix = match self {
+            Shape::Chat => "chatcmpl",
+            Shape::Text => "cmpl",
+        };
+        format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    fn object(self, stream: bool) -> &'static str {
+        match (self, stream) {
+            (Shape::Chat, false) => "chat.completion",
+            (Shape::Chat, true) => "chat.completion.chunk",
+            (Shape::Text, _) => "text_completion",
+        }
+    }
+
+    /// One choice holding `text`; `whole` for the non-streamed reply.
+    fn choice(self, text: &str, finish: Option<&str>, whole: bool) -> Value {
+        match self {
+            Shape::Chat if whole => json!({
+                "index": 0,
+                "message": { "role": "assistant", "content": text },
+                "finish_reason": finish,
+            }),
+            Shape::Chat if finish.is_some() => {
+                json!({ "index": 0, "delta": {}, "finish_reason": finish })
+            }
+            Shape::Chat => {
+                json!({ "index": 0, "delta": { "content": text }, "finish_reason": finish })
+            }
+            Shape::Text => json!({
+                "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
+            }),
+        }
+    }
+}
+
+/// Sends a generation as OpenAI does: one JSON body, or server-sent events ending in `[DONE]`.
+async fn respond(
+    mut generation: Generation,
+    first: Reply,
+    shape: Shape,
+    model: String,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, AppError> {
+    let id = shape.id();
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let model = body.model;
 
-    if !body.stream {
+    if !stream {
         let mut content = String::new();
         let mut event = Some(first);
         while let Some(current) = event.take() {
@@ -195,12 +393,8 @@ pub async fn chat_completions(
                 Reply::Done(metrics) => {
                     let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
                     return Ok(Json(json!({
-                        "id": id, "object": "chat.completion", "created": created, "model": model,
-                        "choices": [{
-                            "index": 0,
-                            "message": { "role": "assistant", "content": content },
-                            "finish_reason": finish,
-                        }],
+                        "id": id, "object": shape.object(false), "created": created, "model": model,
+                        "choices": [shape.choice(&content, Some(finish), true)],
                         "usage": usage(&metrics),
                         "quantlab_metrics": metrics,
                     }))
@@ -213,28 +407,33 @@ pub async fn chat_completions(
         return Err(AppError::internal("the model worker ended without a reply"));
     }
 
-    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |delta: Value, finish: Option<&str>| {
+    let chunk = move |choice: Value| {
         json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+            "id": id, "object": shape.object(true), "created": created, "model": model,
+            "choices": [choice],
         })
     };
-    let opening = chunk(json!({ "role": "assistant", "content": "" }), None);
+    // Chat streams open with the role, as OpenAI's do.
+    let opening = match shape {
+        Shape::Chat => Some(chunk(json!({
+            "index": 0, "delta": { "role": "assistant", "content": "" }, "finish_reason": null,
+        }))),
+        Shape::Text => None,
+    };
     let events = futures::stream::once(async move { first })
         .chain(ReceiverStream::new(generation.replies))
         .flat_map(move |event| {
             let mut out: Vec<Value> = Vec::new();
             match event {
                 Reply::Queued { .. } => {}
-                Reply::Token(text) => out.push(chunk(json!({ "content": text }), None)),
+                Reply::Token(text) => out.push(chunk(shape.choice(&text, None, false))),
                 Reply::Done(metrics) => {
                     let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
-                    let mut last = chunk(json!({}), Some(finish));
+                    let mut last = chunk(shape.choice("", Some(finish), false));
                     last["quantlab_metrics"] = json!(metrics);
                     out.push(last);
                     if include_usage {
-                        let mut usage_chunk = chunk(json!({}), None);
+                        let mut usage_chunk = chunk(Value::Null);
                         usage_chunk["choices"] = json!([]);
                         usage_chunk["usage"] = usage(&metrics);
                         out.push(usage_chunk);
@@ -249,7 +448,7 @@ pub async fn chat_completions(
             }
             futures::stream::iter(out)
         });
-    let stream = futures::stream::once(async move { opening })
+    let stream = futures::stream::iter(opening)
         .chain(events)
         .map(|value| Ok::<_, Infallible>(Event::default().data(value.to_string())))
         .chain(futures::stream::once(async {

@@ -20,7 +20,7 @@ use crate::{
     error::AppError,
     inference::workers::Reply,
     state::{App, AppState},
-    types::{ChatEvent, ChatMessage, ChatRequest, ModelInfo, SamplingParams},
+    types::{ChatEvent, ChatMessage, ChatRequest, ModelInfo, ResponseFormat, SamplingParams},
 };
 
 pub fn model_list(app: &App) -> Vec<ModelInfo> {
@@ -91,6 +91,8 @@ pub struct ChatStreamBody {
     /// `false` evaluates the whole prompt again instead of reusing a cached prefix
     /// (llama-server's extension; default true).
     cache_prompt: Option<bool>,
+    /// `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"schema": …}}`.
+    response_format: Option<ResponseFormat>,
 }
 
 pub async fn chat_stream(
@@ -111,6 +113,7 @@ pub async fn chat_stream(
             max_tokens: body.max_tokens,
             seed: body.seed,
             cache_prompt: body.cache_prompt,
+            response_format: body.response_format,
         },
         conversation_id: None,
     };

@@ -94,6 +94,7 @@ fn sampling(settings: &ChatSettings) -> Result<SamplingParams, String> {
         max_tokens: Some(settings.max_tokens.get_untracked()),
         seed,
         cache_prompt: None,
+        response_format: None,
     })
 }
 

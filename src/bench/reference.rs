@@ -92,6 +92,7 @@ pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
     let sampling = ResolvedSampling {
         // Every run evaluates its whole prompt: prefill is what is measured.
         cache_prompt: false,
+        constraint: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

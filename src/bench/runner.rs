@@ -22,7 +22,7 @@ use crate::{
     config::Settings,
     inference::{
         memory,
-        workers::{Reply, WorkerPool},
+        workers::{PromptInput, Reply, WorkerPool},
         ResolvedSampling, ScoreWindow,
     },
     registry::Registry,
@@ -140,6 +140,7 @@ fn bench_model(
     let sampling = ResolvedSampling {
         // Every run evaluates its whole prompt: prefill is what is measured.
         cache_prompt: false,
+        constraint: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -222,7 +223,7 @@ fn generate(
     }];
     let submitted = Instant::now();
     let mut generation = pool
-        .submit(id, messages, sampling.clone(), submitted)
+        .submit(id, PromptInput::Chat(messages), sampling.clone(), submitted)
         .map_err(|e| e.to_string())?;
     let (mut first, mut last) = (None, None);
     while let Some(reply) = generation.replies.blocking_recv() {

@@ -79,6 +79,9 @@ struct Slot {
     history: Vec<LlamaToken>,
     work: SlotWork,
     sampler: Option<LlamaSampler>,
+    /// Structured output: the grammar every sampled token must follow. Kept apart from the
+    /// sampler chain, which also sees the prompt's tokens (for the repeat penalty).
+    grammar: Option<LlamaSampler>,
 }
 
 pub struct LlamaCppEngine {
@@ -169,6 +172,7 @@ impl LlamaCppEngine {
                     history: Vec::new(),
                     work: SlotWork::Idle,
                     sampler: None,
+                    grammar: None,
                 })
                 .collect(),
             admitted: Vec::new(),
@@ -276,6 +280,29 @@ fn build_sampler(model: &LlamaModel, s: &ResolvedSampling) -> LlamaSampler {
         chain.push(LlamaSampler::dist(s.seed));
     }
     LlamaSampler::chain_simple(chain)
+}
+
+/// Samples the row's next token among those `grammar` allows, then lets both samplers see it.
+fn sample_within(
+    ctx: &Context<'_>,
+    row: i32,
+    grammar: &mut LlamaSampler,
+    sampler: &mut LlamaSampler,
+    vocab: &llama_cpp_2::vocab::LlamaVocab<'_>,
+) -> Result<LlamaToken, EngineError> {
+    let mut candidates = ctx.token_data_array_ith(row);
+    candidates.apply_sampler(grammar);
+    candidates.apply_sampler(sampler);
+    let token = candidates
+        .selected_token()
+        .ok_or_else(|| EngineError::Inference("the output grammar allowed no token".into()))?;
+    // An end token is allowed only once the grammar is complete, and ends the reply: llama.cpp
+    // aborts on accepting one into an unfinished grammar, so it is never fed.
+    if !vocab.is_eog(token) {
+        grammar.accept(token);
+    }
+    sampler.accept(token);
+    Ok(token)
 }
 
 impl ChatEngine for LlamaCppEngine {
@@ -412,12 +439,22 @@ impl BatchEngine for LlamaCppEngine {
                 keep = 0;
             }
         }
+        let grammar = match &sampling.constraint {
+            None => None,
+            Some(constraint) => Some(
+                LlamaSampler::grammar(self.inner.borrow_owner(), &constraint.grammar, "root")
+                    .map_err(|e| {
+                        EngineError::Inference(format!("llama.cpp refused the output grammar: {e}"))
+                    })?,
+            ),
+        };
         let mut sampler = build_sampler(self.inner.borrow_owner(), sampling);
         sampler.accept_many(&tokens);
         let s = &mut self.slots[slot];
         s.history.truncate(keep);
         s.work = SlotWork::Prefill(tokens[keep..].to_vec());
         s.sampler = Some(sampler);
+        s.grammar = grammar;
         self.admitted.push(slot);
         Ok(Admission {
             slot,
@@ -484,10 +521,18 @@ impl BatchEngine for LlamaCppEngine {
             let vocab = model.vocab();
             let mut sampled = Vec::with_capacity(picks.len());
             for &(slot, row) in &picks {
-                let Some(sampler) = slots[slot].sampler.as_mut() else {
+                let Slot {
+                    sampler: Some(sampler),
+                    grammar,
+                    ..
+                } = &mut slots[slot]
+                else {
                     continue;
                 };
-                let token = sampler.sample(ctx, row);
+                let token = match grammar {
+                    None => sampler.sample(ctx, row),
+                    Some(grammar) => sample_within(ctx, row, grammar, sampler, &vocab)?,
+                };
                 sampled.push((
                     slot,
                     token,
@@ -536,6 +581,7 @@ impl BatchEngine for LlamaCppEngine {
             // A prompt cut short keeps the part it read; the unfed sampled token is dropped.
             s.work = SlotWork::Idle;
             s.sampler = None;
+            s.grammar = None;
         }
         self.admitted.retain(|&s| s != slot);
     }

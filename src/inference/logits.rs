@@ -73,6 +73,12 @@ pub fn generate(
     sampling: &ResolvedSampling,
     sink: &mut dyn TokenSink,
 ) -> Result<GenerationStats, EngineError> {
+    // The HTTP boundary refuses this first; an engine without a grammar never pretends.
+    if sampling.constraint.is_some() {
+        return Err(EngineError::Unsupported(
+            "structured output (`response_format`) needs the llama.cpp engine".into(),
+        ));
+    }
     let started = Instant::now();
     let tokens = vocab.encode_prompt(prompt)?;
     let tokens = tokens.as_slice();

@@ -7,6 +7,7 @@ pub mod byte_level;
 pub mod candle;
 pub mod decode;
 pub mod gguf;
+pub mod json_grammar;
 pub mod llama_cpp;
 pub mod logits;
 pub mod memory;

@@ -182,7 +182,7 @@ impl RemoteEngine {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError> {
-        let body = json!({
+        let mut body = json!({
             "model": self.source.model,
             "messages": messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.content})).collect::<Vec<_>>(),
             "stream": true,
@@ -194,6 +194,10 @@ impl RemoteEngine {
             "max_tokens": sampling.max_tokens,
             "seed": sampling.seed,
         });
+        // The remote server enforces the format itself.
+        if let Some(constraint) = &sampling.constraint {
+            body["response_format"] = json!(constraint.format);
+        }
         let request = self.request(self.client.post(self.url("chat/completions")).json(&body));
         let timeout = self.timeout();
         self.runtime.block_on(async {

@@ -125,6 +125,7 @@ mod tests {
     fn settings(temperature: f32, top_k: u32, top_p: f32, repeat_penalty: f32) -> ResolvedSampling {
         ResolvedSampling {
             cache_prompt: true,
+            constraint: None,
             temperature,
             top_p,
             top_k,

@@ -1,6 +1,12 @@
 //! Validation of per-request sampling settings, shared by every API and the UI's websocket.
 
-use crate::{error::AppError, types::SamplingParams};
+use std::sync::Arc;
+
+use super::json_grammar::{self, SchemaError};
+use crate::{
+    error::AppError,
+    types::{ResponseFormat, SamplingParams},
+};
 
 pub const DEFAULT_TEMPERATURE: f32 = 0.7;
 pub const DEFAULT_TOP_P: f32 = 0.9;
@@ -22,6 +28,50 @@ pub struct ResolvedSampling {
     /// Reuse the KV cache of a matching prompt prefix (an earlier turn, a shared system
     /// prompt). Off only where prefill itself is measured.
     pub cache_prompt: bool,
+    /// Structured output: the reply must be a sentence of this grammar.
+    pub constraint: Option<OutputConstraint>,
+}
+
+/// What `response_format` asked for and the GBNF grammar that enforces it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputConstraint {
+    pub format: ResponseFormat,
+    pub grammar: Arc<str>,
+}
+
+/// The largest JSON schema accepted (its JSON text).
+pub const MAX_SCHEMA_BYTES: usize = 32 * 1024;
+
+/// Turns `response_format` into the grammar that enforces it (`None` for free text).
+///
+/// # Errors
+/// A 400 naming what is wrong with the schema, or what in it cannot be enforced.
+pub fn resolve_format(
+    format: Option<&ResponseFormat>,
+) -> Result<Option<OutputConstraint>, AppError> {
+    let grammar = match format {
+        None | Some(ResponseFormat::Text) => return Ok(None),
+        Some(ResponseFormat::JsonObject) => json_grammar::any_object(),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
+            let Some(schema) = &json_schema.schema else {
+                return Err(AppError::BadRequest(
+                    "`response_format.json_schema.schema` is missing: give the JSON schema the reply must follow".into(),
+                ));
+            };
+            let size = serde_json::to_string(schema).map_or(usize::MAX, |t| t.len());
+            if size > MAX_SCHEMA_BYTES {
+                return Err(AppError::BadRequest(format!(
+                    "`response_format.json_schema.schema` is {size} bytes; at most {MAX_SCHEMA_BYTES} are accepted"
+                )));
+            }
+            json_grammar::grammar_for_schema(schema)
+                .map_err(|e: SchemaError| AppError::BadRequest(format!("`response_format`: {e}")))?
+        }
+    };
+    Ok(format.map(|format| OutputConstraint {
+        format: format.clone(),
+        grammar: grammar.into(),
+    }))
 }
 
 impl ResolvedSampling {
@@ -88,6 +138,7 @@ pub fn resolve(params: &SamplingParams, max_new_tokens: u32) -> Result<ResolvedS
         max_tokens,
         seed,
         cache_prompt: params.cache_prompt.unwrap_or(true),
+        constraint: resolve_format(params.response_format.as_ref())?,
     })
 }
 

@@ -133,6 +133,7 @@ pub fn sampling(
 ) -> quantlab::inference::sampling::ResolvedSampling {
     quantlab::inference::sampling::ResolvedSampling {
         cache_prompt: true,
+        constraint: None,
         temperature,
         top_p: 0.95,
         top_k: 40,

@@ -18,7 +18,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::reply::{Reply, ReplyError, REPLY_BUFFER};
+pub use self::reply::{PromptInput, Reply, ReplyError, REPLY_BUFFER};
 use self::{
     queue::{JobQueue, Refused},
     reply::{Job, ReplyJob, ScoreJob},
@@ -32,7 +32,6 @@ use crate::{
     config::Settings,
     error::AppError,
     registry::{ModelEntry, Registry},
-    types::ChatMessage,
 };
 
 /// Seconds a client is told to wait when a queue is full. A short reply on the default model
@@ -197,14 +196,14 @@ impl WorkerPool {
     pub fn submit(
         &self,
         model_id: &str,
-        messages: Vec<ChatMessage>,
+        prompt: PromptInput,
         sampling: ResolvedSampling,
         accepted_at: Instant,
     ) -> Result<Generation, AppError> {
         let (reply, replies) = mpsc::channel(REPLY_BUFFER);
         let cancel = Arc::new(AtomicBool::new(false));
         let job = ReplyJob {
-            messages,
+            prompt,
             sampling,
             accepted_at,
             cancel: cancel.clone(),

@@ -69,9 +69,18 @@ pub(super) enum Job {
     Score(ScoreJob),
 }
 
+/// What a reply answers.
+#[derive(Clone, Debug)]
+pub enum PromptInput {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Plain text the model continues as it is (`/v1/completions`).
+    Text(String),
+}
+
 /// A request for one reply.
 pub(super) struct ReplyJob {
-    pub messages: Vec<ChatMessage>,
+    pub prompt: PromptInput,
     pub sampling: ResolvedSampling,
     /// When the server accepted the request; time to first token counts from here.
     pub accepted_at: Instant,
@@ -214,11 +223,13 @@ pub(super) fn run_reply(
     render: impl FnOnce(&ReplyJob) -> Result<String, EngineError>,
     sink: &mut JobSink,
 ) -> Result<GenerationStats, EngineError> {
-    let (messages, sampling) = (sink.job.messages.clone(), sink.job.sampling.clone());
-    match engine.generate_messages(&messages, &sampling, sink) {
-        Some(outcome) => outcome,
-        None => render(&sink.job).and_then(|prompt| engine.generate(&prompt, &sampling, sink)),
+    let (prompt, sampling) = (sink.job.prompt.clone(), sink.job.sampling.clone());
+    if let PromptInput::Chat(messages) = &prompt {
+        if let Some(outcome) = engine.generate_messages(messages, &sampling, sink) {
+            return outcome;
+        }
     }
+    render(&sink.job).and_then(|prompt| engine.generate(&prompt, &sampling, sink))
 }
 
 /// Sends a reply's last event (`Done` or `Failed`), unless its reader stopped reading.

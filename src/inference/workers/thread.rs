@@ -9,7 +9,9 @@ use std::{
 
 use super::{
     queue::JobQueue,
-    reply::{finish_reply, run_reply, Job, JobSink, ReplyError, ReplyJob, Runner, ScoreJob},
+    reply::{
+        finish_reply, run_reply, Job, JobSink, PromptInput, ReplyError, ReplyJob, Runner, ScoreJob,
+    },
     PoolSignals, WorkerState,
 };
 use crate::{
@@ -121,10 +123,11 @@ pub(super) fn run_worker(
         resident_bytes: resident,
         threads: engine.facts().threads,
     };
-    let render = |job: &ReplyJob| {
-        format
-            .render(&job.messages)
-            .map_err(|e| EngineError::Template(e.to_string()))
+    let render = |job: &ReplyJob| match &job.prompt {
+        PromptInput::Chat(messages) => format
+            .render(messages)
+            .map_err(|e| EngineError::Template(e.to_string())),
+        PromptInput::Text(text) => Ok(text.clone()),
     };
     let start_reply = |job: ReplyJob| JobSink::new(job, signals.clone(), spec.send_timeout);
     let slots = engine.batch().map_or(1, |b| b.slots());
