@@ -365,7 +365,8 @@ async fn a_flood_of_over_capacity_requests_is_refused_without_error_logs() {
     let folder = tempfile::tempdir().unwrap();
     let mut cmd = command();
     cmd.arg("--conversations-dir").arg(folder.path());
-    let mut server = Binary::serve(cmd, &["--queue", "1"]);
+    // One slot and one place in line: of twelve at once, ten or so must be turned away.
+    let mut server = Binary::serve(cmd, &["--queue", "1", "--parallel", "1"]);
     server.wait_ready().await;
     let client = reqwest::Client::new();
     let requests = (0..12).map(|_| {
