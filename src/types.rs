@@ -43,6 +43,9 @@ pub struct SamplingParams {
     /// Constrains the reply to JSON, or to JSON matching a schema (OpenAI's `response_format`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    /// The reply ends before the first of these texts (OpenAI's `stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
 }
 
 /// The shape a reply must take, as OpenAI's `response_format` says it.

@@ -126,6 +126,7 @@ fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
         constraint: None,
+        stop: Vec::new(),
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -202,6 +203,7 @@ fn seeded_sampling_is_reproducible_and_stop_cuts_the_reply() {
     let sampling = |seed| ResolvedSampling {
         cache_prompt: true,
         constraint: None,
+        stop: Vec::new(),
         temperature: 1.2,
         top_p: 0.95,
         top_k: 100,

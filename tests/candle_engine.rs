@@ -57,6 +57,7 @@ fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
         constraint: None,
+        stop: Vec::new(),
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -173,6 +174,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
     let sampling = ResolvedSampling {
         cache_prompt: true,
         constraint: None,
+        stop: Vec::new(),
         temperature: 0.9,
         top_p: 0.95,
         top_k: 40,
@@ -188,6 +190,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
                 &ResolvedSampling {
                     cache_prompt: true,
                     constraint: None,
+                    stop: Vec::new(),
                     seed,
                     ..sampling.clone()
                 },

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{parse_sse, shared_server, MODEL};
+use common::{client::openai_chunks, parse_sse, shared_server, MODEL};
 use quantlab::types::{FinishReason, GenerationMetrics};
 use serde_json::{json, Value};
 
@@ -140,23 +140,8 @@ async fn openai_streaming_matches_the_non_streaming_answer_and_reports_usage() {
         .await
         .unwrap();
     let mut streaming = base.clone();
-    streaming["stream"] = json!(true);
     streaming["stream_options"] = json!({ "include_usage": true });
-    let body = client
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&streaming)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let events = parse_sse(&body);
-    assert_eq!(events.last().unwrap().data, "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(&e.data).unwrap())
-        .collect();
+    let chunks = openai_chunks(&format!("{url}/v1/chat/completions"), &streaming).await;
     assert!(chunks
         .iter()
         .all(|c| c["object"] == "chat.completion.chunk"));

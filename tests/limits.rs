@@ -92,8 +92,18 @@ async fn invalid_requests_get_400_naming_the_problem() {
         ),
         (
             "/v1/chat/completions",
-            json!({ "model": MODEL, "messages": msgs, "stop": ["\n"] }),
-            "stop",
+            json!({ "model": MODEL, "messages": msgs, "stop": ["a", "b", "c", "d", "e"] }),
+            "at most 4",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": MODEL, "messages": msgs, "stop": "x".repeat(65) }),
+            "1 to 64 characters",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({ "model": MODEL, "messages": msgs, "stop": [3] }),
+            "`stop` must be a string",
         ),
         (
             "/v1/chat/completions",

@@ -293,6 +293,7 @@ fn stop_ends_a_remote_reply_within_one_token() {
     let sampling = ResolvedSampling {
         cache_prompt: true,
         constraint: None,
+        stop: Vec::new(),
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

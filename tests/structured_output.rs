@@ -9,7 +9,8 @@ mod common;
 
 use common::{
     binary::{command, Binary},
-    parse_sse, MODEL,
+    client::{openai_chunks, post_with_status as post, streamed_text},
+    MODEL,
 };
 use serde_json::{json, Value};
 
@@ -68,48 +69,9 @@ fn assert_is_city(document: &Value) {
     );
 }
 
-async fn post(url: &str, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// A streamed reply's text (chat deltas or completion texts) and its finish reason.
-async fn streamed(url: &str, mut body: Value) -> (String, String) {
-    body["stream"] = json!(true);
-    let text = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let events = parse_sse(&text);
-    assert_eq!(events.last().map(|e| e.data.as_str()), Some("[DONE]"));
-    let mut content = String::new();
-    let mut finish = String::new();
-    for event in &events[..events.len() - 1] {
-        let chunk: Value = serde_json::from_str(&event.data).unwrap();
-        assert!(chunk.get("error").is_none(), "{chunk}");
-        let choice = &chunk["choices"][0];
-        content.push_str(
-            choice["delta"]["content"]
-                .as_str()
-                .or(choice["text"].as_str())
-                .unwrap_or(""),
-        );
-        if let Some(f) = choice["finish_reason"].as_str() {
-            finish = f.into();
-        }
-    }
-    (content, finish)
+/// A streamed reply's text and its finish reason.
+async fn streamed(url: &str, body: Value) -> (String, String) {
+    streamed_text(&openai_chunks(url, &body).await)
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ impl From<CompareBody> for CompareRequest {
                 seed: body.seed,
                 cache_prompt: None,
                 response_format: None,
+                stop: None,
             },
             together: body.together,
         }

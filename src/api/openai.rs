@@ -151,7 +151,7 @@ pub async fn chat_completions(
     ApiJson(body): ApiJson<CompletionBody>,
 ) -> Result<Response, AppError> {
     let accepted_at = Instant::now();
-    check_common(body.n, body.stop.as_ref())?;
+    let stop = check_common(body.n, body.stop)?;
     let request = ChatRequest {
         model: body.model.clone(),
         messages: convert_messages(body.messages)?,
@@ -164,6 +164,7 @@ pub async fn chat_completions(
             seed: body.seed,
             cache_prompt: body.cache_prompt,
             response_format: body.response_format,
+            stop,
         },
         conversation_id: None,
     };
@@ -221,7 +222,7 @@ pub async fn completions(
     ApiJson(body): ApiJson<TextCompletionBody>,
 ) -> Result<Response, AppError> {
     let accepted_at = Instant::now();
-    check_common(body.n, body.stop.as_ref())?;
+    let stop = check_common(body.n, body.stop)?;
     let refuse = |field: &str, why: &str| Err(AppError::BadRequest(format!("`{field}` {why}")));
     if body.echo {
         return refuse(
@@ -273,6 +274,7 @@ pub async fn completions(
             seed: body.seed,
             cache_prompt: body.cache_prompt,
             response_format: body.response_format,
+            stop,
         },
         limits.max_new_tokens,
     )?;
@@ -303,24 +305,31 @@ pub async fn completions(
     .await
 }
 
-/// What both endpoints refuse alike.
-fn check_common(n: Option<u32>, stop: Option<&Value>) -> Result<(), AppError> {
+/// What both endpoints check alike: one choice, and `stop` as OpenAI takes it (a string or a
+/// list of strings) made a list.
+fn check_common(n: Option<u32>, stop: Option<Value>) -> Result<Option<Vec<String>>, AppError> {
     if n.is_some_and(|n| n != 1) {
         return Err(AppError::BadRequest(
             "`n` must be 1: one choice per request".into(),
         ));
     }
-    let has_stop = match stop {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(_) => true,
-    };
-    if has_stop {
-        return Err(AppError::BadRequest(
-            "`stop` sequences are not supported yet; the model stops at its own end token or `max_tokens`".into(),
-        ));
+    match stop {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(one)) => Ok(Some(vec![one])),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(text) => Ok(text),
+                _ => Err(AppError::BadRequest(
+                    "`stop` must be a string or a list of strings".into(),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(AppError::BadRequest(
+            "`stop` must be a string or a list of strings".into(),
+        )),
     }
-    Ok(())
 }
 
 /// How a reply is dressed: a chat message or plain text.

@@ -93,6 +93,8 @@ pub struct ChatStreamBody {
     cache_prompt: Option<bool>,
     /// `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"schema": …}}`.
     response_format: Option<ResponseFormat>,
+    /// Up to four texts the reply ends before.
+    stop: Option<Vec<String>>,
 }
 
 pub async fn chat_stream(
@@ -114,6 +116,7 @@ pub async fn chat_stream(
             seed: body.seed,
             cache_prompt: body.cache_prompt,
             response_format: body.response_format,
+            stop: body.stop,
         },
         conversation_id: None,
     };

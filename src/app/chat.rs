@@ -95,6 +95,7 @@ fn sampling(settings: &ChatSettings) -> Result<SamplingParams, String> {
         seed,
         cache_prompt: None,
         response_format: None,
+        stop: None,
     })
 }
 

@@ -93,6 +93,7 @@ pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
         // Every run evaluates its whole prompt: prefill is what is measured.
         cache_prompt: false,
         constraint: None,
+        stop: Vec::new(),
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

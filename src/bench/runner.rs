@@ -141,6 +141,7 @@ fn bench_model(
         // Every run evaluates its whole prompt: prefill is what is measured.
         cache_prompt: false,
         constraint: None,
+        stop: Vec::new(),
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

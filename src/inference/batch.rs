@@ -9,7 +9,7 @@
 
 use std::{ops::ControlFlow, time::Instant};
 
-use super::{utf8::Utf8Stream, EngineError, GenerationStats, ResolvedSampling, TokenSink};
+use super::{reply_text::ReplyText, EngineError, GenerationStats, ResolvedSampling, TokenSink};
 use crate::types::FinishReason;
 
 /// A prompt taken into a slot.
@@ -69,7 +69,7 @@ struct Running<S> {
     sink: S,
     admitted_at: Instant,
     first_token_at: Option<Instant>,
-    text: Utf8Stream,
+    text: ReplyText,
     stats: GenerationStats,
     max_tokens: u32,
 }
@@ -112,7 +112,7 @@ impl<S: TokenSink> Batch<S> {
                     sink,
                     admitted_at,
                     first_token_at: None,
-                    text: Utf8Stream::default(),
+                    text: ReplyText::new(&sampling.stop),
                     stats: GenerationStats {
                         prompt_tokens: admission.prompt_tokens,
                         cached_prompt_tokens: admission.cached_tokens,
@@ -191,10 +191,13 @@ impl<S: TokenSink> Running<S> {
         if token.ends_reply {
             return Some(FinishReason::Stop);
         }
-        let piece = self.text.push(&token.bytes);
+        let pushed = self.text.push(&token.bytes);
         self.stats.generated_tokens += 1;
-        if !piece.is_empty() && self.sink.piece(&piece).is_break() {
+        if !pushed.text.is_empty() && self.sink.piece(&pushed.text).is_break() {
             return Some(FinishReason::Cancelled);
+        }
+        if pushed.stopped {
+            return Some(FinishReason::Stop);
         }
         if self.stats.generated_tokens >= self.max_tokens as usize {
             return Some(FinishReason::Length);

@@ -3,7 +3,7 @@
 //! token limit, a full context, Stop). Engines supply only how to read a token and how to
 //! compute the next one, so the rules cannot drift apart between engines.
 
-use super::{utf8::Utf8Stream, EngineError, GenerationStats, TokenSink};
+use super::{reply_text::ReplyText, EngineError, GenerationStats, TokenSink};
 use crate::types::FinishReason;
 
 /// An empty prompt or one that leaves no room for a reply token is refused.
@@ -37,10 +37,11 @@ pub fn decode<T: Copy>(
     first: T,
     context: usize,
     max_tokens: u32,
+    stop: &[String],
     sink: &mut dyn TokenSink,
     stats: &mut GenerationStats,
 ) -> Result<(), EngineError> {
-    let mut text = Utf8Stream::default();
+    let mut text = ReplyText::new(stop);
     let mut token = first;
     let mut position = stats.prompt_tokens;
     let started = std::time::Instant::now();
@@ -48,10 +49,13 @@ pub fn decode<T: Copy>(
         if engine.ends_reply(token) {
             break FinishReason::Stop;
         }
-        let piece = text.push(&engine.bytes(token));
+        let pushed = text.push(&engine.bytes(token));
         stats.generated_tokens += 1;
-        if !piece.is_empty() && sink.piece(&piece).is_break() {
+        if !pushed.text.is_empty() && sink.piece(&pushed.text).is_break() {
             break FinishReason::Cancelled;
+        }
+        if pushed.stopped {
+            break FinishReason::Stop;
         }
         if stats.generated_tokens >= max_tokens as usize {
             break FinishReason::Length;

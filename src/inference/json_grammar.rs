@@ -726,6 +726,15 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_needing_too_many_rules_is_refused() {
+        let properties: serde_json::Map<String, Value> = (0..1100)
+            .map(|i| (format!("f{i}"), json!({ "type": "string", "maxLength": 3 })))
+            .collect();
+        let schema = json!({ "type": "object", "properties": properties });
+        assert_eq!(grammar_for_schema(&schema), Err(SchemaError::TooLarge));
+    }
+
+    #[test]
     fn arrays_repeat_within_their_bounds() {
         let grammar = grammar_for_schema(&json!({
             "type": "array", "items": { "type": "integer" }, "minItems": 2, "maxItems": 3

@@ -115,6 +115,7 @@ pub fn generate(
         first,
         context,
         sampling.max_tokens,
+        &sampling.stop,
         sink,
         &mut stats,
     )?;

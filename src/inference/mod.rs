@@ -12,6 +12,7 @@ pub mod llama_cpp;
 pub mod logits;
 pub mod memory;
 pub mod remote;
+pub mod reply_text;
 pub mod sampler;
 pub mod sampling;
 pub mod score;

@@ -194,6 +194,9 @@ impl RemoteEngine {
             "max_tokens": sampling.max_tokens,
             "seed": sampling.seed,
         });
+        if !sampling.stop.is_empty() {
+            body["stop"] = json!(sampling.stop);
+        }
         // The remote server enforces the format itself.
         if let Some(constraint) = &sampling.constraint {
             body["response_format"] = json!(constraint.format);

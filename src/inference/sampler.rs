@@ -126,6 +126,7 @@ mod tests {
         ResolvedSampling {
             cache_prompt: true,
             constraint: None,
+            stop: Vec::new(),
             temperature,
             top_p,
             top_k,

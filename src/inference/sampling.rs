@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use super::json_grammar::{self, SchemaError};
+use super::{
+    json_grammar::{self, SchemaError},
+    reply_text::{MAX_STOP_CHARS, MAX_STOP_SEQUENCES},
+};
 use crate::{
     error::AppError,
     types::{ResponseFormat, SamplingParams},
@@ -30,6 +33,8 @@ pub struct ResolvedSampling {
     pub cache_prompt: bool,
     /// Structured output: the reply must be a sentence of this grammar.
     pub constraint: Option<OutputConstraint>,
+    /// The reply ends before the first of these texts.
+    pub stop: Vec<String>,
 }
 
 /// What `response_format` asked for and the GBNF grammar that enforces it.
@@ -37,6 +42,26 @@ pub struct ResolvedSampling {
 pub struct OutputConstraint {
     pub format: ResponseFormat,
     pub grammar: Arc<str>,
+}
+
+/// Checks stop sequences: at most four, each 1 to 64 characters.
+fn resolve_stop(stop: Option<&[String]>) -> Result<Vec<String>, AppError> {
+    let stop = stop.unwrap_or_default();
+    if stop.len() > MAX_STOP_SEQUENCES {
+        return Err(AppError::BadRequest(format!(
+            "`stop` has {} sequences; at most {MAX_STOP_SEQUENCES} are accepted",
+            stop.len()
+        )));
+    }
+    for sequence in stop {
+        let chars = sequence.chars().count();
+        if chars == 0 || chars > MAX_STOP_CHARS {
+            return Err(AppError::BadRequest(format!(
+                "each `stop` sequence must have 1 to {MAX_STOP_CHARS} characters, got {chars}"
+            )));
+        }
+    }
+    Ok(stop.to_vec())
 }
 
 /// The largest JSON schema accepted (its JSON text).
@@ -139,6 +164,7 @@ pub fn resolve(params: &SamplingParams, max_new_tokens: u32) -> Result<ResolvedS
         seed,
         cache_prompt: params.cache_prompt.unwrap_or(true),
         constraint: resolve_format(params.response_format.as_ref())?,
+        stop: resolve_stop(params.stop.as_deref())?,
     })
 }
 
@@ -220,6 +246,61 @@ mod tests {
             ..params()
         })
         .contains("`repeat_penalty`"));
+    }
+
+    #[test]
+    fn response_formats_become_grammars_and_oversized_schemas_are_refused() {
+        use crate::types::JsonSchemaFormat;
+        let schema_format = |schema: serde_json::Value| ResponseFormat::JsonSchema {
+            json_schema: JsonSchemaFormat {
+                name: None,
+                schema: Some(schema),
+                strict: None,
+            },
+        };
+        assert_eq!(resolve_format(Some(&ResponseFormat::Text)).unwrap(), None);
+        let boolean = resolve_format(Some(&schema_format(
+            serde_json::json!({ "type": "boolean" }),
+        )))
+        .unwrap()
+        .unwrap();
+        assert!(
+            boolean.grammar.starts_with("root ::= boolean"),
+            "{}",
+            boolean.grammar
+        );
+        let description = "x".repeat(MAX_SCHEMA_BYTES);
+        let big = serde_json::json!({ "type": "boolean", "description": description });
+        match resolve_format(Some(&schema_format(big))) {
+            Err(AppError::BadRequest(message)) => assert!(message.contains("32768"), "{message}"),
+            other => panic!("expected a 400, got {other:?}"),
+        }
+        let missing = ResponseFormat::JsonSchema {
+            json_schema: JsonSchemaFormat {
+                name: Some("x".into()),
+                schema: None,
+                strict: None,
+            },
+        };
+        assert!(matches!(
+            resolve_format(Some(&missing)),
+            Err(AppError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn stop_sequences_are_limited_in_number_and_length() {
+        let stops = |list: &[&str]| SamplingParams {
+            stop: Some(list.iter().map(|s| s.to_string()).collect()),
+            ..params()
+        };
+        assert_eq!(
+            resolve(&stops(&["\n", "END"]), 4096).unwrap().stop,
+            ["\n", "END"]
+        );
+        assert!(field_error(stops(&["a", "b", "c", "d", "e"])).contains("at most 4"));
+        assert!(field_error(stops(&[""])).contains("1 to 64"));
+        assert!(field_error(stops(&[&"x".repeat(65)])).contains("1 to 64"));
     }
 
     #[test]

@@ -63,3 +63,64 @@ pub async fn next_event(socket: &mut Socket) -> Option<Value> {
         }
     }
 }
+
+/// POSTs an OpenAI request with `"stream": true` added; returns its JSON chunks after checking
+/// that the stream ends with `[DONE]` and carries no error.
+pub async fn openai_chunks(url: &str, body: &Value) -> Vec<Value> {
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    let text = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = super::parse_sse(&text);
+    assert_eq!(
+        events.last().map(|e| e.data.as_str()),
+        Some("[DONE]"),
+        "{text}"
+    );
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            let chunk: Value = serde_json::from_str(&e.data).unwrap();
+            assert!(chunk.get("error").is_none(), "{chunk}");
+            chunk
+        })
+        .collect()
+}
+
+/// The text streamed chunks carry (chat deltas or completion texts) and the finish reason.
+pub fn streamed_text(chunks: &[Value]) -> (String, String) {
+    let mut content = String::new();
+    let mut finish = String::new();
+    for chunk in chunks {
+        let choice = &chunk["choices"][0];
+        content.push_str(
+            choice["delta"]["content"]
+                .as_str()
+                .or(choice["text"].as_str())
+                .unwrap_or(""),
+        );
+        if let Some(f) = choice["finish_reason"].as_str() {
+            finish = f.into();
+        }
+    }
+    (content, finish)
+}
+
+/// POST `body` as JSON to `url`: the status and the body as JSON (`null` when it is not).
+pub async fn post_with_status(url: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}

@@ -134,6 +134,7 @@ pub fn sampling(
     quantlab::inference::sampling::ResolvedSampling {
         cache_prompt: true,
         constraint: None,
+        stop: Vec::new(),
         temperature,
         top_p: 0.95,
         top_k: 40,
