@@ -11,7 +11,7 @@ use crate::{
         ResolvedSampling, UpstreamFailure,
     },
     state::App,
-    types::{ChatEvent, ChatRequest},
+    types::{ChatEvent, ChatRequest, EngineKind, SamplingParams},
 };
 
 /// Checks the request against the limits and queues it; returns the stream of its replies.
@@ -70,11 +70,21 @@ pub fn check_chat(app: &App, request: &ChatRequest) -> Result<ResolvedSampling, 
             limits.max_prompt_chars
         )));
     }
-    let sampling = sampling::resolve(&request.sampling, limits.max_new_tokens)?;
+    resolve_sampling(app, &request.model, engine, &request.sampling)
+}
+
+/// Checks and fills a request's sampling for the engine that will run it: a `response_format`
+/// goes only to engines that can hold a reply to it.
+pub fn resolve_sampling(
+    app: &App,
+    model: &str,
+    engine: EngineKind,
+    params: &SamplingParams,
+) -> Result<ResolvedSampling, AppError> {
+    let sampling = sampling::resolve(params, app.settings.limits.max_new_tokens)?;
     if sampling.constraint.is_some() && !engine.constrains_output() {
         return Err(AppError::BadRequest(format!(
-            "`response_format` needs an engine that can constrain its output (llama_cpp, or a remote server); model `{}` runs on {}, so its reply could not be held to the format",
-            request.model,
+            "`response_format` needs an engine that can constrain its output (llama_cpp, or a remote server); model `{model}` runs on {}, so its reply could not be held to the format",
             engine.as_str()
         )));
     }

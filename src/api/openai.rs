@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    chat::{first_reply, refuse_while_loading},
+    chat::{first_reply, refuse_while_loading, resolve_sampling},
     json::ApiJson,
     start_chat,
 };
@@ -73,11 +73,10 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// Fields OpenAI defines that we honour; other fields are ignored as OpenAI-compatible servers do.
+/// The sampling and streaming fields both `/v1` endpoints take. Fields OpenAI defines that we
+/// do not honour are ignored, as OpenAI-compatible servers do.
 #[derive(Debug, Deserialize)]
-pub struct CompletionBody {
-    model: String,
-    messages: Vec<OpenAiMessage>,
+struct OpenAiOptions {
     temperature: Option<f32>,
     top_p: Option<f32>,
     /// Not in OpenAI's API; llama.cpp's server and vLLM accept it too.
@@ -95,7 +94,60 @@ pub struct CompletionBody {
     stream: bool,
     stream_options: Option<StreamOptions>,
     n: Option<u32>,
+    /// A string or a list of strings.
     stop: Option<Value>,
+}
+
+impl OpenAiOptions {
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
+    /// Our sampling parameters; refuses more than one choice and a malformed `stop`.
+    fn sampling(&mut self) -> Result<SamplingParams, AppError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(AppError::BadRequest(
+                "`n` must be 1: one choice per request".into(),
+            ));
+        }
+        let malformed =
+            || AppError::BadRequest("`stop` must be a string or a list of strings".into());
+        let stop = match self.stop.take() {
+            None | Some(Value::Null) => None,
+            Some(Value::String(one)) => Some(vec![one]),
+            Some(Value::Array(items)) => Some(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::String(text) => Ok(text),
+                        _ => Err(malformed()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(malformed()),
+        };
+        Ok(SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repeat_penalty: self.repeat_penalty,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            seed: self.seed,
+            cache_prompt: self.cache_prompt,
+            response_format: self.response_format.take(),
+            stop,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionBody {
+    model: String,
+    messages: Vec<OpenAiMessage>,
+    #[serde(flatten)]
+    options: OpenAiOptions,
 }
 
 fn convert_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<ChatMessage>, AppError> {
@@ -151,37 +203,18 @@ pub async fn chat_completions(
     ApiJson(body): ApiJson<CompletionBody>,
 ) -> Result<Response, AppError> {
     let accepted_at = Instant::now();
-    let stop = check_common(body.n, body.stop)?;
+    let mut options = body.options;
     let request = ChatRequest {
         model: body.model.clone(),
+        sampling: options.sampling()?,
         messages: convert_messages(body.messages)?,
-        sampling: SamplingParams {
-            temperature: body.temperature,
-            top_p: body.top_p,
-            top_k: body.top_k,
-            repeat_penalty: body.repeat_penalty,
-            max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            seed: body.seed,
-            cache_prompt: body.cache_prompt,
-            response_format: body.response_format,
-            stop,
-        },
         conversation_id: None,
     };
     super::chat::check_chat(&state.app, &request)?;
     refuse_while_loading(&state.app, &request.model)?;
     let mut generation = start_chat(&state.app, request, accepted_at)?;
     let first = first_reply(&mut generation).await?;
-    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    respond(
-        generation,
-        first,
-        Shape::Chat,
-        body.model,
-        body.stream,
-        include_usage,
-    )
-    .await
+    respond(generation, first, Shape::Chat, body.model, &options).await
 }
 
 /// The body of `/v1/completions`: a plain prompt the model continues (no chat template), for
@@ -190,19 +223,8 @@ pub async fn chat_completions(
 pub struct TextCompletionBody {
     model: String,
     prompt: PromptField,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<u32>,
-    repeat_penalty: Option<f32>,
-    max_tokens: Option<u32>,
-    seed: Option<u64>,
-    cache_prompt: Option<bool>,
-    response_format: Option<ResponseFormat>,
-    #[serde(default)]
-    stream: bool,
-    stream_options: Option<StreamOptions>,
-    n: Option<u32>,
-    stop: Option<Value>,
+    #[serde(flatten)]
+    options: OpenAiOptions,
     #[serde(default)]
     echo: bool,
     suffix: Option<String>,
@@ -222,7 +244,8 @@ pub async fn completions(
     ApiJson(body): ApiJson<TextCompletionBody>,
 ) -> Result<Response, AppError> {
     let accepted_at = Instant::now();
-    let stop = check_common(body.n, body.stop)?;
+    let mut options = body.options;
+    let params = options.sampling()?;
     let refuse = |field: &str, why: &str| Err(AppError::BadRequest(format!("`{field}` {why}")));
     if body.echo {
         return refuse(
@@ -264,27 +287,7 @@ pub async fn completions(
             body.model
         )));
     }
-    let sampling = crate::inference::sampling::resolve(
-        &SamplingParams {
-            temperature: body.temperature,
-            top_p: body.top_p,
-            top_k: body.top_k,
-            repeat_penalty: body.repeat_penalty,
-            max_tokens: body.max_tokens,
-            seed: body.seed,
-            cache_prompt: body.cache_prompt,
-            response_format: body.response_format,
-            stop,
-        },
-        limits.max_new_tokens,
-    )?;
-    if sampling.constraint.is_some() && !entry.engine.constrains_output() {
-        return Err(AppError::BadRequest(format!(
-            "`response_format` needs the llama_cpp engine; model `{}` runs on {}",
-            body.model,
-            entry.engine.as_str()
-        )));
-    }
+    let sampling = resolve_sampling(&state.app, &body.model, entry.engine, &params)?;
     refuse_while_loading(&state.app, &body.model)?;
     let mut generation = state.app.pool.submit(
         &body.model,
@@ -293,43 +296,7 @@ pub async fn completions(
         accepted_at,
     )?;
     let first = first_reply(&mut generation).await?;
-    let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
-    respond(
-        generation,
-        first,
-        Shape::Text,
-        body.model,
-        body.stream,
-        include_usage,
-    )
-    .await
-}
-
-/// What both endpoints check alike: one choice, and `stop` as OpenAI takes it (a string or a
-/// list of strings) made a list.
-fn check_common(n: Option<u32>, stop: Option<Value>) -> Result<Option<Vec<String>>, AppError> {
-    if n.is_some_and(|n| n != 1) {
-        return Err(AppError::BadRequest(
-            "`n` must be 1: one choice per request".into(),
-        ));
-    }
-    match stop {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(one)) => Ok(Some(vec![one])),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(text) => Ok(text),
-                _ => Err(AppError::BadRequest(
-                    "`stop` must be a string or a list of strings".into(),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(AppError::BadRequest(
-            "`stop` must be a string or a list of strings".into(),
-        )),
-    }
+    respond(generation, first, Shape::Text, body.model, &options).await
 }
 
 /// How a reply is dressed: a chat message or plain text.
@@ -383,16 +350,16 @@ async fn respond(
     first: Reply,
     shape: Shape,
     model: String,
-    stream: bool,
-    include_usage: bool,
+    options: &OpenAiOptions,
 ) -> Result<Response, AppError> {
+    let include_usage = options.include_usage();
     let id = shape.id();
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
 
-    if !stream {
+    if !options.stream {
         let mut content = String::new();
         let mut event = Some(first);
         while let Some(current) = event.take() {

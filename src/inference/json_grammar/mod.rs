@@ -9,6 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
+use self::gbnf::{literal, repeat, rule_name, PRIMITIVES};
+
+mod gbnf;
+
 /// Nesting levels of a schema we follow; deeper ones are refused.
 pub const MAX_SCHEMA_DEPTH: usize = 32;
 /// Most rules one grammar may hold (a guard against schemas that explode in size).
@@ -39,29 +43,6 @@ const ANNOTATIONS: [&str; 11] = [
     "readOnly",
     "writeOnly",
     "strict",
-];
-
-/// Rules every grammar may use, by name. Numbers take at most 16 digits per part, so a small
-/// model cannot run on writing digits until `max_tokens`.
-const PRIMITIVES: [(&str, &str); 9] = [
-    ("space", r#"| " " | "\n" [ \t]{0,20}"#),
-    (
-        "char",
-        r#"[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})"#,
-    ),
-    ("string", r#""\"" char* "\"" space"#),
-    ("boolean", r#"("true" | "false") space"#),
-    ("null", r#""null" space"#),
-    ("integral-part", "[0] | [1-9] [0-9]{0,15}"),
-    ("integer", r#"("-"? integral-part) space"#),
-    (
-        "number",
-        r#"("-"? integral-part) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,16})? space"#,
-    ),
-    (
-        "value",
-        r#"object | array | string | number | boolean | null"#,
-    ),
 ];
 
 /// The grammar for any JSON object (`response_format: {"type": "json_object"}`).
@@ -104,41 +85,6 @@ fn invalid(path: &str, detail: impl Into<String>) -> SchemaError {
     }
 }
 
-/// A GBNF string literal matching `text` exactly.
-fn literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02X}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A rule name from a property path (GBNF names are `[a-zA-Z0-9-]+`).
-fn rule_name(hint: &str) -> String {
-    let name: String = hint
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let name = name.trim_matches('-');
-    if name.is_empty() {
-        "rule".into()
-    } else {
-        name.into()
-    }
-}
-
 fn count(
     schema: &serde_json::Map<String, Value>,
     key: &str,
@@ -150,22 +96,6 @@ fn count(
             .as_u64()
             .map(Some)
             .ok_or_else(|| invalid(path, format!("`{key}` must be a non-negative integer"))),
-    }
-}
-
-/// `{min,max}` repetition of `item` separated by `separator`.
-fn repeat(item: &str, separator: &str, min: u64, max: Option<u64>) -> String {
-    let rest_min = min.saturating_sub(1);
-    let some = match max {
-        Some(0) => return String::new(),
-        Some(1) => item.to_string(),
-        Some(max) => format!("{item} ({separator} {item}){{{rest_min},{}}}", max - 1),
-        None => format!("{item} ({separator} {item}){{{rest_min},}}"),
-    };
-    if min == 0 {
-        format!("({some})?")
-    } else {
-        some
     }
 }
 
@@ -631,119 +561,4 @@ impl<'a> Builder<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn literals_escape_quotes_backslashes_and_controls() {
-        assert_eq!(literal(r#""a\b""#), r#""\"a\\b\"""#);
-        assert_eq!(literal("x\ny\u{1}"), r#""x\ny\x01""#);
-    }
-
-    #[test]
-    fn an_object_schema_names_its_properties_in_order() {
-        let grammar = grammar_for_schema(&json!({
-            "type": "object",
-            "properties": {
-                "name": { "type": "string", "maxLength": 12 },
-                "age": { "type": "integer" },
-                "colour": { "enum": ["red", "green"] }
-            },
-            "required": ["name", "age"],
-            "additionalProperties": false
-        }))
-        .unwrap();
-        assert!(grammar.starts_with("root ::= root-object\n"), "{grammar}");
-        assert!(grammar.contains(r#"char{0,12}"#), "{grammar}");
-        assert!(
-            grammar.contains(r#"("\"red\"" | "\"green\"") space"#),
-            "{grammar}"
-        );
-        assert!(
-            grammar.contains(r#"root-name-kv "," space root-age-kv ("," space root-colour-kv)?"#),
-            "{grammar}"
-        );
-    }
-
-    #[test]
-    fn constraints_the_grammar_cannot_enforce_are_refused_with_their_path() {
-        let error = grammar_for_schema(&json!({
-            "type": "object",
-            "properties": { "email": { "type": "string", "pattern": "^.+@.+$" } }
-        }))
-        .unwrap_err();
-        assert_eq!(
-            error,
-            SchemaError::Unsupported {
-                path: "#/properties/email".into(),
-                keyword: "pattern".into()
-            }
-        );
-        assert!(matches!(
-            grammar_for_schema(&json!({ "type": "integer", "minimum": 0 })),
-            Err(SchemaError::Unsupported { keyword, .. }) if keyword == "minimum"
-        ));
-        assert!(matches!(
-            grammar_for_schema(&json!({ "type": "widget" })),
-            Err(SchemaError::Invalid { .. })
-        ));
-        assert!(matches!(
-            grammar_for_schema(&json!({ "$ref": "#/$defs/missing" })),
-            Err(SchemaError::Invalid { .. })
-        ));
-    }
-
-    #[test]
-    fn recursive_references_terminate_and_depth_is_bounded() {
-        let grammar = grammar_for_schema(&json!({
-            "$defs": { "node": { "type": "object", "properties": {
-                "value": { "type": "number" },
-                "children": { "type": "array", "items": { "$ref": "#/$defs/node" } }
-            }, "required": ["value"] } },
-            "$ref": "#/$defs/node"
-        }))
-        .unwrap();
-        assert!(grammar.starts_with("root ::= node\n"), "{grammar}");
-        let mut deep = json!({ "type": "string" });
-        for _ in 0..40 {
-            deep = json!({ "type": "array", "items": deep });
-        }
-        assert_eq!(grammar_for_schema(&deep), Err(SchemaError::TooDeep));
-    }
-
-    #[test]
-    fn optional_only_objects_allow_any_subset_in_order() {
-        let grammar = grammar_for_schema(&json!({
-            "type": "object",
-            "properties": { "a": { "type": "boolean" }, "b": { "type": "null" } }
-        }))
-        .unwrap();
-        assert!(
-            grammar.contains(r#"(root-a-kv ("," space root-b-kv)? | root-b-kv)?"#),
-            "{grammar}"
-        );
-    }
-
-    #[test]
-    fn a_schema_needing_too_many_rules_is_refused() {
-        let properties: serde_json::Map<String, Value> = (0..1100)
-            .map(|i| (format!("f{i}"), json!({ "type": "string", "maxLength": 3 })))
-            .collect();
-        let schema = json!({ "type": "object", "properties": properties });
-        assert_eq!(grammar_for_schema(&schema), Err(SchemaError::TooLarge));
-    }
-
-    #[test]
-    fn arrays_repeat_within_their_bounds() {
-        let grammar = grammar_for_schema(&json!({
-            "type": "array", "items": { "type": "integer" }, "minItems": 2, "maxItems": 3
-        }))
-        .unwrap();
-        assert!(
-            grammar.contains(r#"integer ("," space integer){1,2}"#),
-            "{grammar}"
-        );
-        assert!(any_object().starts_with("root ::= object\n"));
-    }
-}
+mod tests;
