@@ -32,15 +32,17 @@ cargo test --release --no-default-features --features ssr
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Starts `quantlab serve` on PORT with conversations in a fresh folder (extra arguments are
-# environment settings, e.g. DATABASE_URL=…) and waits until it answers /health.
+# environment settings, e.g. DATABASE_URL=… or QUANTLAB_CONVERSATIONS_DIR=…) and waits until it
+# answers /health.
 SERVERS=()
 start_server() {
   local port="$1"; shift
   local log; log="$(mktemp)"
-  env "$@" LEPTOS_SITE_ROOT=target/site QUANTLAB_CONVERSATIONS_DIR="$(mktemp -d)" QUANTLAB_BENCH_DIR="$(mktemp -d)" \
+  env LEPTOS_SITE_ROOT=target/site QUANTLAB_CONVERSATIONS_DIR="$(mktemp -d)" QUANTLAB_BENCH_DIR="$(mktemp -d)" "$@" \
     "$BIN" serve --addr "127.0.0.1:$port" --queue 8 >"$log" 2>&1 &
   local pid=$!
   SERVERS+=("$pid")
+  LAST_SERVER="$pid"
   for _ in $(seq 1 120); do
     curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
@@ -62,9 +64,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Stops the last server started, starts it again on PORT with the same settings (the rest of
+# the arguments), and checks in the browser that the arena's votes are still there.
+restart_and_check_votes() {
+  local port="$1"; shift
+  say "restart on port $port: the arena's votes survive"
+  kill "$LAST_SERVER"; wait "$LAST_SERVER" 2>/dev/null || true
+  start_server "$port" "$@"
+  (cd end2end && QUANTLAB_E2E_URL="http://127.0.0.1:$port" QUANTLAB_E2E_AFTER_RESTART=1 \
+    npx playwright test arena.spec.ts --project=desktop)
+}
+
 PORT="${QUANTLAB_TEST_PORT:-3999}"
 export QUANTLAB_E2E_URL="http://127.0.0.1:$PORT"
-start_server "$PORT"
+JSON_DIR="$(mktemp -d)"
+start_server "$PORT" QUANTLAB_CONVERSATIONS_DIR="$JSON_DIR"
 
 say "openai Python client against /v1"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai>=1.40,<3" "jsonschema>=4,<5"
@@ -72,6 +86,7 @@ say "openai Python client against /v1"
 
 say "Playwright (Chromium, 1280px and 390px), conversations in JSON files"
 (cd end2end && QUANTLAB_E2E_BACKEND=json npx playwright test)
+restart_and_check_votes "$PORT" QUANTLAB_CONVERSATIONS_DIR="$JSON_DIR"
 
 say "Playwright again, against a server that keeps conversations in PostgreSQL"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
@@ -82,7 +97,10 @@ as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U quantlab -E UTF8 --locale=C
 as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
   -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
 PG_E2E_PORT="$(free_port)"
-start_server "$PG_E2E_PORT" DATABASE_URL="postgres://quantlab@127.0.0.1:$PG_PORT/postgres"
+PG_URL="postgres://quantlab@127.0.0.1:$PG_PORT/postgres"
+start_server "$PG_E2E_PORT" DATABASE_URL="$PG_URL"
 curl -fsS "http://127.0.0.1:$PG_E2E_PORT/api/persistence" | grep -q '"backend":"postgres"' \
   || { echo "the PostgreSQL-backed server does not save to PostgreSQL" >&2; exit 1; }
 (cd end2end && QUANTLAB_E2E_URL="http://127.0.0.1:$PG_E2E_PORT" QUANTLAB_E2E_BACKEND=postgres npx playwright test)
+# A fresh JSON folder on restart: the votes can only come from PostgreSQL.
+restart_and_check_votes "$PG_E2E_PORT" DATABASE_URL="$PG_URL"

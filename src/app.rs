@@ -1,5 +1,6 @@
 //! The HTML shell and the router.
 
+mod arena;
 mod bench;
 mod charts;
 mod chat;
@@ -52,6 +53,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=StaticSegment("") view=chat::ChatPage />
                 <Route path=StaticSegment("compare") view=compare::ComparePage />
+                <Route path=StaticSegment("arena") view=arena::ArenaPage />
                 <Route path=StaticSegment("ner") view=ner::NerPage />
                 <Route path=StaticSegment("ocr") view=ocr::OcrPage />
                 <Route path=StaticSegment("bench") view=bench::BenchPage />

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod arena;
 pub mod bench;
 pub mod error;
 pub mod types;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use pg::PgCluster;
 use quantlab::{
+    arena::Verdict,
     storage::{
         fallback::FallbackStore, json::JsonStore, postgres::PgStore, ConversationStore,
         NewConversation, StoreError,
@@ -134,6 +135,65 @@ fn saves_survive_the_database_going_away_and_are_imported_once() {
             .is_file(),
         "imported files are kept aside, not deleted"
     );
+}
+
+#[test]
+fn battles_and_votes_survive_the_database_going_away_and_are_imported_once() {
+    let cluster = PgCluster::start();
+    let json_dir = tempfile::tempdir().unwrap();
+    let store = FallbackStore::open(
+        PgStore::new(&cluster.url()).unwrap(),
+        JsonStore::open(json_dir.path()).unwrap(),
+    );
+    let kept = contract::battle("stored while the database is up");
+    store.save_battle(&kept).unwrap();
+    let kept_id = Uuid::parse_str(&kept.id).unwrap();
+
+    cluster.kill();
+    let offline = contract::battle("stored while the database is away");
+    let offline_id = Uuid::parse_str(&offline.id).unwrap();
+    store.save_battle(&offline).unwrap();
+    assert_eq!(store.status().backend, PersistenceBackend::JsonFallback);
+    assert!(json_dir
+        .path()
+        .join("arena")
+        .join(format!("{offline_id}.json"))
+        .is_file());
+    // Its vote is taken (and taken once) while the database is away...
+    assert_eq!(
+        store.vote(offline_id, Verdict::A).unwrap().verdict,
+        Some(Verdict::A)
+    );
+    assert!(matches!(
+        store.vote(offline_id, Verdict::B),
+        Err(StoreError::Conflict(_))
+    ));
+    // ...but a battle only the database holds says so and records nothing.
+    match store.vote(kept_id, Verdict::B) {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("nothing was recorded"), "{msg}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+
+    cluster.start_server();
+    assert!(store.reconcile());
+    let imported = store.battle(offline_id).unwrap();
+    assert_eq!(imported.verdict, Some(Verdict::A));
+    assert_eq!(imported.a, offline.a);
+    assert_eq!(store.battle(kept_id).unwrap().verdict, None);
+    assert_eq!(
+        store.vote(kept_id, Verdict::Tie).unwrap().verdict,
+        Some(Verdict::Tie)
+    );
+    assert!(json_dir
+        .path()
+        .join("arena/imported")
+        .join(format!("{offline_id}.json"))
+        .is_file());
+    // Replaying the import (a restored folder) changes nothing.
+    let pg = PgStore::new(&cluster.url()).unwrap();
+    pg.merge_battle(&offline).unwrap();
+    assert_eq!(pg.battle_row(offline_id).unwrap().verdict, Some(Verdict::A));
+    assert_eq!(store.battles().unwrap().len(), 2);
 }
 
 #[test]

@@ -22,13 +22,19 @@ use crate::{
 
 /// Conversation ids are UUIDs; anything else (path tricks, encoded slashes, NUL) is refused here.
 pub(crate) fn parse_id(raw: &str) -> Result<Uuid, AppError> {
+    parse_uuid(raw, "conversation id")
+}
+
+/// A path id in its canonical UUID form (lowercase, hyphenated); anything else is a 400 naming
+/// `what` was expected.
+pub(crate) fn parse_uuid(raw: &str, what: &str) -> Result<Uuid, AppError> {
     Uuid::parse_str(raw)
         .ok()
         .filter(|id| id.to_string() == raw.to_ascii_lowercase() && raw.len() == 36)
         .ok_or_else(|| {
             let shown: String = raw.chars().take(60).collect();
             AppError::BadRequest(format!(
-                "`{}` is not a conversation id (a UUID)",
+                "`{}` is not a {what} (a UUID)",
                 shown.escape_debug()
             ))
         })

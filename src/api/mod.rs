@@ -2,9 +2,12 @@
 //! (chat and compare replies), the REST API, and the OpenAI-compatible API.
 
 pub mod analysis_fns;
+pub mod arena_fns;
 pub mod bench_fns;
 pub mod server_fns;
 
+#[cfg(feature = "ssr")]
+pub mod arena;
 #[cfg(feature = "ssr")]
 mod bench;
 #[cfg(feature = "ssr")]
@@ -73,6 +76,8 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
     let streams = Router::new()
         .route("/ws/chat", get(chat_socket::chat))
         .route("/ws/compare", get(compare::compare_socket))
+        .route("/ws/arena", get(arena::socket))
+        .route("/api/arena/battles", post(arena::start).get(arena::export))
         .route("/api/chat/stream", post(rest::chat_stream))
         .route("/api/compare", post(compare::compare))
         .route("/v1/chat/completions", post(openai::chat_completions))
@@ -90,6 +95,9 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
             get(security::login_get).post(security::login_post),
         )
         .route("/api/models", get(rest::models))
+        .route("/api/arena/battles/{id}", get(arena::get))
+        .route("/api/arena/battles/{id}/vote", post(arena::vote))
+        .route("/api/arena/leaderboard", get(arena::leaderboard))
         .route("/api/ner", post(ner::recognize))
         .route("/api/ner/models", get(ner::models))
         .route("/api/ocr/models", get(ocr::models))

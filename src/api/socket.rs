@@ -290,3 +290,96 @@ impl Socket {
         }
     }
 }
+
+/// Relays a running job's events to the client until one `is_last`, while listening for the
+/// client's `"stop"`: that, the client leaving, or a message over the cap sets `stop`. Then waits
+/// for the job and closes the socket as its end calls for. Shared by the Compare and Arena
+/// sockets, whose jobs stop all their models at once.
+pub async fn relay<Req, E>(
+    mut socket: Socket,
+    mut events: tokio::sync::mpsc::Receiver<E>,
+    stop: watch::Sender<bool>,
+    is_last: impl Fn(&E) -> bool,
+    running: tokio::task::JoinHandle<()>,
+) where
+    Req: DeserializeOwned,
+    E: Serialize,
+{
+    use crate::types::ClientMsg;
+    let mut ending: Option<Incoming<()>> = None;
+    let mut client_here = true;
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let last = is_last(&event);
+                if client_here && socket.send(&event).await.is_err() {
+                    client_here = false;
+                    let _ = stop.send(true);
+                }
+                if last {
+                    break;
+                }
+            }
+            incoming = socket.next::<ClientMsg<Req>>(), if client_here => match incoming {
+                Incoming::Message(ClientMsg::Stop) => { let _ = stop.send(true); }
+                Incoming::Message(ClientMsg::Start(_)) | Incoming::Invalid(_) | Incoming::Shutdown(_) => {}
+                Incoming::TooBig => {
+                    ending = Some(Incoming::TooBig);
+                    client_here = false;
+                    let _ = stop.send(true);
+                }
+                Incoming::Idle | Incoming::Gone => {
+                    client_here = false;
+                    let _ = stop.send(true);
+                }
+            },
+        }
+    }
+    let _ = running.await;
+    match ending {
+        Some(cause) => socket.close_for(&cause).await,
+        None => socket.finish().await,
+    }
+}
+
+/// Reads the `{"start": …}` that opens a session and turns it into a job with `plan`. `None`
+/// when the session ended instead — the client sent `"stop"` or left, or the start was
+/// malformed or refused (answered first with `refusal(error)`) — and the socket is closed as
+/// that calls for.
+pub async fn read_start<Req, Job, E>(
+    mut socket: Socket,
+    plan: impl FnOnce(Req) -> Result<Job, AppError>,
+    refusal: impl Fn(&AppError) -> E,
+) -> Option<(Socket, Job)>
+where
+    Req: DeserializeOwned,
+    E: Serialize,
+{
+    use crate::types::ClientMsg;
+    match socket.next::<ClientMsg<Req>>().await {
+        Incoming::Message(ClientMsg::Start(request)) => match plan(request) {
+            Ok(job) => Some((socket, job)),
+            Err(e) => {
+                let _ = socket.send(&refusal(&e)).await;
+                socket.finish().await;
+                None
+            }
+        },
+        Incoming::Message(ClientMsg::Stop) => {
+            socket.finish().await;
+            None
+        }
+        Incoming::Invalid(why) => {
+            let _ = socket.send(&refusal(&AppError::BadRequest(why))).await;
+            socket
+                .close_for(&Incoming::<()>::Invalid(String::new()))
+                .await;
+            None
+        }
+        other => {
+            socket.close_for(&other).await;
+            None
+        }
+    }
+}

@@ -108,6 +108,7 @@ pub fn TopBar(
             <nav class="tabs" aria-label="Tools">
                 {tab("/", "Chat")}
                 {tab("/compare", "Compare")}
+                {tab("/arena", "Arena")}
                 {tab("/ner", "NER")}
                 {tab("/ocr", "OCR")}
                 {tab("/bench", "Bench")}

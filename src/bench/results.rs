@@ -202,7 +202,8 @@ pub fn to_csv(runs: &[BenchRun]) -> String {
     out
 }
 
-fn push_row(out: &mut String, cells: &[String]) {
+/// Appends one CSV row (cells quoted as `csv_cell` does).
+pub(crate) fn push_row(out: &mut String, cells: &[String]) {
     let quoted: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
     out.push_str(&quoted.join(","));
     out.push('\n');

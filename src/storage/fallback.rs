@@ -16,6 +16,7 @@ use std::{
 use uuid::Uuid;
 
 use super::{json::JsonStore, postgres::PgStore, ConversationStore, NewConversation, StoreError};
+use crate::arena::{Battle, Verdict};
 use crate::types::{
     Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus, StoredMessage,
 };
@@ -79,7 +80,7 @@ impl FallbackStore {
             Ok(imported) => {
                 if imported > 0 {
                     tracing::info!(
-                        "imported {imported} conversation(s) saved while PostgreSQL was away"
+                        "imported {imported} conversation(s) and battle(s) saved while PostgreSQL was away"
                     );
                 }
                 if let Ok(mut down) = self.down.lock() {
@@ -94,6 +95,8 @@ impl FallbackStore {
         }
     }
 
+    /// Moves what was saved to JSON meanwhile (conversations and arena battles) into the
+    /// database; returns how many conversations and battles it moved.
     fn import_json(&self) -> Result<usize, StoreError> {
         let pending = self.json.all()?;
         for conversation in &pending {
@@ -102,7 +105,14 @@ impl FallbackStore {
                 self.json.archive(id)?;
             }
         }
-        Ok(pending.len())
+        let battles = self.json.battle_files()?;
+        for battle in &battles {
+            self.postgres.merge_battle(battle)?;
+            if let Ok(id) = Uuid::parse_str(&battle.id) {
+                self.json.archive_battle(id)?;
+            }
+        }
+        Ok(pending.len() + battles.len())
     }
 
     /// Runs `db` while the database is up; if it is (or turns out to be) unreachable, runs `files`.
@@ -118,6 +128,16 @@ impl FallbackStore {
             }
         }
         files(&self.json)
+    }
+
+    fn battle_in_database(id: Uuid, e: StoreError) -> StoreError {
+        match e {
+            StoreError::BattleNotFound(_) => StoreError::Unavailable(format!(
+                "arena battle {id} is kept in PostgreSQL, which is unreachable right now; nothing \
+                 was recorded, retry when it is back"
+            )),
+            other => other,
+        }
     }
 
     fn stored_in_database(id: Uuid) -> StoreError {
@@ -181,6 +201,33 @@ impl ConversationStore for FallbackStore {
                 })
             },
         )
+    }
+
+    fn save_battle(&self, battle: &Battle) -> Result<(), StoreError> {
+        self.either(|pg| pg.save_battle(battle), |json| json.save_battle(battle))
+    }
+
+    fn battle(&self, id: Uuid) -> Result<Battle, StoreError> {
+        self.either(
+            |pg| pg.battle(id),
+            |json| json.battle(id).map_err(|e| Self::battle_in_database(id, e)),
+        )
+    }
+
+    /// A vote on a battle kept in the database waits for it (503, nothing recorded) rather than
+    /// being taken somewhere it could contradict a vote the database already holds.
+    fn vote(&self, id: Uuid, verdict: Verdict) -> Result<Battle, StoreError> {
+        self.either(
+            |pg| pg.vote(id, verdict),
+            |json| {
+                json.vote(id, verdict)
+                    .map_err(|e| Self::battle_in_database(id, e))
+            },
+        )
+    }
+
+    fn battles(&self) -> Result<Vec<Battle>, StoreError> {
+        self.either(|pg| pg.battles(), |json| json.battles())
     }
 
     fn status(&self) -> PersistenceStatus {

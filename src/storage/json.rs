@@ -19,6 +19,7 @@ use super::{
     check_message, clean_title, matches_query, now_ms, ConversationStore, NewConversation,
     StoreError,
 };
+use crate::arena::{Battle, Verdict};
 use crate::types::{
     Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus, StoredMessage,
 };
@@ -66,7 +67,7 @@ impl JsonStore {
             .unwrap_or_default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -77,11 +78,20 @@ impl JsonStore {
     /// Reads a conversation file; `Ok(None)` when it does not exist (or is a symlink, which is
     /// never followed).
     fn read(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
-        let path = self.path(id);
+        self.read_at(&self.path(id), |c: &Conversation| c.id == id.to_string())
+    }
+
+    /// Reads the JSON file at `path` as a `T`; `Ok(None)` when it does not exist, is a symlink
+    /// (never followed), or had to be moved aside (it did not parse, or `belongs` refused it).
+    pub(super) fn read_at<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        belongs: impl Fn(&T) -> bool,
+    ) -> Result<Option<T>, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&path);
+            .open(path);
         let mut file = match file {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -90,28 +100,28 @@ impl JsonStore {
                 tracing::warn!("ignoring symlink {}", path.display());
                 return Ok(None);
             }
-            Err(e) => return Err(read_io("cannot open", &path, e)),
+            Err(e) => return Err(read_io("cannot open", path, e)),
         };
         let meta = file
             .metadata()
-            .map_err(|e| read_io("cannot stat", &path, e))?;
+            .map_err(|e| read_io("cannot stat", path, e))?;
         if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
-            self.quarantine(&path, "not a regular file or too large");
+            self.quarantine(path, "not a regular file or too large");
             return Ok(None);
         }
         let mut text = String::new();
         if let Err(e) = file.read_to_string(&mut text) {
-            self.quarantine(&path, &e.to_string());
+            self.quarantine(path, &e.to_string());
             return Ok(None);
         }
-        match serde_json::from_str::<Conversation>(&text) {
-            Ok(c) if c.id == id.to_string() => Ok(Some(c)),
+        match serde_json::from_str::<T>(&text) {
+            Ok(value) if belongs(&value) => Ok(Some(value)),
             Ok(_) => {
-                self.quarantine(&path, "its id does not match its file name");
+                self.quarantine(path, "its id does not match its file name");
                 Ok(None)
             }
             Err(e) => {
-                self.quarantine(&path, &e.to_string());
+                self.quarantine(path, &e.to_string());
                 Ok(None)
             }
         }
@@ -140,12 +150,21 @@ impl JsonStore {
     fn write(&self, conversation: &Conversation) -> Result<(), StoreError> {
         let id = Uuid::parse_str(&conversation.id)
             .map_err(|_| StoreError::Invalid(format!("`{}` is not a UUID", conversation.id)))?;
-        let path = self.path(id);
-        let temp = self
-            .dir
-            .join(format!(".{id}.{}.tmp", Uuid::new_v4().simple()));
-        let bytes = serde_json::to_vec(conversation).map_err(|e| StoreError::Io(e.to_string()))?;
+        self.write_at(&self.dir, id, conversation)
+    }
+
+    /// Writes `value` to `dir/{id}.json` atomically and durably.
+    pub(super) fn write_at(
+        &self,
+        dir: &Path,
+        id: Uuid,
+        value: &impl serde::Serialize,
+    ) -> Result<(), StoreError> {
+        let path = dir.join(format!("{id}.json"));
+        let temp = dir.join(format!(".{id}.{}.tmp", Uuid::new_v4().simple()));
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))?;
         let result = (|| {
+            fs::create_dir_all(dir)?;
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -154,7 +173,7 @@ impl JsonStore {
             file.write_all(&bytes)?;
             file.sync_all()?;
             fs::rename(&temp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            File::open(dir)?.sync_all()
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&temp);
@@ -164,7 +183,16 @@ impl JsonStore {
     }
 
     fn ids(&self) -> Result<Vec<Uuid>, StoreError> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| read_io("cannot list", &self.dir, e))?;
+        Self::ids_in(&self.dir)
+    }
+
+    /// The ids of the `{uuid}.json` files in `dir` (none when it does not exist).
+    pub(super) fn ids_in(dir: &Path) -> Result<Vec<Uuid>, StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(read_io("cannot list", dir, e)),
+        };
         Ok(entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -196,15 +224,20 @@ impl JsonStore {
 
     /// Moves a conversation file out of the way after it was imported elsewhere.
     pub fn archive(&self, id: Uuid) -> Result<(), StoreError> {
+        self.archive_in(&self.dir, id)
+    }
+
+    /// Moves `dir/{id}.json` into `dir/imported/`.
+    pub(super) fn archive_in(&self, dir: &Path, id: Uuid) -> Result<(), StoreError> {
         let _guard = self.lock();
-        let imported = self.dir.join("imported");
+        let imported = dir.join("imported");
         fs::create_dir_all(&imported).map_err(|e| io("cannot create", &imported, e))?;
-        let from = self.path(id);
+        let from = dir.join(format!("{id}.json"));
         fs::rename(&from, imported.join(format!("{id}.json")))
             .map_err(|e| io("cannot archive", &from, e))?;
-        File::open(&self.dir)
+        File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot sync", &self.dir, e))
+            .map_err(|e| io("cannot sync", dir, e))
     }
 
     /// Appends to a conversation, creating a placeholder when it is not stored here (a
@@ -244,6 +277,22 @@ fn push_unique(conversation: &mut Conversation, message: StoredMessage) {
 }
 
 impl ConversationStore for JsonStore {
+    fn save_battle(&self, battle: &Battle) -> Result<(), StoreError> {
+        self.save_battle_file(battle)
+    }
+
+    fn battle(&self, id: Uuid) -> Result<Battle, StoreError> {
+        self.battle_file(id)
+    }
+
+    fn vote(&self, id: Uuid, verdict: Verdict) -> Result<Battle, StoreError> {
+        self.vote_file(id, verdict)
+    }
+
+    fn battles(&self) -> Result<Vec<Battle>, StoreError> {
+        self.battle_files()
+    }
+
     fn list(&self, query: Option<&str>) -> Result<Vec<ConversationSummary>, StoreError> {
         let mut list: Vec<ConversationSummary> = self
             .all()?

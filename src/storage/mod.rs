@@ -1,6 +1,7 @@
 //! Conversation storage: one `ConversationStore` trait, a durable JSON-file implementation, a
 //! PostgreSQL one, and the store that picks between them and falls back without losing saves.
 
+pub mod battles;
 pub mod export;
 pub mod fallback;
 pub mod json;
@@ -9,6 +10,7 @@ pub mod postgres;
 use uuid::Uuid;
 
 use crate::{
+    arena::{Battle, Verdict},
     error::AppError,
     types::{Conversation, ConversationSummary, PersistenceStatus, StoredMessage},
 };
@@ -20,6 +22,11 @@ pub const MAX_TITLE_CHARS: usize = 200;
 pub enum StoreError {
     #[error("conversation {0} not found")]
     NotFound(Uuid),
+    #[error("arena battle {0} not found")]
+    BattleNotFound(Uuid),
+    /// The change contradicts what is stored (a second vote on a battle).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Invalid(String),
     /// The backend cannot be reached (database down); the fallback store takes over.
@@ -51,6 +58,10 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => AppError::NotFound(format!("conversation {id} not found")),
+            StoreError::BattleNotFound(id) => AppError::NotFound(format!(
+                "arena battle {id} not found: a battle is stored once both replies are complete"
+            )),
+            StoreError::Conflict(msg) => AppError::Conflict(msg),
             StoreError::Invalid(msg) => AppError::BadRequest(msg),
             StoreError::Unavailable(msg) => {
                 AppError::ModelUnavailable(format!("storage unavailable: {msg}"))
@@ -97,6 +108,13 @@ pub trait ConversationStore: Send + Sync {
     fn append(&self, id: Uuid, message: StoredMessage) -> Result<ConversationSummary, StoreError>;
     fn rename(&self, id: Uuid, title: &str) -> Result<ConversationSummary, StoreError>;
     fn delete(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Stores a finished arena battle; saving one already stored keeps its first vote.
+    fn save_battle(&self, battle: &Battle) -> Result<(), StoreError>;
+    fn battle(&self, id: Uuid) -> Result<Battle, StoreError>;
+    /// Records the verdict, once: a battle already voted on gives `Conflict`.
+    fn vote(&self, id: Uuid, verdict: Verdict) -> Result<Battle, StoreError>;
+    /// Every stored battle, newest first.
+    fn battles(&self) -> Result<Vec<Battle>, StoreError>;
     /// Where saves go right now, for the UI's indicator.
     fn status(&self) -> PersistenceStatus;
 }

@@ -15,6 +15,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use uuid::Uuid;
 
 use super::{check_message, clean_title, now_ms, ConversationStore, NewConversation, StoreError};
+use crate::arena::{Battle, Verdict};
 use crate::types::{
     Conversation, ConversationSummary, PersistenceBackend, PersistenceStatus, Role, StoredMessage,
 };
@@ -158,7 +159,7 @@ fn from_row(r: MessageRow) -> StoredMessage {
 }
 
 /// Database errors that mean "the database is not there" become `Unavailable`.
-fn db_err(e: DieselError) -> StoreError {
+pub(super) fn db_err(e: DieselError) -> StoreError {
     match &e {
         DieselError::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
@@ -242,7 +243,7 @@ impl PgStore {
         &self.shown_url
     }
 
-    fn conn(
+    pub(super) fn conn(
         &self,
     ) -> Result<diesel::r2d2::PooledConnection<ConnectionManager<PgConnection>>, StoreError> {
         self.pool.get().map_err(|e| {
@@ -345,6 +346,22 @@ impl PgStore {
 }
 
 impl ConversationStore for PgStore {
+    fn save_battle(&self, battle: &Battle) -> Result<(), StoreError> {
+        self.merge_battle(battle)
+    }
+
+    fn battle(&self, id: Uuid) -> Result<Battle, StoreError> {
+        self.battle_row(id)
+    }
+
+    fn vote(&self, id: Uuid, verdict: Verdict) -> Result<Battle, StoreError> {
+        self.vote_row(id, verdict)
+    }
+
+    fn battles(&self) -> Result<Vec<Battle>, StoreError> {
+        self.battle_rows()
+    }
+
     fn list(&self, query: Option<&str>) -> Result<Vec<ConversationSummary>, StoreError> {
         let mut conn = self.conn()?;
         self.summaries(&mut conn, query, None)

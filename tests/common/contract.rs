@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use quantlab::{
+    arena::{Battle, BattleSide, Verdict},
     storage::{new_message, ConversationStore, NewConversation, StoreError},
     types::{GenerationMetrics, Role, SamplingParams, StoredMessage},
 };
@@ -221,7 +222,113 @@ fn two_writers_at_once_lose_nothing(store: Arc<dyn ConversationStore>) {
     store.delete(id(&c.id)).unwrap();
 }
 
+pub fn battle(prompt: &str) -> Battle {
+    let side = |model: &str, reply: &str| BattleSide {
+        model: model.into(),
+        name: format!("{model} (name)"),
+        reply: reply.into(),
+        metrics: GenerationMetrics {
+            model: model.into(),
+            engine: "llama.cpp".into(),
+            generated_tokens: 7,
+            decode_tokens_per_s: 42.5,
+            ..Default::default()
+        },
+    };
+    Battle {
+        id: Uuid::new_v4().to_string(),
+        created_at_ms: quantlab::storage::now_ms(),
+        prompt: prompt.into(),
+        sampling: SamplingParams {
+            temperature: Some(0.7),
+            seed: Some(1234),
+            ..Default::default()
+        },
+        a: side(
+            "model-x",
+            "reply of x: émoji 🦀, \"quotes\", '; DROP TABLE arena_battles; --",
+        ),
+        b: side("model-y", "reply of y"),
+        verdict: None,
+        voted_at_ms: None,
+    }
+}
+
+/// A battle round-trips whole; it takes one vote, and a second (of any verdict) is a conflict
+/// that changes nothing; unknown ids are `BattleNotFound`; saving it again keeps the vote.
+fn battles_round_trip_and_take_one_vote(store: &dyn ConversationStore) {
+    let first = battle("which is better?");
+    store.save_battle(&first).unwrap();
+    let id = id(&first.id);
+    assert_eq!(store.battle(id).unwrap(), first);
+    assert!(store.battles().unwrap().iter().any(|b| b.id == first.id));
+
+    let voted = store.vote(id, Verdict::B).unwrap();
+    assert_eq!(voted.verdict, Some(Verdict::B));
+    assert!(voted.voted_at_ms.is_some());
+    assert_eq!(voted.a, first.a);
+    for again in [Verdict::A, Verdict::B, Verdict::Tie] {
+        match store.vote(id, again) {
+            Err(StoreError::Conflict(msg)) => assert!(msg.contains("already voted"), "{msg}"),
+            other => panic!("a second vote must be refused, got {other:?}"),
+        }
+    }
+    assert_eq!(store.battle(id).unwrap().verdict, Some(Verdict::B));
+    // Saving the unvoted battle again (an import replaying) does not undo the vote.
+    store.save_battle(&first).unwrap();
+    assert_eq!(store.battle(id).unwrap().verdict, Some(Verdict::B));
+
+    let unknown = Uuid::new_v4();
+    assert!(matches!(store.battle(unknown), Err(StoreError::BattleNotFound(u)) if u == unknown));
+    assert!(matches!(
+        store.vote(unknown, Verdict::A),
+        Err(StoreError::BattleNotFound(_))
+    ));
+    let mut bad = battle("nul \0 inside");
+    assert!(matches!(
+        store.save_battle(&bad),
+        Err(StoreError::Invalid(_))
+    ));
+    bad.prompt = "fine".into();
+    bad.id = "not-a-uuid".into();
+    assert!(matches!(
+        store.save_battle(&bad),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// Votes racing on one battle: exactly one lands.
+fn racing_votes_on_one_battle_record_exactly_one(store: Arc<dyn ConversationStore>) {
+    let contested = battle("race");
+    store.save_battle(&contested).unwrap();
+    let battle_id = id(&contested.id);
+    let handles: Vec<_> = [
+        Verdict::A,
+        Verdict::B,
+        Verdict::Tie,
+        Verdict::Bad,
+        Verdict::A,
+        Verdict::B,
+    ]
+    .into_iter()
+    .map(|verdict| {
+        let store = store.clone();
+        std::thread::spawn(move || store.vote(battle_id, verdict).map(|b| b.verdict))
+    })
+    .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let landed: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(landed.len(), 1, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|r| r.is_err())
+        .all(|r| matches!(r, Err(StoreError::Conflict(_)))));
+    assert_eq!(&store.battle(battle_id).unwrap().verdict, landed[0]);
+}
+
 pub fn run_all(store: Arc<dyn ConversationStore>) {
+    battles_round_trip_and_take_one_vote(store.as_ref());
+    racing_votes_on_one_battle_record_exactly_one(store.clone());
     any_text_round_trips(store.as_ref());
     provenance_and_import_round_trip(store.as_ref());
     appends_are_idempotent_by_message_id(store.as_ref());
