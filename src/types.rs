@@ -46,6 +46,10 @@ pub struct SamplingParams {
     /// The reply ends before the first of these texts (OpenAI's `stop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Vec<String>>,
+    /// Report each generated token's log-probability with this many likeliest alternatives
+    /// (0–20; OpenAI's `logprobs: true` with `top_logprobs`). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u8>,
 }
 
 /// The shape a reply must take, as OpenAI's `response_format` says it.
@@ -179,14 +183,38 @@ pub struct GenerationMetrics {
     pub batch_peers: u32,
 }
 
+/// A generated token with its log-probability and the likeliest alternatives at its position
+/// (OpenAI's `logprobs.content` entries). Probabilities are the sampler's: after the repeat
+/// penalty and the temperature (1 when greedy), before top-k, top-p and any grammar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this position, most likely first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
 /// One event of a streamed reply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// The request waits: `ahead` requests come first; `loading` while the model loads.
     Queued { ahead: usize, loading: bool },
-    /// A piece of reply text (always whole UTF-8 characters).
-    Token { text: String },
+    /// A piece of reply text (always whole UTF-8 characters), with the tokens it completes when
+    /// log-probabilities were asked for.
+    Token {
+        text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logprobs: Vec<TokenLogprob>,
+    },
     /// The reply is finished; the last event of a successful stream.
     Done { metrics: GenerationMetrics },
     /// The reply failed; the last event of a failed stream.

@@ -58,6 +58,7 @@ fn greedy(max_tokens: u32) -> ResolvedSampling {
         cache_prompt: true,
         constraint: None,
         stop: Vec::new(),
+        logprobs: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -175,6 +176,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
         cache_prompt: true,
         constraint: None,
         stop: Vec::new(),
+        logprobs: None,
         temperature: 0.9,
         top_p: 0.95,
         top_k: 40,
@@ -191,6 +193,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
                     cache_prompt: true,
                     constraint: None,
                     stop: Vec::new(),
+                    logprobs: None,
                     seed,
                     ..sampling.clone()
                 },

@@ -231,7 +231,7 @@ async fn a_full_queue_gets_503_with_retry_after_and_never_hangs() {
         )
         .unwrap();
     // Once a token arrives the worker has taken the job; the next one fills the queue.
-    while !matches!(running.replies.recv().await, Some(Reply::Token(_))) {}
+    while !matches!(running.replies.recv().await, Some(Reply::Token { .. })) {}
     let _queued = app
         .pool
         .submit(MODEL, user("Then one about lakes."), long, Instant::now())
@@ -259,7 +259,7 @@ async fn finish(
     loop {
         match generation.replies.recv().await.expect("a final event") {
             Reply::Queued { .. } => {}
-            Reply::Token(_) => tokens += 1,
+            Reply::Token { .. } => tokens += 1,
             Reply::Done(metrics) => return (tokens, metrics),
             Reply::Failed(error) => panic!("{error}"),
         }
@@ -288,7 +288,7 @@ async fn stop_ends_within_a_token_and_frees_the_worker() {
         .unwrap();
     let mut seen = 0;
     while seen < 3 {
-        if let Some(Reply::Token(_)) = generation.replies.recv().await {
+        if let Some(Reply::Token { .. }) = generation.replies.recv().await {
             seen += 1;
         }
     }
@@ -312,7 +312,7 @@ async fn stop_ends_within_a_token_and_frees_the_worker() {
             Instant::now(),
         )
         .unwrap();
-    while !matches!(dropped.replies.recv().await, Some(Reply::Token(_))) {}
+    while !matches!(dropped.replies.recv().await, Some(Reply::Token { .. })) {}
     drop(dropped);
     let quick = resolve(
         &SamplingParams {

@@ -3,6 +3,7 @@
 Usage: python tests/openai_client.py http://127.0.0.1:3999/v1
 """
 import json
+import math
 import sys
 
 import jsonschema
@@ -87,4 +88,23 @@ completion = client.completions.create(model=MODEL, prompt="The capital of Franc
 assert completion.choices[0].text, completion
 assert completion.usage.prompt_tokens < 10, completion.usage
 
-print(f"openai client: 7 passed, 0 failed (reply: {text!r}; structured: {document})")
+# Log-probabilities: under greedy decoding the likeliest alternative is the token sampled, and the
+# tokens spell the reply.
+scored = client.chat.completions.create(
+    model=MODEL, messages=QUESTION, temperature=0, max_tokens=16, logprobs=True, top_logprobs=3,
+)
+entries = scored.choices[0].logprobs.content
+assert entries and len(entries) == scored.usage.completion_tokens, scored
+for entry in entries:
+    assert len(entry.top_logprobs) == 3, entry
+    assert entry.top_logprobs[0].token == entry.token, entry
+    assert abs(entry.top_logprobs[0].logprob - entry.logprob) < 1e-6, entry
+    assert entry.logprob <= 0, entry
+assert bytes(b for e in entries for b in e.bytes).decode() == scored.choices[0].message.content
+try:
+    client.chat.completions.create(model=MODEL, messages=QUESTION, logprobs=True, top_logprobs=21)
+    raise AssertionError("21 alternatives were accepted")
+except openai.BadRequestError as e:
+    assert "top_logprobs" in str(e), e
+
+print(f"openai client: 8 passed, 0 failed (reply: {text!r}; structured: {document}; first token p={math.exp(entries[0].logprob):.3f})")

@@ -294,6 +294,7 @@ fn stop_ends_a_remote_reply_within_one_token() {
         cache_prompt: true,
         constraint: None,
         stop: Vec::new(),
+        logprobs: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

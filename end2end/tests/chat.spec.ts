@@ -124,3 +124,60 @@ test("the content security policy holds: pages hydrate and replies stream under 
   }
   expect(await page.evaluate(() => (window as unknown as { violations: string[] }).violations)).toEqual([]);
 });
+
+test("token probabilities colour the reply and show the alternatives", async ({ page }) => {
+  const errors = await open(page);
+  await openSidebarIfPhone(page);
+  await page.locator("details.advanced summary").click();
+  await page.getByTestId("temperature").fill("0");
+  await page.getByTestId("show-probabilities").check();
+  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+
+  await page.getByTestId("prompt").fill("What is the capital of France?");
+  await page.getByTestId("send").click();
+  const reply = page.getByTestId("message-assistant").last();
+  await expect(reply.getByTestId("metrics")).toContainText("tok/s", { timeout: 60_000 });
+  const view = reply.getByTestId("token-probs");
+  const tokens = view.getByTestId("tok");
+  await expect(tokens.first()).toBeVisible();
+  // The tokens spell the reply.
+  const squash = (s: string) => s.replace(/↵/g, " ").replace(/\s+/g, " ").trim();
+  const spelled = await tokens.evaluateAll((els) => els.map((e) => e.firstChild?.textContent ?? "").join(""));
+  expect(squash(spelled)).toBe(squash(await reply.locator(".md").innerText()));
+  const p = Number(await tokens.first().getAttribute("data-p"));
+  expect(p).toBeGreaterThan(0);
+  expect(p).toBeLessThanOrEqual(1);
+  // Alternatives appear on hover (focus on a phone): five, the chosen one among them.
+  const first = tokens.first();
+  await expect(first.getByTestId("alt").first()).toBeHidden();
+  if (page.viewportSize()!.width < 900) await first.focus(); else await first.hover();
+  await expect(first.getByTestId("alt")).toHaveCount(5);
+  await expect(first.getByTestId("alt").first()).toBeVisible();
+  await expect(first.locator(".alt.chosen")).toHaveCount(1);
+  expect(errors).toEqual([]);
+});
+
+test("JSON output from the advanced settings holds the reply to the schema", async ({ page }) => {
+  const errors = await open(page);
+  await openSidebarIfPhone(page);
+  await page.locator("details.advanced summary").click();
+  await page.getByTestId("output-format").selectOption("json_schema");
+  await page.getByTestId("json-schema").fill(JSON.stringify({
+    type: "object",
+    properties: { city: { type: "string" }, country: { type: "string" } },
+    required: ["city", "country"],
+    additionalProperties: false,
+  }));
+  await page.getByTestId("max-tokens").fill("60");
+  await page.getByTestId("max-tokens").dispatchEvent("change");
+  if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
+
+  await page.getByTestId("prompt").fill("Which city is the capital of France? Answer in JSON.");
+  await page.getByTestId("send").click();
+  const reply = page.getByTestId("message-assistant").last();
+  await expect(reply.getByTestId("metrics")).toContainText("tok/s", { timeout: 60_000 });
+  const parsed = JSON.parse(await reply.locator(".md").innerText());
+  expect(Object.keys(parsed)).toEqual(["city", "country"]);
+  expect(typeof parsed.city).toBe("string");
+  expect(errors).toEqual([]);
+});

@@ -88,6 +88,12 @@ pub fn resolve_sampling(
             engine.as_str()
         )));
     }
+    // Only a local engine sees the distribution it samples from.
+    if sampling.logprobs.is_some() && engine == EngineKind::Remote {
+        return Err(AppError::BadRequest(format!(
+            "`logprobs` come from the local engines; model `{model}` is served by a remote server"
+        )));
+    }
     Ok(sampling)
 }
 
@@ -116,7 +122,7 @@ impl From<ReplyError> for AppError {
 pub fn chat_event(reply: Reply) -> ChatEvent {
     match reply {
         Reply::Queued { ahead, loading } => ChatEvent::Queued { ahead, loading },
-        Reply::Token(text) => ChatEvent::Token { text },
+        Reply::Token { text, logprobs } => ChatEvent::Token { text, logprobs },
         Reply::Done(metrics) => ChatEvent::Done { metrics },
         Reply::Failed(error) => error_event(&AppError::from(error)),
     }

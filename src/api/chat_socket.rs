@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     chat::{chat_event, error_event},
-    socket::{upgrade, Incoming, Socket},
+    socket::{read_start, upgrade, Incoming, Socket},
 };
 use crate::{
     error::AppError,
@@ -73,17 +73,10 @@ fn not_saved(what: &str, error: AppError) -> ChatEvent {
 }
 
 /// Runs one reply on an open socket.
-pub async fn session(app: Arc<App>, mut socket: Socket) {
-    let request = match socket.next::<ChatClientMsg>().await {
-        Incoming::Message(ChatClientMsg::Start(request)) => request,
-        Incoming::Message(ChatClientMsg::Stop) => return socket.finish().await,
-        Incoming::Invalid(why) => {
-            let _ = socket.send(&error_event(&AppError::BadRequest(why))).await;
-            return socket
-                .close_for(&Incoming::<()>::Invalid(String::new()))
-                .await;
-        }
-        other => return socket.close_for(&other).await,
+pub async fn session(app: Arc<App>, socket: Socket) {
+    let started = read_start(socket, Ok::<ChatRequest, AppError>, error_event).await;
+    let Some((mut socket, request)) = started else {
+        return;
     };
     let accepted_at = Instant::now();
     let mut ending: Option<Incoming<()>> = None;
@@ -139,7 +132,7 @@ async fn run(
                 let Some(reply) = reply else { break };
                 let last = matches!(reply, Reply::Done(_) | Reply::Failed(_));
                 match &reply {
-                    Reply::Token(piece) => text.push_str(piece),
+                    Reply::Token { text: piece, .. } => text.push_str(piece),
                     Reply::Done(m) => metrics = Some(m.clone()),
                     Reply::Failed(_) => failed = true,
                     Reply::Queued { .. } => {}

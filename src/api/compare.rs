@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{
     chat::{chat_event, check_chat, error_event},
     json::ApiJson,
-    socket::{upgrade, Incoming, Socket},
+    socket::{read_start, relay, upgrade, Socket},
 };
 use crate::{
     error::AppError,
@@ -32,10 +32,7 @@ use crate::{
         ResolvedSampling,
     },
     state::{App, AppState},
-    types::{
-        ChatEvent, ChatMessage, ChatRequest, ClientMsg, CompareEvent, CompareRequest,
-        SamplingParams,
-    },
+    types::{ChatEvent, ChatMessage, ChatRequest, CompareEvent, CompareRequest, SamplingParams},
 };
 
 pub const MIN_MODELS: usize = 2;
@@ -73,6 +70,7 @@ impl From<CompareBody> for CompareRequest {
                 cache_prompt: None,
                 response_format: None,
                 stop: None,
+                logprobs: None,
             },
             together: body.together,
         }
@@ -230,7 +228,7 @@ fn sse(event: CompareEvent, together: bool) -> Event {
                 ChatEvent::Queued { ahead, loading } => {
                     ("queued", json!({ "ahead": ahead, "loading": loading }))
                 }
-                ChatEvent::Token { text } => ("token", json!({ "text": text })),
+                ChatEvent::Token { text, .. } => ("token", json!({ "text": text })),
                 ChatEvent::Done { metrics } => ("metrics", json!({ "metrics": metrics })),
                 ChatEvent::Error { status, message } => {
                     ("error", json!({ "status": status, "message": message }))
@@ -280,69 +278,23 @@ pub async fn compare_socket(
     upgrade(&state.app, client, ws, move |socket| session(app, socket))
 }
 
-async fn session(app: Arc<App>, mut socket: Socket) {
-    let request = match socket.next::<ClientMsg<CompareRequest>>().await {
-        Incoming::Message(ClientMsg::Start(request)) => request,
-        Incoming::Message(ClientMsg::Stop) => return socket.finish().await,
-        Incoming::Invalid(why) => {
-            let _ = socket
-                .send(&CompareEvent::Failed {
-                    event: error_event(&AppError::BadRequest(why)),
-                })
-                .await;
-            return socket
-                .close_for(&Incoming::<()>::Invalid(String::new()))
-                .await;
-        }
-        other => return socket.close_for(&other).await,
+async fn session(app: Arc<App>, socket: Socket) {
+    let refusal = |e: &AppError| CompareEvent::Failed {
+        event: error_event(e),
     };
-    let plan = match plan(&app, request) {
-        Ok(plan) => plan,
-        Err(e) => {
-            let _ = socket
-                .send(&CompareEvent::Failed {
-                    event: error_event(&e),
-                })
-                .await;
-            return socket.finish().await;
-        }
+    let started = read_start(socket, |request| plan(&app, request), refusal).await;
+    let Some((socket, plan)) = started else {
+        return;
     };
-    let (out, mut events) = mpsc::channel::<CompareEvent>(64);
+    let (out, events) = mpsc::channel::<CompareEvent>(64);
     let (stop_tx, stop) = watch::channel(false);
     let running = tokio::spawn(run(app.clone(), plan, stop, out));
-    let mut ending: Option<Incoming<()>> = None;
-    let mut client_here = true;
-    loop {
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { break };
-                let end = matches!(event, CompareEvent::End { .. });
-                if client_here && socket.send(&event).await.is_err() {
-                    client_here = false;
-                    let _ = stop_tx.send(true);
-                }
-                if end {
-                    break;
-                }
-            }
-            incoming = socket.next::<ClientMsg<CompareRequest>>(), if client_here => match incoming {
-                Incoming::Message(ClientMsg::Stop) => { let _ = stop_tx.send(true); }
-                Incoming::Message(ClientMsg::Start(_)) | Incoming::Invalid(_) | Incoming::Shutdown(_) => {}
-                Incoming::TooBig => {
-                    ending = Some(Incoming::TooBig);
-                    client_here = false;
-                    let _ = stop_tx.send(true);
-                }
-                Incoming::Idle | Incoming::Gone => {
-                    client_here = false;
-                    let _ = stop_tx.send(true);
-                }
-            },
-        }
-    }
-    let _ = running.await;
-    match ending {
-        Some(cause) => socket.close_for(&cause).await,
-        None => socket.finish().await,
-    }
+    relay::<CompareRequest, _>(
+        socket,
+        events,
+        stop_tx,
+        |event| matches!(event, CompareEvent::End { .. }),
+        running,
+    )
+    .await;
 }

@@ -31,7 +31,7 @@ use crate::{
     state::AppState,
     types::{
         ChatMessage, ChatRequest, EngineKind, GenerationMetrics, ResponseFormat, Role,
-        SamplingParams,
+        SamplingParams, TokenLogprob,
     },
 };
 
@@ -138,6 +138,7 @@ impl OpenAiOptions {
             cache_prompt: self.cache_prompt,
             response_format: self.response_format.take(),
             stop,
+            logprobs: None,
         })
     }
 }
@@ -146,8 +147,22 @@ impl OpenAiOptions {
 pub struct CompletionBody {
     model: String,
     messages: Vec<OpenAiMessage>,
+    /// Report each token's log-probability (with `top_logprobs` alternatives, 0–20).
+    logprobs: Option<bool>,
+    top_logprobs: Option<u8>,
     #[serde(flatten)]
     options: OpenAiOptions,
+}
+
+/// OpenAI's pair of fields as our one setting: `top_logprobs` only goes with `logprobs: true`.
+fn logprobs_setting(logprobs: Option<bool>, top: Option<u8>) -> Result<Option<u8>, AppError> {
+    match (logprobs, top) {
+        (Some(true), top) => Ok(Some(top.unwrap_or(0))),
+        (_, Some(_)) => Err(AppError::BadRequest(
+            "`top_logprobs` needs `logprobs: true`".into(),
+        )),
+        _ => Ok(None),
+    }
 }
 
 fn convert_messages(messages: Vec<OpenAiMessage>) -> Result<Vec<ChatMessage>, AppError> {
@@ -204,9 +219,12 @@ pub async fn chat_completions(
 ) -> Result<Response, AppError> {
     let accepted_at = Instant::now();
     let mut options = body.options;
+    let mut sampling = options.sampling()?;
+    sampling.logprobs = logprobs_setting(body.logprobs, body.top_logprobs)?;
+    let with_logprobs = sampling.logprobs.is_some();
     let request = ChatRequest {
         model: body.model.clone(),
-        sampling: options.sampling()?,
+        sampling,
         messages: convert_messages(body.messages)?,
         conversation_id: None,
     };
@@ -214,7 +232,8 @@ pub async fn chat_completions(
     refuse_while_loading(&state.app, &request.model)?;
     let mut generation = start_chat(&state.app, request, accepted_at)?;
     let first = first_reply(&mut generation).await?;
-    respond(generation, first, Shape::Chat, body.model, &options).await
+    let shape = Shape::Chat { with_logprobs };
+    respond(generation, first, shape, body.model, &options).await
 }
 
 /// The body of `/v1/completions`: a plain prompt the model continues (no chat template), for
@@ -302,14 +321,14 @@ pub async fn completions(
 /// How a reply is dressed: a chat message or plain text.
 #[derive(Clone, Copy)]
 enum Shape {
-    Chat,
+    Chat { with_logprobs: bool },
     Text,
 }
 
 impl Shape {
     fn id(self) -> String {
         let prefix = match self {
-            Shape::Chat => "chatcmpl",
+            Shape::Chat { .. } => "chatcmpl",
             Shape::Text => "cmpl",
         };
         format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -317,26 +336,41 @@ impl Shape {
 
     fn object(self, stream: bool) -> &'static str {
         match (self, stream) {
-            (Shape::Chat, false) => "chat.completion",
-            (Shape::Chat, true) => "chat.completion.chunk",
+            (Shape::Chat { .. }, false) => "chat.completion",
+            (Shape::Chat { .. }, true) => "chat.completion.chunk",
             (Shape::Text, _) => "text_completion",
         }
     }
 
-    /// One choice holding `text`; `whole` for the non-streamed reply.
-    fn choice(self, text: &str, finish: Option<&str>, whole: bool) -> Value {
+    /// One choice holding `text` and the log-probabilities of its tokens (`null` unless asked
+    /// for); `whole` for the non-streamed reply.
+    fn choice(
+        self,
+        text: &str,
+        logprobs: &[TokenLogprob],
+        finish: Option<&str>,
+        whole: bool,
+    ) -> Value {
+        let logprobs = match self {
+            Shape::Chat {
+                with_logprobs: true,
+            } => json!({ "content": logprobs }),
+            _ => Value::Null,
+        };
         match self {
-            Shape::Chat if whole => json!({
+            Shape::Chat { .. } if whole => json!({
                 "index": 0,
                 "message": { "role": "assistant", "content": text },
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }),
-            Shape::Chat if finish.is_some() => {
-                json!({ "index": 0, "delta": {}, "finish_reason": finish })
+            Shape::Chat { .. } if finish.is_some() => {
+                json!({ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish })
             }
-            Shape::Chat => {
-                json!({ "index": 0, "delta": { "content": text }, "finish_reason": finish })
-            }
+            Shape::Chat { .. } => json!({
+                "index": 0, "delta": { "content": text }, "logprobs": logprobs,
+                "finish_reason": finish,
+            }),
             Shape::Text => json!({
                 "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
             }),
@@ -361,16 +395,20 @@ async fn respond(
 
     if !options.stream {
         let mut content = String::new();
+        let mut entries: Vec<TokenLogprob> = Vec::new();
         let mut event = Some(first);
         while let Some(current) = event.take() {
             match current {
                 Reply::Queued { .. } => {}
-                Reply::Token(text) => content.push_str(&text),
+                Reply::Token { text, logprobs } => {
+                    content.push_str(&text);
+                    entries.extend(logprobs);
+                }
                 Reply::Done(metrics) => {
                     let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
                     return Ok(Json(json!({
                         "id": id, "object": shape.object(false), "created": created, "model": model,
-                        "choices": [shape.choice(&content, Some(finish), true)],
+                        "choices": [shape.choice(&content, &entries, Some(finish), true)],
                         "usage": usage(&metrics),
                         "quantlab_metrics": metrics,
                     }))
@@ -391,8 +429,9 @@ async fn respond(
     };
     // Chat streams open with the role, as OpenAI's do.
     let opening = match shape {
-        Shape::Chat => Some(chunk(json!({
-            "index": 0, "delta": { "role": "assistant", "content": "" }, "finish_reason": null,
+        Shape::Chat { .. } => Some(chunk(json!({
+            "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null,
+            "finish_reason": null,
         }))),
         Shape::Text => None,
     };
@@ -402,10 +441,12 @@ async fn respond(
             let mut out: Vec<Value> = Vec::new();
             match event {
                 Reply::Queued { .. } => {}
-                Reply::Token(text) => out.push(chunk(shape.choice(&text, None, false))),
+                Reply::Token { text, logprobs } => {
+                    out.push(chunk(shape.choice(&text, &logprobs, None, false)))
+                }
                 Reply::Done(metrics) => {
                     let finish = metrics.finish_reason.map(|f| f.openai()).unwrap_or("stop");
-                    let mut last = chunk(shape.choice("", Some(finish), false));
+                    let mut last = chunk(shape.choice("", &[], Some(finish), false));
                     last["quantlab_metrics"] = json!(metrics);
                     out.push(last);
                     if include_usage {

@@ -117,6 +117,7 @@ pub async fn chat_stream(
             cache_prompt: body.cache_prompt,
             response_format: body.response_format,
             stop: body.stop,
+            logprobs: None,
         },
         conversation_id: None,
     };
@@ -143,7 +144,7 @@ fn sse_event(event: &ChatEvent) -> Event {
             "queued",
             serde_json::json!({ "ahead": ahead, "loading": loading }),
         ),
-        ChatEvent::Token { text } => ("token", serde_json::json!({ "text": text })),
+        ChatEvent::Token { text, .. } => ("token", serde_json::json!({ "text": text })),
         ChatEvent::Done { metrics } => ("metrics", serde_json::json!(metrics)),
         ChatEvent::Error { status, message } => (
             "error",

@@ -12,7 +12,8 @@ use super::{
 use crate::{
     api::server_fns::list_models,
     types::{
-        ChatMessage, ChatRequest, Conversation, GenerationMetrics, ModelInfo, Role, SamplingParams,
+        ChatMessage, ChatRequest, Conversation, GenerationMetrics, JsonSchemaFormat, ModelInfo,
+        ResponseFormat, Role, SamplingParams, TokenLogprob,
     },
 };
 
@@ -31,6 +32,8 @@ struct UiMessage {
     saved: ArcRwSignal<bool>,
     /// Why the reply has not started: waiting behind others, or for the model to load.
     waiting: ArcRwSignal<Option<String>>,
+    /// Each generated token's probability, when they were asked for.
+    logprobs: ArcRwSignal<Vec<TokenLogprob>>,
 }
 
 impl UiMessage {
@@ -44,6 +47,7 @@ impl UiMessage {
             streaming: ArcRwSignal::new(false),
             saved: ArcRwSignal::new(false),
             waiting: ArcRwSignal::new(None),
+            logprobs: ArcRwSignal::new(Vec::new()),
         }
     }
 }
@@ -94,8 +98,34 @@ fn sampling(settings: &ChatSettings) -> Result<SamplingParams, String> {
         max_tokens: Some(settings.max_tokens.get_untracked()),
         seed,
         cache_prompt: None,
-        response_format: None,
+        response_format: response_format(settings)?,
         stop: None,
+        logprobs: settings
+            .show_probabilities
+            .get_untracked()
+            .then_some(TOP_ALTERNATIVES),
+    })
+}
+
+/// Alternatives shown per token in the probability view.
+const TOP_ALTERNATIVES: u8 = 5;
+
+fn response_format(settings: &ChatSettings) -> Result<Option<ResponseFormat>, String> {
+    Ok(match settings.output_format.get_untracked().as_str() {
+        "json_object" => Some(ResponseFormat::JsonObject),
+        "json_schema" => {
+            let schema = settings.json_schema.get_untracked();
+            let schema: serde_json::Value = serde_json::from_str(&schema)
+                .map_err(|e| format!("The JSON schema does not parse: {e}."))?;
+            Some(ResponseFormat::JsonSchema {
+                json_schema: JsonSchemaFormat {
+                    name: Some("reply".into()),
+                    schema: Some(schema),
+                    strict: None,
+                },
+            })
+        }
+        _ => None,
     })
 }
 
@@ -274,6 +304,7 @@ fn MessageView(message: UiMessage) -> impl IntoView {
         streaming,
         saved,
         waiting,
+        logprobs,
         ..
     } = message;
     let body = if role == Role::Assistant {
@@ -289,9 +320,48 @@ fn MessageView(message: UiMessage) -> impl IntoView {
             {body}
             {move || cursor.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || logprobs.with(|l| !l.is_empty()).then(|| {
+                let logprobs = logprobs.clone();
+                view! { <TokenProbabilities tokens=Signal::derive(move || logprobs.get()) /> }
+            })}
             {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}
             {move || (saved.get() && role == Role::Assistant).then(|| view! { <span class="saved" data-testid="saved">"✓ saved"</span> })}
         </article>
+    }
+}
+
+/// The reply token by token, each coloured by its probability (green likely, red unlikely), its
+/// alternatives shown on hover or focus (tap on a phone).
+#[component]
+fn TokenProbabilities(tokens: Signal<Vec<TokenLogprob>>) -> impl IntoView {
+    view! {
+        <details class="token-probs" open data-testid="token-probs">
+            <summary>"Token probabilities"</summary>
+            <p class="tokens">
+                {move || tokens.get().into_iter().map(|t| {
+                    let p = f64::from(t.logprob).exp();
+                    // Hue from red (0) to green (120) with the probability.
+                    let style = format!("background: hsla({:.0}, 70%, 45%, 0.28)", 120.0 * p);
+                    let shown = t.token.replace('\n', "↵");
+                    view! {
+                        <span class="tok" tabindex="0" style=style data-testid="tok" data-p=format!("{p:.4}")>
+                            {shown}
+                            <span class="alts" role="tooltip">
+                                {t.top_logprobs.into_iter().map(|alt| {
+                                    let chosen = alt.token == t.token;
+                                    view! {
+                                        <span class="alt" class:chosen=chosen data-testid="alt">
+                                            <code>{format!("{:?}", alt.token)}</code>
+                                            {format!(" {:.1}%", 100.0 * f64::from(alt.logprob).exp())}
+                                        </span>
+                                    }
+                                }).collect_view()}
+                            </span>
+                        </span>
+                    }
+                }).collect_view()}
+            </p>
+        </details>
     }
 }
 
@@ -337,9 +407,12 @@ fn stream_reply(
                 reply.waiting.set(Some(waiting_message(ahead, loading)));
                 true
             }
-            ChatEvent::Token { text } => {
+            ChatEvent::Token { text, logprobs } => {
                 reply.waiting.set(None);
                 reply.text.update(|t| t.push_str(&text));
+                if !logprobs.is_empty() {
+                    reply.logprobs.update(|all| all.extend(logprobs));
+                }
                 scroll_to_bottom();
                 true
             }

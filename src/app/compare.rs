@@ -56,7 +56,7 @@ impl Slot {
                 self.waiting
                     .set(Some(super::chat::waiting_message(ahead, loading)));
             }
-            ChatEvent::Token { text } => {
+            ChatEvent::Token { text, .. } => {
                 self.running.set(true);
                 self.waiting.set(None);
                 self.text.update(|t| t.push_str(&text));
@@ -204,8 +204,18 @@ fn markdown_table(rows: &[(ModelInfo, GenerationMetrics)], together: bool) -> St
 
 #[component]
 fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
-    let chosen = RwSignal::new(Vec::<String>::new());
-    let prompt = RwSignal::new("Explain in two sentences why the sky is blue.".to_string());
+    // `/compare?models=a,b&prompt=…` fills the form (a link someone shared).
+    let (named, asked) = super::arena::prefill();
+    let chosen = RwSignal::new(
+        named
+            .into_iter()
+            .filter(|id| models.iter().any(|m| &m.id == id && m.available))
+            .take(MAX_MODELS)
+            .collect::<Vec<_>>(),
+    );
+    let prompt = RwSignal::new(
+        asked.unwrap_or_else(|| "Explain in two sentences why the sky is blue.".to_string()),
+    );
     let temperature = RwSignal::new(0.7f32);
     let max_tokens = RwSignal::new(128u32);
     let seed = RwSignal::new(42u64);
@@ -366,10 +376,12 @@ fn CompareWorkspace(models: Vec<ModelInfo>) -> impl IntoView {
                     <legend>{format!("Models ({MIN_MODELS}–{MAX_MODELS})")}</legend>
                     {models.get_value().into_iter().map(|m| {
                         let id = m.id.clone();
+                        let checked_id = m.id.clone();
                         let label = format!("{} · {} · {}", m.name, m.quantization, m.engine.label());
                         view! {
                             <label class="model-choice" class:unavailable=!m.available title=m.reason.clone().unwrap_or_default()>
                                 <input type="checkbox" data-testid=format!("choose-{}", m.id) disabled=!m.available
+                                    prop:checked=move || chosen.with(|c| c.contains(&checked_id))
                                     on:change=move |ev| toggle(id.clone(), event_target_checked(&ev)) />
                                 {label}
                                 {(!m.available).then(|| view! { <span class="hint">" (unavailable)"</span> })}

@@ -25,6 +25,11 @@ pub struct ChatSettings {
     /// Empty means a random seed (reported back with the reply).
     pub seed: RwSignal<String>,
     pub system_prompt: RwSignal<String>,
+    /// Ask for each token's probability and its likeliest alternatives.
+    pub show_probabilities: RwSignal<bool>,
+    /// `text`, `json_object` or `json_schema` (with `json_schema` holding the schema).
+    pub output_format: RwSignal<String>,
+    pub json_schema: RwSignal<String>,
 }
 
 impl ChatSettings {
@@ -37,6 +42,11 @@ impl ChatSettings {
             max_tokens: RwSignal::new(512),
             seed: RwSignal::new(String::new()),
             system_prompt: RwSignal::new(String::new()),
+            show_probabilities: RwSignal::new(false),
+            output_format: RwSignal::new("text".into()),
+            json_schema: RwSignal::new(
+                r#"{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}"#.into(),
+            ),
         }
     }
 }
@@ -187,6 +197,28 @@ pub fn Sidebar(
                         prop:value=move || settings.system_prompt.get()
                         on:input=move |ev| settings.system_prompt.set(event_target_value(&ev))></textarea>
                 </label>
+                <label class="check">
+                    <input type="checkbox" data-testid="show-probabilities"
+                        prop:checked=move || settings.show_probabilities.get()
+                        on:change=move |ev| settings.show_probabilities.set(event_target_checked(&ev)) />
+                    " Token probabilities (colour each token, alternatives on hover)"
+                </label>
+                <label>"Output format"
+                    <select data-testid="output-format" prop:value=move || settings.output_format.get()
+                        on:change=move |ev| settings.output_format.set(event_target_value(&ev))>
+                        <option value="text">"Free text"</option>
+                        <option value="json_object">"JSON object"</option>
+                        <option value="json_schema">"JSON matching a schema"</option>
+                    </select>
+                </label>
+                <Show when=move || settings.output_format.get() == "json_schema">
+                    <label>"JSON schema"
+                        <textarea rows="5" data-testid="json-schema" spellcheck="false"
+                            prop:value=move || settings.json_schema.get()
+                            on:input=move |ev| settings.json_schema.set(event_target_value(&ev))></textarea>
+                    </label>
+                </Show>
+                <p class="hint">"JSON output is held to the format by a grammar on llama.cpp models; other engines refuse it rather than pretend."</p>
             </details>
         </aside>
     }

@@ -94,6 +94,7 @@ pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
         cache_prompt: false,
         constraint: None,
         stop: Vec::new(),
+        logprobs: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,

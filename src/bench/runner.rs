@@ -142,6 +142,7 @@ fn bench_model(
         cache_prompt: false,
         constraint: None,
         stop: Vec::new(),
+        logprobs: None,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
@@ -230,7 +231,7 @@ fn generate(
     while let Some(reply) = generation.replies.blocking_recv() {
         match reply {
             Reply::Queued { .. } => {}
-            Reply::Token(_) => {
+            Reply::Token { .. } => {
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = Some(now);

@@ -23,13 +23,15 @@ pub struct Admission {
 }
 
 /// A token sampled for a slot by one forward pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sampled {
     pub slot: usize,
     /// The bytes the token stands for (empty for control tokens).
     pub bytes: Vec<u8>,
     /// The token ends the reply (end of turn or of text).
     pub ends_reply: bool,
+    /// Its log-probability, when the reply's settings ask for them.
+    pub logprob: Option<crate::types::TokenLogprob>,
 }
 
 /// An engine with sequence slots sharing one model and one KV cache.
@@ -191,6 +193,9 @@ impl<S: TokenSink> Running<S> {
         if token.ends_reply {
             return Some(FinishReason::Stop);
         }
+        if let Some(entry) = token.logprob {
+            self.sink.logprob(entry);
+        }
         let pushed = self.text.push(&token.bytes);
         self.stats.generated_tokens += 1;
         if !pushed.text.is_empty() && self.sink.piece(&pushed.text).is_break() {
@@ -236,6 +241,10 @@ impl<T: TokenSink + ?Sized> TokenSink for &mut T {
 
     fn piece(&mut self, text: &str) -> ControlFlow<()> {
         (**self).piece(text)
+    }
+
+    fn logprob(&mut self, entry: crate::types::TokenLogprob) {
+        (**self).logprob(entry)
     }
 }
 

@@ -28,6 +28,10 @@ pub trait DecodeStep<T> {
     fn bytes(&self, token: T) -> Vec<u8>;
     /// Feeds `token` at `position` and picks the next one.
     fn next(&mut self, token: T, position: usize) -> Result<T, EngineError>;
+    /// The log-probability of the token picked last, when the settings ask for them.
+    fn take_logprob(&mut self) -> Option<crate::types::TokenLogprob> {
+        None
+    }
 }
 
 /// Streams the reply from `first` (sampled at the end of prefill) until it ends; fills the
@@ -46,8 +50,12 @@ pub fn decode<T: Copy>(
     let mut position = stats.prompt_tokens;
     let started = std::time::Instant::now();
     let finish = loop {
+        let logprob = engine.take_logprob();
         if engine.ends_reply(token) {
             break FinishReason::Stop;
+        }
+        if let Some(entry) = logprob {
+            sink.logprob(entry);
         }
         let pushed = text.push(&engine.bytes(token));
         stats.generated_tokens += 1;

@@ -19,7 +19,8 @@ use llama_cpp_2::{
 use super::{
     batch::{generate_one, Admission, BatchEngine, Sampled},
     decode::check_prompt,
-    sampler::argmax,
+    logprobs::token_logprob,
+    sampler::{argmax, penalise},
     score::{token_nll, ScoreWindow, TextScore},
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
@@ -82,6 +83,31 @@ struct Slot {
     /// Structured output: the grammar every sampled token must follow. Kept apart from the
     /// sampler chain, which also sees the prompt's tokens (for the repeat penalty).
     grammar: Option<LlamaSampler>,
+    /// The running reply's settings, when it asks for log-probabilities: how many alternatives,
+    /// and what the sampler does to the logits before drawing (temperature, repeat penalty).
+    logprobs: Option<(usize, f32, f32)>,
+}
+
+impl Slot {
+    /// The tokens the repeat penalty looks at once this pass has fed `fed` tokens of the slot's
+    /// work: the last 64 of its history and them.
+    fn penalty_window(&self, fed: usize) -> Vec<u32> {
+        let fed_tokens: &[LlamaToken] = match &self.work {
+            SlotWork::Decode(token) => std::slice::from_ref(token),
+            SlotWork::Prefill(pending) => &pending[..fed.min(pending.len())],
+            SlotWork::Idle => &[],
+        };
+        let mut window: Vec<u32> = self
+            .history
+            .iter()
+            .chain(fed_tokens)
+            .rev()
+            .take(PENALTY_LAST_N as usize)
+            .map(|t| t.0 as u32)
+            .collect();
+        window.reverse();
+        window
+    }
 }
 
 pub struct LlamaCppEngine {
@@ -173,6 +199,7 @@ impl LlamaCppEngine {
                     work: SlotWork::Idle,
                     sampler: None,
                     grammar: None,
+                    logprobs: None,
                 })
                 .collect(),
             admitted: Vec::new(),
@@ -455,6 +482,9 @@ impl BatchEngine for LlamaCppEngine {
         s.work = SlotWork::Prefill(tokens[keep..].to_vec());
         s.sampler = Some(sampler);
         s.grammar = grammar;
+        s.logprobs = sampling
+            .logprobs
+            .map(|top| (top, sampling.temperature, sampling.repeat_penalty));
         self.admitted.push(slot);
         Ok(Admission {
             slot,
@@ -524,6 +554,7 @@ impl BatchEngine for LlamaCppEngine {
                 let Slot {
                     sampler: Some(sampler),
                     grammar,
+                    logprobs,
                     ..
                 } = &mut slots[slot]
                 else {
@@ -533,11 +564,21 @@ impl BatchEngine for LlamaCppEngine {
                     None => sampler.sample(ctx, row),
                     Some(grammar) => sample_within(ctx, row, grammar, sampler, &vocab)?,
                 };
+                let logprob = (*logprobs).map(|(top, temperature, penalty)| {
+                    let fed_here = fed.iter().find(|(s, _)| *s == slot).map_or(0, |f| f.1);
+                    let mut logits = ctx.get_logits_ith(row).to_vec();
+                    let window = slots[slot].penalty_window(fed_here);
+                    penalise(&mut logits, window.into_iter(), penalty);
+                    token_logprob(&logits, token.0 as u32, temperature, top, &|t| {
+                        vocab.token_to_piece(LlamaToken(t as i32), false, None)
+                    })
+                });
                 sampled.push((
                     slot,
                     token,
                     vocab.token_to_piece(token, false, None),
                     vocab.is_eog(token),
+                    logprob,
                 ));
             }
             Ok::<_, EngineError>(sampled)
@@ -565,12 +606,13 @@ impl BatchEngine for LlamaCppEngine {
         }
         Ok(sampled
             .into_iter()
-            .map(|(slot, token, bytes, ends_reply)| {
+            .map(|(slot, token, bytes, ends_reply, logprob)| {
                 slots[slot].work = SlotWork::Decode(token);
                 Sampled {
                     slot,
                     bytes,
                     ends_reply,
+                    logprob,
                 }
             })
             .collect())
@@ -582,6 +624,7 @@ impl BatchEngine for LlamaCppEngine {
             s.work = SlotWork::Idle;
             s.sampler = None;
             s.grammar = None;
+            s.logprobs = None;
         }
         self.admitted.retain(|&s| s != slot);
     }

@@ -46,6 +46,8 @@ struct Step<'a> {
     model: &'a mut dyn LogitsModel,
     vocab: &'a dyn TokenText,
     sampler: Sampler,
+    /// The log-probability of the token picked last, until `decode` takes it.
+    logprob: Option<crate::types::TokenLogprob>,
 }
 
 impl DecodeStep<u32> for Step<'_> {
@@ -60,7 +62,16 @@ impl DecodeStep<u32> for Step<'_> {
     fn next(&mut self, token: u32, position: usize) -> Result<u32, EngineError> {
         self.sampler.accept(token);
         let logits = self.model.forward_last(&[token], position)?;
-        Ok(self.sampler.sample(logits))
+        let next = self.sampler.sample(logits);
+        let vocab = self.vocab;
+        self.logprob = self
+            .sampler
+            .logprob(logits, next, &|t| vocab.piece(t).to_vec());
+        Ok(next)
+    }
+
+    fn take_logprob(&mut self) -> Option<crate::types::TokenLogprob> {
+        self.logprob.take()
     }
 }
 
@@ -91,6 +102,7 @@ pub fn generate(
     let batch = model.prefill_batch();
     let chunks = tokens.len().div_ceil(batch);
     let mut first = 0;
+    let mut first_logprob = None;
     for (index, chunk) in tokens.chunks(batch).enumerate() {
         if sink.cancelled() {
             stats.finish_reason = Some(FinishReason::Cancelled);
@@ -102,6 +114,7 @@ pub fn generate(
                 sampler.accept(token);
             }
             first = sampler.sample(logits);
+            first_logprob = sampler.logprob(logits, first, &|t| vocab.piece(t).to_vec());
         }
     }
     stats.prompt_secs = started.elapsed().as_secs_f64();
@@ -109,6 +122,7 @@ pub fn generate(
         model,
         vocab,
         sampler,
+        logprob: first_logprob,
     };
     decode(
         &mut step,

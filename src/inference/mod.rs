@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod json_grammar;
 pub mod llama_cpp;
 pub mod logits;
+pub mod logprobs;
 pub mod memory;
 pub mod remote;
 pub mod reply_text;
@@ -102,6 +103,9 @@ pub trait TokenSink {
     fn cancelled(&mut self) -> bool;
     /// A piece of reply text made of whole UTF-8 characters.
     fn piece(&mut self, text: &str) -> ControlFlow<()>;
+    /// A generated token's log-probability, before the text it completes reaches `piece`
+    /// (only when the sampling settings ask for them).
+    fn logprob(&mut self, _entry: crate::types::TokenLogprob) {}
 }
 
 /// A loaded model, owned by the thread of its worker. Every engine implements this.

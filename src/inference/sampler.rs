@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::ResolvedSampling;
+use super::{logprobs::token_logprob, ResolvedSampling};
+use crate::types::TokenLogprob;
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 pub const PENALTY_LAST_N: usize = 64;
@@ -80,22 +81,49 @@ impl Sampler {
     }
 
     fn apply_repeat_penalty(&self, logits: &mut [f32]) {
-        let penalty = self.settings.repeat_penalty;
-        if penalty == 1.0 {
-            return;
+        penalise(
+            logits,
+            self.recent.iter().copied(),
+            self.settings.repeat_penalty,
+        );
+    }
+
+    /// The log-probability of `token`, just sampled from `logits` (which `sample` left with the
+    /// repeat penalty applied), when the settings ask for them.
+    pub fn logprob(
+        &self,
+        logits: &[f32],
+        token: u32,
+        piece: &dyn Fn(u32) -> Vec<u8>,
+    ) -> Option<TokenLogprob> {
+        let top = self.settings.logprobs?;
+        Some(token_logprob(
+            logits,
+            token,
+            self.settings.temperature,
+            top,
+            piece,
+        ))
+    }
+}
+
+/// llama.cpp's repeat penalty: each distinct recent token's logit is divided by `penalty` when
+/// positive, multiplied when not.
+pub fn penalise(logits: &mut [f32], recent: impl Iterator<Item = u32>, penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(PENALTY_LAST_N);
+    for token in recent {
+        if !seen.insert(token) {
+            continue;
         }
-        let mut seen = std::collections::HashSet::with_capacity(self.recent.len());
-        for &token in &self.recent {
-            if !seen.insert(token) {
-                continue;
-            }
-            if let Some(logit) = logits.get_mut(token as usize) {
-                *logit = if *logit <= 0.0 {
-                    *logit * penalty
-                } else {
-                    *logit / penalty
-                };
-            }
+        if let Some(logit) = logits.get_mut(token as usize) {
+            *logit = if *logit <= 0.0 {
+                *logit * penalty
+            } else {
+                *logit / penalty
+            };
         }
     }
 }
@@ -127,6 +155,7 @@ mod tests {
             cache_prompt: true,
             constraint: None,
             stop: Vec::new(),
+            logprobs: None,
             temperature,
             top_p,
             top_k,

@@ -35,6 +35,8 @@ pub struct ResolvedSampling {
     pub constraint: Option<OutputConstraint>,
     /// The reply ends before the first of these texts.
     pub stop: Vec<String>,
+    /// Report each token's log-probability with this many alternatives; `None`: off.
+    pub logprobs: Option<usize>,
 }
 
 /// What `response_format` asked for and the GBNF grammar that enforces it.
@@ -165,6 +167,15 @@ pub fn resolve(params: &SamplingParams, max_new_tokens: u32) -> Result<ResolvedS
         cache_prompt: params.cache_prompt.unwrap_or(true),
         constraint: resolve_format(params.response_format.as_ref())?,
         stop: resolve_stop(params.stop.as_deref())?,
+        logprobs: match params.logprobs {
+            Some(top) if top > super::logprobs::MAX_TOP_LOGPROBS => {
+                return Err(AppError::BadRequest(format!(
+                    "`top_logprobs` must be from 0 to {}, got {top}",
+                    super::logprobs::MAX_TOP_LOGPROBS
+                )))
+            }
+            other => other.map(usize::from),
+        },
     })
 }
 

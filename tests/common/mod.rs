@@ -135,6 +135,7 @@ pub fn sampling(
         cache_prompt: true,
         constraint: None,
         stop: Vec::new(),
+        logprobs: None,
         temperature,
         top_p: 0.95,
         top_k: 40,

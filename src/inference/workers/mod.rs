@@ -209,7 +209,7 @@ impl WorkerPool {
             cancel: cancel.clone(),
             reply,
         };
-        self.enqueue(model_id, Job::Reply(job))?;
+        self.enqueue(model_id, Job::Reply(Box::new(job)))?;
         Ok(Generation { replies, cancel })
     }
 

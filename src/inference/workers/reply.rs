@@ -33,8 +33,12 @@ pub enum Reply {
         ahead: usize,
         loading: bool,
     },
-    /// Reply text, whole UTF-8 characters.
-    Token(String),
+    /// Reply text, whole UTF-8 characters, with the log-probabilities of the tokens it
+    /// completes (when asked for).
+    Token {
+        text: String,
+        logprobs: Vec<crate::types::TokenLogprob>,
+    },
     /// The reply ended (its finish reason says how).
     Done(GenerationMetrics),
     Failed(ReplyError),
@@ -65,7 +69,7 @@ pub enum ReplyError {
 
 /// Work for a model's thread.
 pub(super) enum Job {
-    Reply(ReplyJob),
+    Reply(Box<ReplyJob>),
     Score(ScoreJob),
 }
 
@@ -138,6 +142,8 @@ pub(super) struct JobSink {
     first_piece_at: Option<Instant>,
     /// The reader stopped reading for `send_timeout`.
     pub stalled: bool,
+    /// Log-probabilities of tokens whose text has not reached a piece yet.
+    logprobs: Vec<crate::types::TokenLogprob>,
 }
 
 impl JobSink {
@@ -149,6 +155,7 @@ impl JobSink {
             started: Instant::now(),
             first_piece_at: None,
             stalled: false,
+            logprobs: Vec::new(),
         }
     }
 
@@ -187,11 +194,19 @@ impl TokenSink for JobSink {
 
     fn piece(&mut self, text: &str) -> ControlFlow<()> {
         self.first_piece_at.get_or_insert_with(Instant::now);
-        if self.deliver(Reply::Token(text.to_string())) && !self.stop_requested() {
+        let token = Reply::Token {
+            text: text.to_string(),
+            logprobs: std::mem::take(&mut self.logprobs),
+        };
+        if self.deliver(token) && !self.stop_requested() {
             ControlFlow::Continue(())
         } else {
             ControlFlow::Break(())
         }
+    }
+
+    fn logprob(&mut self, entry: crate::types::TokenLogprob) {
+        self.logprobs.push(entry);
     }
 }
 

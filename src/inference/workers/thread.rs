@@ -150,7 +150,7 @@ pub(super) fn run_worker(
         match job {
             _ if signals.stopping.load(Ordering::Relaxed) => job.refuse(ReplyError::ShuttingDown),
             Job::Reply(job) => {
-                let mut sink = start_reply(job);
+                let mut sink = start_reply(*job);
                 let outcome = run_reply(engine.as_mut(), render, &mut sink);
                 finish_reply(&runner, sink, outcome);
             }
@@ -206,7 +206,7 @@ fn run_batched(
                 }
                 Job::Score(job) => scoring = Some(job),
                 Job::Reply(job) => {
-                    let sink = start_reply(job);
+                    let sink = start_reply(*job);
                     let admitted = match render(&sink.job) {
                         Ok(prompt) => match engine.batch() {
                             Some(engine) => {
