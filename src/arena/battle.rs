@@ -201,11 +201,14 @@ pub async fn run(
             CompareEvent::End { .. } => break,
         };
         if let Some(event) = forward {
-            if client_here && out.send(event).await.is_err() {
+            if out.send(event).await.is_err() {
+                // Nobody to vote: stop both models (they stop once their events go nowhere).
                 client_here = false;
+                break;
             }
         }
     }
+    drop(events);
     let _ = running.await;
     let [a, b] = progress;
     let [info_a, info_b] = plan.sides;
