@@ -5,6 +5,7 @@ mod bench;
 mod charts;
 mod chat;
 mod compare;
+mod highlight;
 mod history;
 mod markdown;
 mod ner;

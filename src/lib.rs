@@ -6,6 +6,7 @@ pub mod app;
 pub mod arena;
 pub mod bench;
 pub mod error;
+pub mod tree;
 pub mod types;
 
 #[cfg(feature = "ssr")]

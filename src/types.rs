@@ -84,6 +84,15 @@ pub struct ChatRequest {
     /// Save the last (user) message and the reply to this conversation.
     #[serde(default)]
     pub conversation_id: Option<String>,
+    /// Where the saved question goes in the conversation's tree: the message it follows, or
+    /// `tree::ROOT_PARENT` for a first message (an edited opening question). Absent, it follows
+    /// the message stored last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// Regenerate: answer this stored question again (its text is the last of `messages`);
+    /// no question is saved, and the reply becomes a sibling of the earlier answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 /// Messages from the browser over a websocket: `{"start": request}`, then maybe `"stop"`.
@@ -223,6 +232,12 @@ pub enum ChatEvent {
     Saved {
         conversation_id: String,
         persistence: PersistenceStatus,
+        /// The saved question's id (none when regenerating), then the reply's: the browser
+        /// attaches later edits and regenerations to them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        question_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_id: Option<String>,
     },
 }
 
@@ -296,6 +311,11 @@ pub struct ModelInfo {
 pub struct StoredMessage {
     /// A UUID; appending the same id twice stores it once.
     pub id: String,
+    /// The message this one answers or follows: another message's id, or
+    /// `tree::ROOT_PARENT` for a first message. Absent on messages saved before conversations
+    /// had branches: they follow the message stored before them (see `tree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
     pub role: Role,
     pub content: String,
     /// Unix time in milliseconds.

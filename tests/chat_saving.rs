@@ -143,3 +143,105 @@ async fn stop_over_the_socket_ends_the_reply_and_it_is_saved_interrupted() {
         .unwrap();
     assert!(stored.messages[1].interrupted);
 }
+
+async fn turn(url: &str, request: serde_json::Value) -> Vec<serde_json::Value> {
+    let mut socket = start_socket(url, "/ws/chat", request).await;
+    let mut events = Vec::new();
+    while let Some(event) = next_event(&mut socket).await {
+        events.push(event);
+    }
+    events
+}
+
+fn request(conversation: &str, question: &str, place: serde_json::Value) -> serde_json::Value {
+    let mut request = json!({
+        "model": MODEL,
+        "messages": [{ "role": "user", "content": question }],
+        "sampling": { "temperature": 0.8, "max_tokens": 8 },
+        "conversation_id": conversation,
+    });
+    if let (Some(request), Some(place)) = (request.as_object_mut(), place.as_object()) {
+        request.extend(place.clone());
+    }
+    request
+}
+
+#[tokio::test]
+async fn edits_and_regenerations_are_saved_as_branches_and_wrong_places_are_refused() {
+    use quantlab::tree::{self, ROOT_PARENT};
+    let (url, app) = spawn_server(settings());
+    let conversation = app
+        .conversations
+        .create(NewConversation {
+            title: "branches".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let id = Uuid::parse_str(&conversation.id).unwrap();
+    let c = conversation.id.as_str();
+
+    let first = turn(
+        &url,
+        request(c, "Name a fruit.", json!({ "parent_id": ROOT_PARENT })),
+    )
+    .await;
+    let saved = first.last().unwrap();
+    assert_eq!(saved["type"], "saved", "{first:?}");
+    let question = saved["question_id"].as_str().unwrap().to_string();
+    let answer = saved["reply_id"].as_str().unwrap().to_string();
+
+    // Regenerate: no new question; the new answer is a sibling of the first.
+    let again = turn(
+        &url,
+        request(c, "Name a fruit.", json!({ "reply_to": question })),
+    )
+    .await;
+    let saved = again.last().unwrap();
+    assert_eq!(saved["type"], "saved", "{again:?}");
+    assert!(saved.get("question_id").is_none(), "{saved}");
+    // Edit the opening question: a second first message.
+    let edit = turn(
+        &url,
+        request(c, "Name a colour.", json!({ "parent_id": ROOT_PARENT })),
+    )
+    .await;
+    assert_eq!(edit.last().unwrap()["type"], "saved", "{edit:?}");
+
+    let stored = app.conversations.get(id).unwrap();
+    let texts: Vec<&str> = stored.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(stored.messages.len(), 5, "{texts:?}");
+    let parents = tree::parent_indices(&stored.messages);
+    assert_eq!(parents, [None, Some(0), Some(0), None, Some(3)]);
+    assert_eq!(stored.messages[1].id, answer);
+    assert_eq!(tree::latest_path(&stored.messages), [3, 4]);
+
+    // Wrong places are refused before the model runs, and nothing is saved.
+    let unknown = Uuid::new_v4().to_string();
+    for (place, status, says) in [
+        (json!({ "reply_to": answer }), 400, "not a question"),
+        (
+            json!({ "reply_to": unknown }),
+            404,
+            "is not in conversation",
+        ),
+        (
+            json!({ "parent_id": unknown }),
+            404,
+            "is not in conversation",
+        ),
+        (json!({ "parent_id": "3" }), 400, "parent_id"),
+        (
+            json!({ "parent_id": ROOT_PARENT, "reply_to": question }),
+            400,
+            "not both",
+        ),
+    ] {
+        let events = turn(&url, request(c, "Name a tree.", place.clone())).await;
+        assert_eq!(events.len(), 1, "{place}: {events:?}");
+        assert_eq!(events[0]["type"], "error", "{place}: {events:?}");
+        assert_eq!(events[0]["status"], status, "{place}: {events:?}");
+        let message = events[0]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{place}: {message}");
+    }
+    assert_eq!(app.conversations.get(id).unwrap().messages.len(), 5);
+}

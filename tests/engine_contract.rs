@@ -26,10 +26,11 @@ use quantlab::{
 /// Context of the local engines: small, so the too-long prompt is cheap to build.
 const CONTEXT: u32 = 512;
 
-/// Collects pieces; stops when asked to after `stop_after` pieces.
+/// Collects pieces (and log-probabilities); stops when asked to after `stop_after` pieces.
 #[derive(Default)]
 struct Sink {
     pieces: Vec<String>,
+    logprobs: Vec<quantlab::types::TokenLogprob>,
     stop_after: Option<usize>,
     /// Pieces that arrived after the stop was requested.
     late: usize,
@@ -50,6 +51,10 @@ impl TokenSink for Sink {
         } else {
             ControlFlow::Continue(())
         }
+    }
+
+    fn logprob(&mut self, entry: quantlab::types::TokenLogprob) {
+        self.logprobs.push(entry);
     }
 }
 
@@ -216,6 +221,38 @@ fn run_contract(subject: Subject<'_>) {
             !body.contains('\u{FFFD}'),
             "{name}: a split character in {said:?}"
         );
+    }
+    // Log-probabilities (local engines; a remote server's are its own business): one entry per
+    // generated token, whose bytes spell the reply, and under greedy decoding the likeliest
+    // alternative is the token chosen.
+    if name != "remote" {
+        let mut sink = Sink::default();
+        let asked = ResolvedSampling {
+            logprobs: Some(3),
+            ..sampling(0.0, 1, 8)
+        };
+        let stats = reply(engine, &user(story), &asked, &mut sink).expect("a reply");
+        assert_eq!(
+            sink.logprobs.len(),
+            stats.generated_tokens,
+            "{name}: {stats:?}"
+        );
+        let bytes: Vec<u8> = sink.logprobs.iter().flat_map(|t| t.bytes.clone()).collect();
+        if trained {
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                sink.pieces.concat(),
+                "{name}"
+            );
+        }
+        for entry in &sink.logprobs {
+            assert!(entry.logprob <= 0.0, "{name}: {entry:?}");
+            assert_eq!(entry.top_logprobs.len(), 3, "{name}: {entry:?}");
+            assert_eq!(
+                entry.top_logprobs[0].bytes, entry.bytes,
+                "{name}: {entry:?}"
+            );
+        }
     }
     eprintln!("{name}: contract holds");
 }

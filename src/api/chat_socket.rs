@@ -39,11 +39,14 @@ pub async fn chat(
 async fn save_reply(
     app: &App,
     conversation: Uuid,
+    parent: Option<String>,
     request: &ChatRequest,
     text: String,
     metrics: Option<GenerationMetrics>,
-) -> Result<(), AppError> {
+) -> Result<String, AppError> {
     let mut reply = new_message(Role::Assistant, text);
+    reply.parent_id = parent;
+    let id = reply.id.clone();
     reply.interrupted = metrics
         .as_ref()
         .is_none_or(|m| m.finish_reason == Some(crate::types::FinishReason::Cancelled));
@@ -55,7 +58,53 @@ async fn save_reply(
     reply.metrics = metrics;
     app.store(move |s| s.append(conversation, reply))
         .await
-        .map(|_| ())
+        .map(|_| id)
+}
+
+/// Where this turn goes in the conversation's tree: the ids it names must be UUIDs of messages
+/// in it, and a regeneration answers a question. Checked before the model runs, so a wrong id
+/// costs nothing. A store that cannot be read right now (the database away) is not a reason to
+/// refuse: the turn is saved to the fallback, and the tree reader copes with a parent it lacks.
+async fn check_place(app: &App, conversation: Uuid, request: &ChatRequest) -> Result<(), AppError> {
+    use super::conversations::parse_uuid;
+    let named: Vec<(&str, &str)> = [
+        request.parent_id.as_deref().map(|id| (id, "parent_id")),
+        request.reply_to.as_deref().map(|id| (id, "reply_to")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if request.parent_id.is_some() && request.reply_to.is_some() {
+        return Err(AppError::BadRequest(
+            "give parent_id (a new question) or reply_to (answer a stored question again),              not both"
+                .into(),
+        ));
+    }
+    for (id, what) in &named {
+        parse_uuid(id, what)?;
+    }
+    if named.is_empty() || request.parent_id.as_deref() == Some(crate::tree::ROOT_PARENT) {
+        return Ok(());
+    }
+    let stored = match app.store(move |s| s.get(conversation)).await {
+        Ok(stored) => stored,
+        Err(AppError::NotFound(why)) => return Err(AppError::NotFound(why)),
+        Err(_) => return Ok(()),
+    };
+    for (id, what) in named {
+        let Some(message) = stored.messages.iter().find(|m| m.id == id) else {
+            return Err(AppError::NotFound(format!(
+                "{what}: message {id} is not in conversation {conversation}"
+            )));
+        };
+        if what == "reply_to" && message.role != Role::User {
+            return Err(AppError::BadRequest(format!(
+                "reply_to: message {id} is not a question (it is a {} message)",
+                message.role.as_str()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A store failure as the person hears it: what could not be saved, and why.
@@ -110,13 +159,24 @@ async fn run(
         Some(Ok(id)) => Some(id),
         Some(Err(e)) => return Some(vec![error_event(&e)]),
     };
+    if let Some(id) = conversation {
+        if let Err(e) = check_place(app, id, &request).await {
+            return Some(vec![error_event(&e)]);
+        }
+    }
     let mut generation = match super::start_chat(app, request.clone(), accepted_at) {
         Ok(generation) => generation,
         Err(e) => return Some(vec![error_event(&e)]),
     };
-    // The question is saved before the answer streams, so a crash mid-reply keeps it.
-    if let (Some(id), Some(question)) = (conversation, request.messages.last()) {
-        let message = new_message(question.role, question.content.clone());
+    // The question is saved before the answer streams, so a crash mid-reply keeps it. A
+    // regeneration answers a question already stored.
+    let mut question_id = None;
+    if let (Some(id), Some(question), None) =
+        (conversation, request.messages.last(), &request.reply_to)
+    {
+        let mut message = new_message(question.role, question.content.clone());
+        message.parent_id = request.parent_id.clone();
+        question_id = Some(message.id.clone());
         if let Err(e) = app.store(move |s| s.append(id, message)).await {
             generation.stop();
             return Some(vec![not_saved("your message", e)]);
@@ -171,11 +231,16 @@ async fn run(
     if failed || (text.is_empty() && metrics.is_none()) {
         return Some(Vec::new());
     }
-    Some(match save_reply(app, id, &request, text, metrics).await {
-        Ok(()) => vec![ChatEvent::Saved {
-            conversation_id: id.to_string(),
-            persistence: app.conversations.status(),
-        }],
-        Err(e) => vec![not_saved("the reply", e)],
-    })
+    let parent = question_id.clone().or_else(|| request.reply_to.clone());
+    Some(
+        match save_reply(app, id, parent, &request, text, metrics).await {
+            Ok(reply_id) => vec![ChatEvent::Saved {
+                conversation_id: id.to_string(),
+                persistence: app.conversations.status(),
+                question_id,
+                reply_id: Some(reply_id),
+            }],
+            Err(e) => vec![not_saved("the reply", e)],
+        },
+    )
 }

@@ -113,6 +113,8 @@ pub fn plan(app: &App, request: CompareRequest) -> Result<Plan, AppError> {
                 messages: request.messages.clone(),
                 sampling: sampling.clone(),
                 conversation_id: None,
+                parent_id: None,
+                reply_to: None,
             };
             let resolved = check_chat(app, &request)?;
             Ok(Slot {

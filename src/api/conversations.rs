@@ -62,6 +62,8 @@ pub async fn status(State(state): State<AppState>) -> Json<PersistenceStatus> {
 #[serde(deny_unknown_fields)]
 pub struct ImportMessage {
     id: Option<String>,
+    /// Keeps an exported tree's branches; absent, the message follows the one before it.
+    parent_id: Option<String>,
     role: Role,
     content: String,
     created_at_ms: Option<i64>,
@@ -86,6 +88,7 @@ impl ImportMessage {
     fn into_stored(self, now: i64) -> StoredMessage {
         StoredMessage {
             id: self.id.unwrap_or_else(|| Uuid::new_v4().to_string()),
+            parent_id: self.parent_id,
             role: self.role,
             content: self.content,
             created_at_ms: self.created_at_ms.unwrap_or(now),

@@ -227,6 +227,8 @@ pub async fn chat_completions(
         sampling,
         messages: convert_messages(body.messages)?,
         conversation_id: None,
+        parent_id: None,
+        reply_to: None,
     };
     super::chat::check_chat(&state.app, &request)?;
     refuse_while_loading(&state.app, &request.model)?;

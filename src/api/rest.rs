@@ -120,6 +120,8 @@ pub async fn chat_stream(
             logprobs: None,
         },
         conversation_id: None,
+        parent_id: None,
+        reply_to: None,
     };
     let mut generation = start_chat(&state.app, request, accepted_at)?;
     // Failures before anything else are plain HTTP errors. A request that has to wait commits

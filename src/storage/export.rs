@@ -1,6 +1,10 @@
-//! Exporting a conversation as JSON (lossless, re-importable) or Markdown (for reading).
+//! Exporting a conversation as JSON (lossless, re-importable, every branch) or Markdown (for
+//! reading: the branch the chat shows when the conversation opens).
 
-use crate::types::{Conversation, Role};
+use crate::{
+    tree,
+    types::{Conversation, Role},
+};
 
 pub fn to_json(conversation: &Conversation) -> String {
     serde_json::to_string_pretty(conversation).unwrap_or_else(|_| "{}".to_string())
@@ -8,7 +12,14 @@ pub fn to_json(conversation: &Conversation) -> String {
 
 pub fn to_markdown(conversation: &Conversation) -> String {
     let mut out = format!("# {}\n\n", conversation.title);
-    for message in &conversation.messages {
+    let path = tree::latest_path(&conversation.messages);
+    let other = conversation.messages.len() - path.len();
+    if other > 0 {
+        out.push_str(&format!(
+            "_The latest branch; {other} message(s) on other branches are in the JSON export._\n\n"
+        ));
+    }
+    for message in path.iter().map(|&i| &conversation.messages[i]) {
         let who = match message.role {
             Role::System => "System".to_string(),
             Role::User => "User".to_string(),

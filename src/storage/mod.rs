@@ -145,6 +145,7 @@ pub fn open_store(
 pub fn new_message(role: crate::types::Role, content: impl Into<String>) -> StoredMessage {
     StoredMessage {
         id: Uuid::new_v4().to_string(),
+        parent_id: None,
         role,
         content: content.into(),
         created_at_ms: now_ms(),
@@ -173,12 +174,26 @@ pub fn clean_title(title: &str) -> String {
     }
 }
 
-/// Message ids must be UUIDs: they make appends idempotent across stores.
+/// Message ids (and parent ids) must be UUIDs: they make appends idempotent across stores.
 /// Message text may hold anything but NUL, which PostgreSQL's text type cannot store; refusing it
 /// in every store keeps them interchangeable.
 pub fn check_message(message: &StoredMessage) -> Result<(), StoreError> {
     Uuid::parse_str(&message.id)
         .map_err(|_| StoreError::Invalid(format!("message id `{}` is not a UUID", message.id)))?;
+    if let Some(parent) = &message.parent_id {
+        Uuid::parse_str(parent).map_err(|_| {
+            StoreError::Invalid(format!(
+                "parent id `{parent}` is not a UUID (a first message's parent is {})",
+                crate::tree::ROOT_PARENT
+            ))
+        })?;
+        if *parent == message.id {
+            return Err(StoreError::Invalid(format!(
+                "message {} cannot be its own parent",
+                message.id
+            )));
+        }
+    }
     if message.content.contains('\0') {
         return Err(StoreError::Invalid(
             "message text may not contain NUL characters".into(),

@@ -47,6 +47,7 @@ mod schema {
             sampling -> Nullable<Jsonb>,
             metrics -> Nullable<Jsonb>,
             interrupted -> Bool,
+            parent_id -> Nullable<Uuid>,
         }
     }
     diesel::joinable!(messages -> conversations (conversation_id));
@@ -76,6 +77,7 @@ struct MessageRow {
     sampling: Option<serde_json::Value>,
     metrics: Option<serde_json::Value>,
     interrupted: bool,
+    parent_id: Option<Uuid>,
 }
 
 #[derive(QueryableByName)]
@@ -136,6 +138,8 @@ fn to_row(conversation_id: Uuid, m: &StoredMessage) -> Result<MessageRow, StoreE
                 .and_then(|s| serde_json::to_value(s).ok()),
         ),
         interrupted: m.interrupted,
+        // `check_message` has vetted it; an unparsable one would read back as legacy.
+        parent_id: m.parent_id.as_deref().and_then(|p| Uuid::parse_str(p).ok()),
     })
 }
 
@@ -147,6 +151,7 @@ fn from_row(r: MessageRow) -> StoredMessage {
     };
     StoredMessage {
         id: r.id.to_string(),
+        parent_id: r.parent_id.map(|p| p.to_string()),
         role,
         content: r.content,
         created_at_ms: r.created_at_ms,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use quantlab::{
     arena::{Battle, BattleSide, Verdict},
     storage::{new_message, ConversationStore, NewConversation, StoreError},
+    tree,
     types::{GenerationMetrics, Role, SamplingParams, StoredMessage},
 };
 use uuid::Uuid;
@@ -192,7 +193,59 @@ fn unknown_ids_and_bad_messages_are_refused(store: &dyn ConversationStore) {
         store.append(id(&c.id), message(Role::User, "nul\0")),
         Err(StoreError::Invalid(_))
     ));
+    let mut bad_parent = message(Role::User, "x");
+    bad_parent.parent_id = Some("not-a-uuid".into());
+    assert!(matches!(
+        store.append(id(&c.id), bad_parent),
+        Err(StoreError::Invalid(_))
+    ));
     store.delete(id(&c.id)).unwrap();
+}
+
+/// Edits and regenerations are stored as siblings, and a legacy line (no parents) still reads
+/// as a line: the tree survives the store and an export/import round trip.
+fn branches_are_stored_as_a_tree(store: &dyn ConversationStore) {
+    let c = store.create(NewConversation::default()).unwrap();
+    let conversation = id(&c.id);
+    let child = |parent: &StoredMessage, role: Role, text: &str| {
+        let mut m = message(role, text);
+        m.parent_id = Some(parent.id.clone());
+        m
+    };
+    let mut question = message(Role::User, "first question");
+    question.parent_id = Some(tree::ROOT_PARENT.into());
+    let answer = child(&question, Role::Assistant, "first answer");
+    let regenerated = child(&question, Role::Assistant, "another answer");
+    let mut edited = message(Role::User, "edited question");
+    edited.parent_id = Some(tree::ROOT_PARENT.into());
+    let edited_answer = child(&edited, Role::Assistant, "answer to the edit");
+    for m in [&question, &answer, &regenerated, &edited, &edited_answer] {
+        store.append(conversation, m.clone()).unwrap();
+    }
+    let stored = store.get(conversation).unwrap();
+    assert_eq!(
+        stored.messages[2].parent_id.as_deref(),
+        Some(question.id.as_str())
+    );
+    assert_eq!(
+        stored.messages[3].parent_id.as_deref(),
+        Some(tree::ROOT_PARENT)
+    );
+    let parents = tree::parent_indices(&stored.messages);
+    assert_eq!(tree::siblings(&parents, 0), [0, 3]);
+    assert_eq!(tree::siblings(&parents, 1), [1, 2]);
+    assert_eq!(tree::latest_path(&stored.messages), [3, 4]);
+
+    let copy = store
+        .create(NewConversation {
+            title: "copy".into(),
+            messages: stored.messages.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(store.get(id(&copy.id)).unwrap().messages, stored.messages);
+    store.delete(id(&copy.id)).unwrap();
+    store.delete(conversation).unwrap();
 }
 
 fn two_writers_at_once_lose_nothing(store: Arc<dyn ConversationStore>) {
@@ -334,5 +387,6 @@ pub fn run_all(store: Arc<dyn ConversationStore>) {
     appends_are_idempotent_by_message_id(store.as_ref());
     ordering_rename_search_delete(store.as_ref());
     unknown_ids_and_bad_messages_are_refused(store.as_ref());
+    branches_are_stored_as_a_tree(store.as_ref());
     two_writers_at_once_lose_nothing(store);
 }

@@ -1,56 +1,26 @@
-//! The Chat tab: the conversation, the composer, and the streaming of replies over a websocket.
+//! The Chat tab: the conversation (a tree: edits and regenerations are branches), the
+//! composer, and the streaming of replies over a websocket.
+
+mod message;
+mod probabilities;
 
 use leptos::prelude::*;
 
+use self::message::{parents, BranchActions, MessageView, UiMessage};
 use super::{
     history::History,
-    markdown::render_markdown,
     sidebar::{selected_model, ChatSettings, Sidebar},
     stream::{request_stop, StopSender},
-    widgets::{MetricsLine, TopBar},
+    widgets::TopBar,
 };
 use crate::{
     api::server_fns::list_models,
+    tree,
     types::{
-        ChatMessage, ChatRequest, Conversation, GenerationMetrics, JsonSchemaFormat, ModelInfo,
-        ResponseFormat, Role, SamplingParams, TokenLogprob,
+        ChatMessage, ChatRequest, Conversation, JsonSchemaFormat, ModelInfo, ResponseFormat, Role,
+        SamplingParams,
     },
 };
-
-/// A message as shown on screen; an assistant reply fills in while it streams.
-/// Reference-counted signals: a message is created in a click handler, whose reactive owner
-/// (e.g. the Send button inside `<Show>`) may be disposed while the reply is still streaming.
-#[derive(Clone)]
-struct UiMessage {
-    id: usize,
-    role: Role,
-    text: ArcRwSignal<String>,
-    metrics: ArcRwSignal<Option<GenerationMetrics>>,
-    error: ArcRwSignal<Option<String>>,
-    streaming: ArcRwSignal<bool>,
-    /// The server confirmed the reply is durably saved.
-    saved: ArcRwSignal<bool>,
-    /// Why the reply has not started: waiting behind others, or for the model to load.
-    waiting: ArcRwSignal<Option<String>>,
-    /// Each generated token's probability, when they were asked for.
-    logprobs: ArcRwSignal<Vec<TokenLogprob>>,
-}
-
-impl UiMessage {
-    fn new(id: usize, role: Role, text: String) -> Self {
-        Self {
-            id,
-            role,
-            text: ArcRwSignal::new(text),
-            metrics: ArcRwSignal::new(None),
-            error: ArcRwSignal::new(None),
-            streaming: ArcRwSignal::new(false),
-            saved: ArcRwSignal::new(false),
-            waiting: ArcRwSignal::new(None),
-            logprobs: ArcRwSignal::new(Vec::new()),
-        }
-    }
-}
 
 /// Links the page to the conversation being saved, and to the history list it refreshes.
 #[derive(Clone, Copy)]
@@ -129,6 +99,28 @@ fn response_format(settings: &ChatSettings) -> Result<Option<ResponseFormat>, St
     })
 }
 
+/// What a new reply answers.
+enum Turn {
+    /// A new question after the message at `parent` (`None`: a first message). Sending from the
+    /// composer continues the shown branch; sending an edit makes a sibling of the edited one.
+    Ask { parent: Option<usize>, text: String },
+    /// Answer the question at this index again, as a sibling of its earlier answers.
+    Regenerate { question: usize },
+}
+
+/// The stored id a new question should name as its parent: the nearest saved message on the
+/// way up from `parent` (a failed reply is shown but not saved), or the root.
+fn stored_parent(nodes: &[UiMessage], parent: Option<usize>) -> Option<String> {
+    let Some(parent) = parent else {
+        return Some(tree::ROOT_PARENT.to_string());
+    };
+    let path = tree::path_to(&parents(nodes), parent);
+    path.iter()
+        .rev()
+        .find_map(|&i| nodes[i].stored_id.get_untracked())
+        .or_else(|| Some(tree::ROOT_PARENT.to_string()))
+}
+
 #[component]
 fn ChatWorkspace(
     models: Vec<ModelInfo>,
@@ -136,9 +128,11 @@ fn ChatWorkspace(
     sidebar_open: RwSignal<bool>,
     draft: RwSignal<String>,
 ) -> impl IntoView {
-    let messages = RwSignal::new(Vec::<UiMessage>::new());
+    // Every message of every branch, in the order they were added; `leaf` ends the shown path.
+    let nodes = RwSignal::new(Vec::<UiMessage>::new());
+    let leaf = RwSignal::new(None::<usize>);
     let busy = RwSignal::new(false);
-    let next_id = StoredValue::new(0usize);
+    let next_key = StoredValue::new(0usize);
     let form_error = RwSignal::new(None::<String>);
     let stop_sender = StoredValue::new(None::<StopSender>);
     let save = SaveTarget {
@@ -148,20 +142,26 @@ fn ChatWorkspace(
     let models_for_current = models.clone();
     let current =
         Memo::new(move |_| selected_model(&models_for_current, settings.model.get().as_deref()));
+    let shown = Memo::new(move |_| match leaf.get() {
+        Some(leaf) => nodes.with(|n| tree::path_to(&parents(n), leaf)),
+        None => Vec::new(),
+    });
 
     let on_load = Callback::new(move |conversation: Conversation| {
         if busy.get_untracked() {
             return;
         }
-        let first = next_id.get_value();
+        let first = next_key.get_value();
+        let tree_parents = tree::parent_indices(&conversation.messages);
         let loaded: Vec<UiMessage> = conversation
             .messages
             .into_iter()
+            .zip(tree_parents)
             .enumerate()
-            .map(|(i, m)| {
-                let message = UiMessage::new(first + i, m.role, m.content);
+            .map(|(i, (m, parent))| {
+                let message = UiMessage::new(first + i, i, parent, m.role, m.content);
                 message.metrics.set(m.metrics);
-                message.saved.set(true);
+                message.stored_id.set(Some(m.id));
                 if m.interrupted && m.role == Role::Assistant {
                     message
                         .error
@@ -170,8 +170,9 @@ fn ChatWorkspace(
                 message
             })
             .collect();
-        next_id.set_value(first + loaded.len() + 1);
-        messages.set(loaded);
+        next_key.set_value(first + loaded.len());
+        leaf.set(loaded.len().checked_sub(1));
+        nodes.set(loaded);
         save.conversation.set(Some(conversation.id));
         form_error.set(None);
         sidebar_open.set(false);
@@ -180,14 +181,15 @@ fn ChatWorkspace(
         if busy.get_untracked() {
             return;
         }
-        messages.set(Vec::new());
+        nodes.set(Vec::new());
+        leaf.set(None);
         save.conversation.set(None);
         form_error.set(None);
         sidebar_open.set(false);
     });
 
-    let send = move |text: String| {
-        if busy.get_untracked() || text.trim().is_empty() {
+    let start = move |turn: Turn| {
+        if busy.get_untracked() {
             return;
         }
         let Some(model) = current.get_untracked() else {
@@ -202,11 +204,12 @@ fn ChatWorkspace(
             )));
             return;
         }
-        let sampling = match sampling(&settings) {
+        let mut sampling = match sampling(&settings) {
             Ok(s) => s,
             Err(e) => return form_error.set(Some(e)),
         };
         form_error.set(None);
+        let all = nodes.get_untracked();
         let mut history = Vec::new();
         let system = settings.system_prompt.get_untracked();
         if !system.trim().is_empty() {
@@ -215,35 +218,121 @@ fn ChatWorkspace(
                 content: system,
             });
         }
-        for m in messages.get_untracked() {
-            if !m.text.get_untracked().is_empty() {
-                history.push(ChatMessage {
-                    role: m.role,
-                    content: m.text.get_untracked(),
-                });
+        let context = match &turn {
+            Turn::Ask { parent, .. } => *parent,
+            Turn::Regenerate { question } => Some(*question),
+        };
+        if let Some(end) = context.filter(|&i| i < all.len()) {
+            for i in tree::path_to(&parents(&all), end) {
+                let text = all[i].text.get_untracked();
+                if !text.is_empty() {
+                    history.push(ChatMessage {
+                        role: all[i].role,
+                        content: text,
+                    });
+                }
             }
         }
-        history.push(ChatMessage {
-            role: Role::User,
-            content: text.clone(),
-        });
-        let request = ChatRequest {
+        let key = next_key.get_value();
+        let mut request = ChatRequest {
             model: model.id.clone(),
             messages: history,
-            sampling,
+            sampling: SamplingParams::default(),
             conversation_id: None,
+            parent_id: None,
+            reply_to: None,
         };
-        let id = next_id.get_value();
-        next_id.set_value(id + 2);
-        let reply = UiMessage::new(id + 1, Role::Assistant, String::new());
+        let (question, reply, save_turn) = match turn {
+            Turn::Ask { parent, text } => {
+                request.messages.push(ChatMessage {
+                    role: Role::User,
+                    content: text.clone(),
+                });
+                request.parent_id = stored_parent(&all, parent);
+                let question = UiMessage::new(key, all.len(), parent, Role::User, text);
+                let reply = UiMessage::new(
+                    key + 1,
+                    all.len() + 1,
+                    Some(all.len()),
+                    Role::Assistant,
+                    String::new(),
+                );
+                (Some(question), reply, true)
+            }
+            Turn::Regenerate { question } => {
+                // The same seed would give the same answer again.
+                sampling.seed = None;
+                request.reply_to = all.get(question).and_then(|q| q.stored_id.get_untracked());
+                let reply = UiMessage::new(
+                    key,
+                    all.len(),
+                    Some(question),
+                    Role::Assistant,
+                    String::new(),
+                );
+                // A question that was never saved cannot take a saved answer.
+                let save_turn = request.reply_to.is_some();
+                (None, reply, save_turn)
+            }
+        };
+        request.sampling = sampling;
+        next_key.set_value(key + 2);
         reply.streaming.set(true);
-        messages.update(|list| {
-            list.push(UiMessage::new(id, Role::User, text));
+        nodes.update(|list| {
+            list.extend(question.clone());
             list.push(reply.clone());
         });
-        draft.set(String::new());
+        leaf.set(Some(reply.index));
         busy.set(true);
-        stream_reply(request, reply, stop_sender, busy, save);
+        stream_reply(
+            request,
+            TurnMessages {
+                question,
+                reply,
+                save_turn,
+            },
+            stop_sender,
+            busy,
+            save,
+        );
+    };
+
+    let send = move |text: String| {
+        if busy.get_untracked() || text.trim().is_empty() {
+            return;
+        }
+        start(Turn::Ask {
+            parent: leaf.get_untracked(),
+            text,
+        });
+        if busy.get_untracked() {
+            draft.set(String::new());
+        }
+    };
+    let actions = BranchActions {
+        nodes,
+        busy,
+        switch: Callback::new(move |(index, by): (usize, isize)| {
+            if busy.get_untracked() {
+                return;
+            }
+            let target = nodes.with_untracked(|n| {
+                let parents = parents(n);
+                let siblings = tree::siblings(&parents, index);
+                let position = siblings.iter().position(|&s| s == index)?;
+                let next = siblings.get(position.checked_add_signed(by)?)?;
+                Some(tree::newest_under(&parents, *next))
+            });
+            if let Some(target) = target {
+                leaf.set(Some(target));
+            }
+        }),
+        edit: Callback::new(move |(index, text): (usize, String)| {
+            let parent = nodes.with_untracked(|n| n.get(index).and_then(|m| m.parent));
+            start(Turn::Ask { parent, text });
+        }),
+        regenerate: Callback::new(move |question: usize| start(Turn::Regenerate { question })),
+        model_name: Signal::derive(move || current.get().map(|m| m.name)),
     };
 
     let stop = move |_| request_stop(stop_sender);
@@ -258,15 +347,17 @@ fn ChatWorkspace(
                 <History current=save.conversation version=save.history_version on_load on_new />
             </Sidebar>
             <main class="chat">
-                <section class="messages" id="messages" aria-live="polite" data-testid="messages">
-                    <Show when=move || messages.with(|m| m.is_empty())>
+                <section class="messages" id="messages" aria-live="polite" data-testid="messages"
+                    on:click=copy_code_block>
+                    <Show when=move || shown.with(|m| m.is_empty())>
                         <div class="empty">
                             <p>"Ask something, or pick an example from the menu."</p>
                             <p class="hint">{move || current.get().map(|m| format!("Model: {} — runs on this machine's CPU.", m.name))}</p>
                         </div>
                     </Show>
-                    <For each=move || messages.get() key=|m| m.id let:message>
-                        <MessageView message />
+                    <For each=move || nodes.with(|n| shown.get().into_iter().filter_map(|i| n.get(i).cloned()).collect::<Vec<_>>())
+                        key=|m| m.key let:message>
+                        <MessageView message actions />
                     </For>
                 </section>
                 {move || form_error.get().map(|e| view! { <p class="error" role="alert" data-testid="form-error">{e}</p> })}
@@ -294,118 +385,56 @@ fn ChatWorkspace(
     }
 }
 
-#[component]
-fn MessageView(message: UiMessage) -> impl IntoView {
-    let UiMessage {
-        role,
-        text,
-        metrics,
-        error,
-        streaming,
-        saved,
-        waiting,
-        logprobs,
-        ..
-    } = message;
-    let body = if role == Role::Assistant {
-        view! { <div class="md" inner_html=move || render_markdown(&text.get())></div> }.into_any()
-    } else {
-        view! { <div class="plain">{move || text.get()}</div> }.into_any()
-    };
-    let cursor = streaming.clone();
-    view! {
-        <article class=format!("message {}", role.as_str()) data-testid=format!("message-{}", role.as_str())
-            class:streaming=move || streaming.get()>
-            {move || waiting.get().map(|w| view! { <p class="hint waiting" data-testid="waiting">{w}</p> })}
-            {body}
-            {move || cursor.get().then(|| view! { <span class="cursor" aria-hidden="true">"▍"</span> })}
-            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            {move || logprobs.with(|l| !l.is_empty()).then(|| {
-                let logprobs = logprobs.clone();
-                view! { <TokenProbabilities tokens=Signal::derive(move || logprobs.get()) /> }
-            })}
-            {move || metrics.get().map(|m| view! { <MetricsLine metrics=m /> })}
-            {move || (saved.get() && role == Role::Assistant).then(|| view! { <span class="saved" data-testid="saved">"✓ saved"</span> })}
-        </article>
-    }
+/// The messages a reply fills in: the question it saves (none when regenerating) and the reply,
+/// and whether the turn is saved to the conversation.
+struct TurnMessages {
+    question: Option<UiMessage>,
+    reply: UiMessage,
+    save_turn: bool,
 }
 
-/// Tokens as shown: a character split across tokens (common for accented letters and emoji)
-/// is shown once, on one span, with the probability of all its tokens and the first one's
-/// alternatives; alone, each piece would be a replacement character.
-fn whole_characters(tokens: Vec<TokenLogprob>) -> Vec<TokenLogprob> {
-    let mut shown: Vec<TokenLogprob> = Vec::with_capacity(tokens.len());
-    let mut open: Option<TokenLogprob> = None;
-    for token in tokens {
-        let group = match open.take() {
-            None => token,
-            Some(mut group) => {
-                group.bytes.extend_from_slice(&token.bytes);
-                group.logprob += token.logprob;
-                group
-            }
+/// A click on a code block's Copy button (the Markdown HTML is not a Leptos view, so one
+/// listener on the list serves every block).
+fn copy_code_block(ev: leptos::ev::MouseEvent) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(button) = ev
+            .target()
+            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+            .and_then(|e| e.closest("button.copy-code").ok().flatten())
+        else {
+            return;
         };
-        match std::str::from_utf8(&group.bytes) {
-            Ok(text) => shown.push(TokenLogprob {
-                token: text.to_string(),
-                ..group
-            }),
-            // An incomplete character at the end waits for the next token's bytes.
-            Err(e) if e.error_len().is_none() => open = Some(group),
-            Err(_) => shown.push(lossy(group)),
-        }
+        let Some(code) = button
+            .closest(".code-block")
+            .ok()
+            .flatten()
+            .and_then(|block| block.query_selector("code").ok().flatten())
+        else {
+            return;
+        };
+        let text = code.text_content().unwrap_or_default();
+        let promise = window().navigator().clipboard().write_text(&text);
+        leptos::task::spawn_local(async move {
+            if wasm_bindgen_futures::JsFuture::from(promise).await.is_ok() {
+                button.set_text_content(Some("Copied"));
+                set_timeout(
+                    move || button.set_text_content(Some("Copy")),
+                    std::time::Duration::from_millis(1500),
+                );
+            }
+        });
     }
-    shown.extend(open.map(lossy));
-    shown
+    #[cfg(not(feature = "hydrate"))]
+    let _ = ev;
 }
 
-fn lossy(group: TokenLogprob) -> TokenLogprob {
-    TokenLogprob {
-        token: String::from_utf8_lossy(&group.bytes).into_owned(),
-        ..group
-    }
-}
-
-/// The reply token by token, each coloured by its probability (green likely, red unlikely), its
-/// alternatives shown on hover or focus (tap on a phone).
-#[component]
-fn TokenProbabilities(tokens: Signal<Vec<TokenLogprob>>) -> impl IntoView {
-    view! {
-        <details class="token-probs" open data-testid="token-probs">
-            <summary>"Token probabilities"</summary>
-            <p class="tokens">
-                {move || whole_characters(tokens.get()).into_iter().map(|t| {
-                    let p = f64::from(t.logprob).exp();
-                    // Hue from red (0) to green (120) with the probability.
-                    let style = format!("background: hsla({:.0}, 70%, 45%, 0.28)", 120.0 * p);
-                    let shown = t.token.replace('\n', "↵");
-                    view! {
-                        <span class="tok" tabindex="0" style=style data-testid="tok" data-p=format!("{p:.4}")>
-                            {shown}
-                            <span class="alts" role="tooltip">
-                                {t.top_logprobs.into_iter().map(|alt| {
-                                    let chosen = alt.token == t.token;
-                                    view! {
-                                        <span class="alt" class:chosen=chosen data-testid="alt">
-                                            <code>{format!("{:?}", alt.token)}</code>
-                                            {format!(" {:.1}%", 100.0 * f64::from(alt.logprob).exp())}
-                                        </span>
-                                    }
-                                }).collect_view()}
-                            </span>
-                        </span>
-                    }
-                }).collect_view()}
-            </p>
-        </details>
-    }
-}
-
-/// Opens the websocket, sends the request, and fills `reply` as events arrive (browser only).
+/// Opens the websocket, sends the request, and fills the reply as events arrive (browser only).
 #[cfg(feature = "hydrate")]
 fn stream_reply(
     mut request: ChatRequest,
-    reply: UiMessage,
+    turn: TurnMessages,
     stop_sender: StoredValue<Option<StopSender>>,
     busy: RwSignal<bool>,
     save: SaveTarget,
@@ -413,9 +442,14 @@ fn stream_reply(
     use super::stream::stream_socket;
     use crate::{api::server_fns::create_conversation, types::ChatEvent};
 
+    let TurnMessages {
+        question,
+        reply,
+        save_turn,
+    } = turn;
     leptos::task::spawn_local(async move {
         // The first message of a new chat creates its conversation, titled after the question.
-        if save.conversation.get_untracked().is_none() {
+        if save_turn && save.conversation.get_untracked().is_none() {
             let question = request
                 .messages
                 .last()
@@ -436,7 +470,9 @@ fn stream_reply(
                 Err(e) => reply.error.set(Some(format!("Not saved: {e}"))),
             }
         }
-        request.conversation_id = save.conversation.get_untracked();
+        if save_turn {
+            request.conversation_id = save.conversation.get_untracked();
+        }
         let expect_saved = request.conversation_id.is_some();
         let outcome = stream_socket("/ws/chat", request, stop_sender, |event| match event {
             ChatEvent::Queued { ahead, loading } => {
@@ -457,8 +493,15 @@ fn stream_reply(
                 // Only a request that names a conversation gets a `Saved` event.
                 expect_saved
             }
-            ChatEvent::Saved { .. } => {
-                reply.saved.set(true);
+            ChatEvent::Saved {
+                question_id,
+                reply_id,
+                ..
+            } => {
+                if let (Some(question), Some(id)) = (&question, question_id) {
+                    question.stored_id.set(Some(id));
+                }
+                reply.stored_id.set(reply_id);
                 save.history_version.update(|v| *v += 1);
                 false
             }
@@ -499,42 +542,12 @@ fn scroll_to_bottom() {
 #[cfg(not(feature = "hydrate"))]
 fn stream_reply(
     _request: ChatRequest,
-    reply: UiMessage,
+    turn: TurnMessages,
     _stop_sender: StoredValue<Option<StopSender>>,
     busy: RwSignal<bool>,
     _save: SaveTarget,
 ) {
-    reply.streaming.set(false);
+    let _ = (turn.question, turn.save_turn);
+    turn.reply.streaming.set(false);
     busy.set(false);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn token(bytes: &[u8], logprob: f32) -> TokenLogprob {
-        TokenLogprob {
-            token: String::from_utf8_lossy(bytes).into_owned(),
-            logprob,
-            bytes: bytes.to_vec(),
-            top_logprobs: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_character_split_across_tokens_is_shown_once_with_their_joint_probability() {
-        let i_circumflex = "Î".as_bytes();
-        let shown = whole_characters(vec![
-            token(b"l'", -0.1),
-            token(&i_circumflex[..1], -0.5),
-            token(&i_circumflex[1..], -0.25),
-            token(b"le", -0.2),
-        ]);
-        let texts: Vec<&str> = shown.iter().map(|t| t.token.as_str()).collect();
-        assert_eq!(texts, ["l'", "Î", "le"]);
-        assert_eq!(shown[1].logprob, -0.75);
-        // A reply cut inside a character keeps its bytes, shown as the replacement.
-        let cut = whole_characters(vec![token(&i_circumflex[..1], -1.0)]);
-        assert_eq!(cut.len(), 1);
-    }
 }
