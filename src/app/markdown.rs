@@ -35,6 +35,8 @@ fn fence_language(info: &str) -> String {
 /// A code block with its language, a Copy button (the chat's one listener handles every
 /// block) and highlighted, escaped code.
 fn code_block(language: &str, code: &str) -> String {
+    // The block's text ends with the newline before the closing fence; Copy should not.
+    let code = code.strip_suffix('\n').unwrap_or(code);
     let label = if language.is_empty() {
         "code"
     } else {
