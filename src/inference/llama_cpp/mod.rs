@@ -1,8 +1,9 @@
 //! The llama.cpp engine (llama-cpp-2): GGUF loaded with mmap, one context reused across requests
-//! with several sequence slots, each with its own stream of the KV cache. Every forward pass decodes the next token
-//! of each running reply plus a chunk of the prompts being read (continuous batching, see
-//! `batch`), and a new prompt reuses the KV of the slot that already holds its longest prefix
-//! (prompt cache). Nothing of llama-cpp-2's API leaks out of this module: the rest of the app
+//! with several sequence slots, each with its own stream of the KV cache. Every forward pass
+//! decodes the next token of each running reply plus a chunk of the prompts being read
+//! (continuous batching: `batch.rs` here, scheduled by `inference::batch`), and a new prompt
+//! reuses the KV of the slot that already holds its longest prefix (prompt cache); `sampling.rs`
+//! builds the sampler chain. Nothing of llama-cpp-2's API leaks out of this module: the rest of the app
 //! sees a `ChatEngine` and a `BatchEngine`.
 
 use std::{num::NonZeroU32, path::Path, sync::OnceLock, time::Instant};
@@ -16,11 +17,12 @@ use llama_cpp_2::{
     token::LlamaToken,
 };
 
+mod batch;
+mod sampling;
+
 use super::{
-    batch::{generate_one, Admission, BatchEngine, Sampled},
-    decode::check_prompt,
-    logprobs::token_logprob,
-    sampler::{argmax, penalise},
+    batch::{generate_one, BatchEngine},
+    sampler::argmax,
     score::{token_nll, ScoreWindow, TextScore},
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
@@ -285,53 +287,6 @@ fn inference_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Inference(e.to_string())
 }
 
-fn build_sampler(model: &LlamaModel, s: &ResolvedSampling) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(5);
-    if s.repeat_penalty != 1.0 {
-        chain.push(LlamaSampler::penalties(
-            model.n_vocab(),
-            PENALTY_LAST_N,
-            s.repeat_penalty,
-            0.0,
-            0.0,
-        ));
-    }
-    if s.is_greedy() {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if s.top_k > 0 {
-            chain.push(LlamaSampler::top_k(s.top_k as i32));
-        }
-        chain.push(LlamaSampler::top_p(s.top_p, 1));
-        chain.push(LlamaSampler::temp(s.temperature));
-        chain.push(LlamaSampler::dist(s.seed));
-    }
-    LlamaSampler::chain_simple(chain)
-}
-
-/// Samples the row's next token among those `grammar` allows, then lets both samplers see it.
-fn sample_within(
-    ctx: &Context<'_>,
-    row: i32,
-    grammar: &mut LlamaSampler,
-    sampler: &mut LlamaSampler,
-    vocab: &llama_cpp_2::vocab::LlamaVocab<'_>,
-) -> Result<LlamaToken, EngineError> {
-    let mut candidates = ctx.token_data_array_ith(row);
-    candidates.apply_sampler(grammar);
-    candidates.apply_sampler(sampler);
-    let token = candidates
-        .selected_token()
-        .ok_or_else(|| EngineError::Inference("the output grammar allowed no token".into()))?;
-    // An end token is allowed only once the grammar is complete, and ends the reply: llama.cpp
-    // aborts on accepting one into an unfinished grammar, so it is never fed.
-    if !vocab.is_eog(token) {
-        grammar.accept(token);
-    }
-    sampler.accept(token);
-    Ok(token)
-}
-
 impl ChatEngine for LlamaCppEngine {
     fn facts(&self) -> &EngineFacts {
         &self.facts
@@ -419,213 +374,4 @@ impl ChatEngine for LlamaCppEngine {
 /// How many leading tokens two sequences share.
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-impl BatchEngine for LlamaCppEngine {
-    fn slots(&self) -> usize {
-        self.slots.len()
-    }
-
-    fn slot_context(&self) -> usize {
-        self.facts.context_size
-    }
-
-    fn admit(
-        &mut self,
-        prompt: &str,
-        sampling: &ResolvedSampling,
-    ) -> Result<Admission, EngineError> {
-        let tokens = Self::tokenize(self.inner.borrow_owner(), prompt);
-        check_prompt(tokens.len(), self.facts.context_size)?;
-        let slot = (0..self.slots.len())
-            .filter(|&i| matches!(self.slots[i].work, SlotWork::Idle))
-            // Without a prefix to reuse, the lowest free slot: running slots stay contiguous.
-            .max_by_key(|&i| {
-                (
-                    common_prefix(&self.slots[i].history, &tokens),
-                    std::cmp::Reverse(i),
-                )
-            })
-            .ok_or_else(|| EngineError::Inference("every sequence slot is busy".into()))?;
-        // At least the last prompt token is evaluated: its logits give the first reply token.
-        let mut keep = if sampling.cache_prompt {
-            common_prefix(&self.slots[slot].history, &tokens).min(tokens.len() - 1)
-        } else {
-            0
-        };
-        if keep < self.slots[slot].history.len() {
-            let removed = self.inner.with_dependent_mut(|_, ctx| {
-                ctx.clear_kv_cache_seq(Some(slot as u32), Some(keep as u32), None)
-            });
-            // A model whose cache cannot be cut at a position (recurrent, sliding window)
-            // starts the sequence over.
-            if !matches!(removed, Ok(true)) {
-                let _ = self.inner.with_dependent_mut(|_, ctx| {
-                    ctx.clear_kv_cache_seq(Some(slot as u32), None, None)
-                });
-                keep = 0;
-            }
-        }
-        let grammar = match &sampling.constraint {
-            None => None,
-            Some(constraint) => Some(
-                LlamaSampler::grammar(self.inner.borrow_owner(), &constraint.grammar, "root")
-                    .map_err(|e| {
-                        EngineError::Inference(format!("llama.cpp refused the output grammar: {e}"))
-                    })?,
-            ),
-        };
-        let mut sampler = build_sampler(self.inner.borrow_owner(), sampling);
-        sampler.accept_many(&tokens);
-        let s = &mut self.slots[slot];
-        s.history.truncate(keep);
-        s.work = SlotWork::Prefill(tokens[keep..].to_vec());
-        s.sampler = Some(sampler);
-        s.grammar = grammar;
-        s.logprobs = sampling
-            .logprobs
-            .map(|top| (top, sampling.temperature, sampling.repeat_penalty));
-        self.admitted.push(slot);
-        Ok(Admission {
-            slot,
-            prompt_tokens: tokens.len(),
-            cached_tokens: keep,
-        })
-    }
-
-    fn step(&mut self) -> Result<Vec<Sampled>, EngineError> {
-        let Self {
-            inner,
-            slots,
-            admitted,
-            batch,
-            ..
-        } = self;
-        batch.clear();
-        // (slot, index in the batch of the row whose logits pick its next token)
-        let mut picks: Vec<(usize, i32)> = Vec::with_capacity(admitted.len());
-        let mut fed: Vec<(usize, usize)> = Vec::with_capacity(admitted.len());
-        // In slot order: llama.cpp evaluates sequences of separate KV streams in one pass only
-        // when their ids ascend one by one; any other order splits the pass.
-        for (slot, state) in slots.iter().enumerate() {
-            if let SlotWork::Decode(token) = state.work {
-                let position = state.history.len() as i32;
-                batch
-                    .add(token, position, &[slot as i32], true)
-                    .map_err(inference_error)?;
-                picks.push((slot, batch.n_tokens() - 1));
-                fed.push((slot, 1));
-            }
-        }
-        let mut budget = if picks.is_empty() {
-            PREFILL_BATCH
-        } else {
-            PREFILL_CHUNK_IN_COMPANY.min(PREFILL_BATCH - picks.len())
-        };
-        for &slot in admitted.iter() {
-            if budget == 0 {
-                break;
-            }
-            let SlotWork::Prefill(pending) = &slots[slot].work else {
-                continue;
-            };
-            let take = pending.len().min(budget);
-            let start = slots[slot].history.len();
-            for (i, token) in pending[..take].iter().enumerate() {
-                let last = i + 1 == pending.len();
-                batch
-                    .add(*token, (start + i) as i32, &[slot as i32], last)
-                    .map_err(inference_error)?;
-                if last {
-                    picks.push((slot, batch.n_tokens() - 1));
-                }
-            }
-            fed.push((slot, take));
-            budget -= take;
-        }
-        if batch.n_tokens() == 0 {
-            return Ok(Vec::new());
-        }
-        let sampled = inner.with_dependent_mut(|model, ctx| {
-            ctx.decode(batch).map_err(inference_error)?;
-            let vocab = model.vocab();
-            let mut sampled = Vec::with_capacity(picks.len());
-            for &(slot, row) in &picks {
-                let Slot {
-                    sampler: Some(sampler),
-                    grammar,
-                    logprobs,
-                    ..
-                } = &mut slots[slot]
-                else {
-                    continue;
-                };
-                let token = match grammar {
-                    None => sampler.sample(ctx, row),
-                    Some(grammar) => sample_within(ctx, row, grammar, sampler, &vocab)?,
-                };
-                let logprob = (*logprobs).map(|(top, temperature, penalty)| {
-                    let fed_here = fed.iter().find(|(s, _)| *s == slot).map_or(0, |f| f.1);
-                    let mut logits = ctx.get_logits_ith(row).to_vec();
-                    let window = slots[slot].penalty_window(fed_here);
-                    penalise(&mut logits, window.into_iter(), penalty);
-                    token_logprob(&logits, token.0 as u32, temperature, top, &|t| {
-                        vocab.token_to_piece(LlamaToken(t as i32), false, None)
-                    })
-                });
-                sampled.push((
-                    slot,
-                    token,
-                    vocab.token_to_piece(token, false, None),
-                    vocab.is_eog(token),
-                    logprob,
-                ));
-            }
-            Ok::<_, EngineError>(sampled)
-        });
-        let sampled = match sampled {
-            Ok(sampled) => sampled,
-            Err(e) => {
-                // The cache may hold part of this pass: no slot's history can be trusted.
-                inner.with_dependent_mut(|_, ctx| ctx.clear_kv_cache());
-                for slot in slots.iter_mut() {
-                    slot.history.clear();
-                }
-                return Err(e);
-            }
-        };
-        for (slot, count) in fed {
-            let s = &mut slots[slot];
-            match &mut s.work {
-                SlotWork::Decode(token) => s.history.push(*token),
-                SlotWork::Prefill(pending) => {
-                    s.history.extend(pending.drain(..count));
-                }
-                SlotWork::Idle => {}
-            }
-        }
-        Ok(sampled
-            .into_iter()
-            .map(|(slot, token, bytes, ends_reply, logprob)| {
-                slots[slot].work = SlotWork::Decode(token);
-                Sampled {
-                    slot,
-                    bytes,
-                    ends_reply,
-                    logprob,
-                }
-            })
-            .collect())
-    }
-
-    fn release(&mut self, slot: usize) {
-        if let Some(s) = self.slots.get_mut(slot) {
-            // A prompt cut short keeps the part it read; the unfed sampled token is dropped.
-            s.work = SlotWork::Idle;
-            s.sampler = None;
-            s.grammar = None;
-            s.logprobs = None;
-        }
-        self.admitted.retain(|&s| s != slot);
-    }
 }
