@@ -156,7 +156,7 @@ pub fn MessageView(message: UiMessage, actions: BranchActions) -> impl IntoView 
                         </span>
                     })
                 }}
-                <button type="button" class="tool" data-testid="copy-message" title="Copy the message's text"
+                <button type="button" class="msg-action" data-testid="copy-message" title="Copy the message's text"
                     on:click=move |_| copy_to_clipboard(copy_text.get_untracked(), copied)>
                     {move || if copied.get() { "Copied" } else { "Copy" }}
                 </button>
@@ -164,7 +164,7 @@ pub fn MessageView(message: UiMessage, actions: BranchActions) -> impl IntoView 
                     let idle = idle.clone();
                     let edit_text = edit_text.clone();
                     view! {
-                        <button type="button" class="tool" data-testid="edit" title="Edit and send again; the earlier version stays as a sibling"
+                        <button type="button" class="msg-action" data-testid="edit" title="Edit and send again; the earlier version stays as a sibling"
                             disabled=move || !idle() || is_editing.get()
                             on:click=move |_| editing.set(Some(edit_text.get_untracked()))>"Edit"</button>
                     }
@@ -172,7 +172,7 @@ pub fn MessageView(message: UiMessage, actions: BranchActions) -> impl IntoView 
                 {(role == Role::Assistant && parent.is_some()).then(|| {
                     let idle = idle.clone();
                     view! {
-                        <button type="button" class="tool" data-testid="regenerate" title=regenerate_title
+                        <button type="button" class="msg-action" data-testid="regenerate" title=regenerate_title
                             disabled=move || !idle()
                             on:click=move |_| {
                                 if let Some(question) = parent {
@@ -228,7 +228,7 @@ fn EditBox(
                 <button type="button" class="send" data-testid="edit-send"
                     disabled=move || actions.busy.get() || editing.with(|t| t.as_deref().is_none_or(|t| t.trim().is_empty()))
                     on:click=move |_| send()>"Send"</button>
-                <button type="button" class="tool" data-testid="edit-cancel" on:click=move |_| editing.set(None)>"Cancel"</button>
+                <button type="button" class="msg-action" data-testid="edit-cancel" on:click=move |_| editing.set(None)>"Cancel"</button>
             </div>
         </div>
     }
