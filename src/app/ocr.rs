@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use super::widgets::{waits, TopBar};
+use super::widgets::{copy_to_clipboard, waits, TopBar};
 use crate::{
     api::analysis_fns::ocr_models,
     ocr::{OcrEngineInfo, OcrOutput},
@@ -181,17 +181,7 @@ fn OcrWorkspace(engines: Vec<OcrEngineInfo>) -> impl IntoView {
                 })
                 .unwrap_or_default()
         });
-        #[cfg(feature = "hydrate")]
-        {
-            let clipboard = window().navigator().clipboard();
-            let promise = clipboard.write_text(&text);
-            leptos::task::spawn_local(async move {
-                let done = wasm_bindgen_futures::JsFuture::from(promise).await.is_ok();
-                copied.set(done);
-            });
-        }
-        #[cfg(not(feature = "hydrate"))]
-        let _ = text;
+        copy_to_clipboard(&text, move || copied.set(true));
     };
 
     view! {

@@ -4,6 +4,25 @@ use leptos::prelude::*;
 
 use crate::types::{FinishReason, GenerationMetrics};
 
+/// Puts `text` on the clipboard and runs `copied` once the browser confirms it (browser only;
+/// the server never handles a click).
+pub fn copy_to_clipboard(text: &str, copied: impl FnOnce() + 'static) {
+    #[cfg(feature = "hydrate")]
+    {
+        let promise = window().navigator().clipboard().write_text(text);
+        leptos::task::spawn_local(async move {
+            if wasm_bindgen_futures::JsFuture::from(promise).await.is_ok() {
+                copied();
+            }
+        });
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (text, copied);
+}
+
+/// How long a Copy button says "Copied".
+pub const COPIED_FOR: std::time::Duration = std::time::Duration::from_millis(1500);
+
 pub fn format_bytes(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let b = bytes as f64;

@@ -5,7 +5,10 @@ use leptos::prelude::*;
 
 use super::probabilities::TokenProbabilities;
 use crate::{
-    app::{markdown::render_markdown, widgets::MetricsLine},
+    app::{
+        markdown::render_markdown,
+        widgets::{copy_to_clipboard, MetricsLine, COPIED_FOR},
+    },
     tree,
     types::{GenerationMetrics, Role, TokenLogprob},
 };
@@ -157,7 +160,10 @@ pub fn MessageView(message: UiMessage, actions: BranchActions) -> impl IntoView 
                     })
                 }}
                 <button type="button" class="msg-action" data-testid="copy-message" title="Copy the message's text"
-                    on:click=move |_| copy_to_clipboard(copy_text.get_untracked(), copied)>
+                    on:click=move |_| copy_to_clipboard(&copy_text.get_untracked(), move || {
+                        copied.set(true);
+                        set_timeout(move || copied.set(false), COPIED_FOR);
+                    })>
                     {move || if copied.get() { "Copied" } else { "Copy" }}
                 </button>
                 {(role == Role::User).then(|| {
@@ -232,23 +238,4 @@ fn EditBox(
             </div>
         </div>
     }
-}
-
-/// Copies `text`, and says so on the button for a moment (browser only).
-pub fn copy_to_clipboard(text: String, copied: RwSignal<bool>) {
-    #[cfg(feature = "hydrate")]
-    {
-        let promise = window().navigator().clipboard().write_text(&text);
-        leptos::task::spawn_local(async move {
-            if wasm_bindgen_futures::JsFuture::from(promise).await.is_ok() {
-                copied.set(true);
-                set_timeout(
-                    move || copied.set(false),
-                    std::time::Duration::from_millis(1500),
-                );
-            }
-        });
-    }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = (text, copied);
 }

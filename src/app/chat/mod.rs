@@ -7,6 +7,8 @@ mod probabilities;
 use leptos::prelude::*;
 
 use self::message::{parents, BranchActions, MessageView, UiMessage};
+#[cfg(feature = "hydrate")]
+use super::widgets::{copy_to_clipboard, COPIED_FOR};
 use super::{
     history::History,
     sidebar::{selected_model, ChatSettings, Sidebar},
@@ -110,15 +112,15 @@ enum Turn {
 
 /// The stored id a new question should name as its parent: the nearest saved message on the
 /// way up from `parent` (a failed reply is shown but not saved), or the root.
-fn stored_parent(nodes: &[UiMessage], parent: Option<usize>) -> Option<String> {
-    let Some(parent) = parent else {
-        return Some(tree::ROOT_PARENT.to_string());
-    };
-    let path = tree::path_to(&parents(nodes), parent);
-    path.iter()
-        .rev()
-        .find_map(|&i| nodes[i].stored_id.get_untracked())
-        .or_else(|| Some(tree::ROOT_PARENT.to_string()))
+fn stored_parent(nodes: &[UiMessage], parent: Option<usize>) -> String {
+    parent
+        .and_then(|parent| {
+            tree::path_to(&parents(nodes), parent)
+                .iter()
+                .rev()
+                .find_map(|&i| nodes[i].stored_id.get_untracked())
+        })
+        .unwrap_or_else(|| tree::ROOT_PARENT.to_string())
 }
 
 #[component]
@@ -248,7 +250,7 @@ fn ChatWorkspace(
                     role: Role::User,
                     content: text.clone(),
                 });
-                request.parent_id = stored_parent(&all, parent);
+                request.parent_id = Some(stored_parent(&all, parent));
                 let question = UiMessage::new(key, all.len(), parent, Role::User, text);
                 let reply = UiMessage::new(
                     key + 1,
@@ -415,15 +417,9 @@ fn copy_code_block(ev: leptos::ev::MouseEvent) {
             return;
         };
         let text = code.text_content().unwrap_or_default();
-        let promise = window().navigator().clipboard().write_text(&text);
-        leptos::task::spawn_local(async move {
-            if wasm_bindgen_futures::JsFuture::from(promise).await.is_ok() {
-                button.set_text_content(Some("Copied"));
-                set_timeout(
-                    move || button.set_text_content(Some("Copy")),
-                    std::time::Duration::from_millis(1500),
-                );
-            }
+        copy_to_clipboard(&text, move || {
+            button.set_text_content(Some("Copied"));
+            set_timeout(move || button.set_text_content(Some("Copy")), COPIED_FOR);
         });
     }
     #[cfg(not(feature = "hydrate"))]
