@@ -35,11 +35,8 @@ async fn a_finished_reply_is_saved_with_its_provenance_before_saved_is_sent() {
             ..Default::default()
         })
         .unwrap();
-    let mut socket = start(&url, &conversation.id, "What is the capital of France?", 24).await;
-    let mut events = Vec::new();
-    while let Some(event) = next_event(&mut socket).await {
-        events.push(event);
-    }
+    let socket = start(&url, &conversation.id, "What is the capital of France?", 24).await;
+    let events = all_events(socket).await;
     let (saved, rest) = events.split_last().unwrap();
     assert_eq!(saved["type"], "saved", "{saved}");
     assert_eq!(saved["conversation_id"], conversation.id.as_str());
@@ -144,13 +141,17 @@ async fn stop_over_the_socket_ends_the_reply_and_it_is_saved_interrupted() {
     assert!(stored.messages[1].interrupted);
 }
 
-async fn turn(url: &str, request: serde_json::Value) -> Vec<serde_json::Value> {
-    let mut socket = start_socket(url, "/ws/chat", request).await;
+/// Every event until the server closes the socket.
+async fn all_events(mut socket: Socket) -> Vec<serde_json::Value> {
     let mut events = Vec::new();
     while let Some(event) = next_event(&mut socket).await {
         events.push(event);
     }
     events
+}
+
+async fn turn(url: &str, request: serde_json::Value) -> Vec<serde_json::Value> {
+    all_events(start_socket(url, "/ws/chat", request).await).await
 }
 
 fn request(conversation: &str, question: &str, place: serde_json::Value) -> serde_json::Value {

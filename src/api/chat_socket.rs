@@ -67,23 +67,19 @@ async fn save_reply(
 /// refuse: the turn is saved to the fallback, and the tree reader copes with a parent it lacks.
 async fn check_place(app: &App, conversation: Uuid, request: &ChatRequest) -> Result<(), AppError> {
     use super::conversations::parse_uuid;
-    let named: Vec<(&str, &str)> = [
-        request.parent_id.as_deref().map(|id| (id, "parent_id")),
-        request.reply_to.as_deref().map(|id| (id, "reply_to")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if request.parent_id.is_some() && request.reply_to.is_some() {
-        return Err(AppError::BadRequest(
-            "give parent_id (a new question) or reply_to (answer a stored question again),              not both"
-                .into(),
-        ));
-    }
-    for (id, what) in &named {
-        parse_uuid(id, what)?;
-    }
-    if named.is_empty() || request.parent_id.as_deref() == Some(crate::tree::ROOT_PARENT) {
+    let (id, what) =
+        match (&request.parent_id, &request.reply_to) {
+            (Some(_), Some(_)) => return Err(AppError::BadRequest(
+                "give parent_id (a new question) or reply_to (answer a stored question again), \
+                 not both"
+                    .into(),
+            )),
+            (Some(id), None) => (id.as_str(), "parent_id"),
+            (None, Some(id)) => (id.as_str(), "reply_to"),
+            (None, None) => return Ok(()),
+        };
+    parse_uuid(id, what)?;
+    if what == "parent_id" && id == crate::tree::ROOT_PARENT {
         return Ok(());
     }
     let stored = match app.store(move |s| s.get(conversation)).await {
@@ -91,18 +87,16 @@ async fn check_place(app: &App, conversation: Uuid, request: &ChatRequest) -> Re
         Err(AppError::NotFound(why)) => return Err(AppError::NotFound(why)),
         Err(_) => return Ok(()),
     };
-    for (id, what) in named {
-        let Some(message) = stored.messages.iter().find(|m| m.id == id) else {
-            return Err(AppError::NotFound(format!(
-                "{what}: message {id} is not in conversation {conversation}"
-            )));
-        };
-        if what == "reply_to" && message.role != Role::User {
-            return Err(AppError::BadRequest(format!(
-                "reply_to: message {id} is not a question (it is a {} message)",
-                message.role.as_str()
-            )));
-        }
+    let Some(message) = stored.messages.iter().find(|m| m.id == id) else {
+        return Err(AppError::NotFound(format!(
+            "{what}: message {id} is not in conversation {conversation}"
+        )));
+    };
+    if what == "reply_to" && message.role != Role::User {
+        return Err(AppError::BadRequest(format!(
+            "reply_to: message {id} is not a question (it is a {} message)",
+            message.role.as_str()
+        )));
     }
     Ok(())
 }
