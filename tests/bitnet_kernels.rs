@@ -1,9 +1,10 @@
 //! The BitNet kernels against a naive reference: random shapes (odd sizes, sizes below and
 //! across a 128-column block, one row), one and several activation rows, every instruction
-//! set this CPU runs.
+//! set this CPU runs (each test prints which ran, and one checks that list against the CPU's
+//! own flags, so a kernel family cannot drop out silently).
 
 use quantlab::inference::bitnet::{
-    kernels::{bf16_dots, f16_axpy, f16_dot, Isa},
+    kernels::{bf16_dots, f16_axpy, f16_dot, i8_dots, Isa, I8_LIMIT},
     ternary::{QuantizedRows, TernaryMatrix},
 };
 
@@ -61,7 +62,7 @@ fn ternary_matmul_equals_the_naive_product_on_every_shape_and_isa() {
                     })
                 })
                 .collect();
-            for isa in Isa::all_available() {
+            for isa in exercised("ternary matmul") {
                 let mut out = vec![f32::NAN; tokens * rows];
                 matrix.matmul(isa, &acts, &mut out);
                 for (i, (&got, &want)) in out.iter().zip(&expected).enumerate() {
@@ -188,4 +189,86 @@ fn f16_cache_kernels_equal_the_naive_loops() {
             }
         }
     }
+}
+
+/// The kernel families the test runs on, printed so a log shows which ran.
+fn exercised(test: &str) -> Vec<Isa> {
+    let all = Isa::all_available();
+    let labels: Vec<&str> = all.iter().map(|isa| isa.label()).collect();
+    eprintln!("{test}: kernels exercised: {}", labels.join(", "));
+    all
+}
+
+#[test]
+fn int8_rows_equal_the_naive_dot_product_on_every_isa() {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let limit = i64::from(I8_LIMIT);
+    let mut int8 = move || ((rng.next() % (2 * limit as u64 + 1)) as i64 - limit) as i8;
+    for len in [1usize, 31, 32, 63, 64, 65, 127, 128, 129, 200, 2560] {
+        let row: Vec<i8> = (0..len).map(|_| int8()).collect();
+        let mut xs: Vec<Vec<i8>> = (0..4).map(|_| (0..len).map(|_| int8()).collect()).collect();
+        // The extremes: every product at ±127·127.
+        xs[3] = row
+            .iter()
+            .map(|&w| if w < 0 { -I8_LIMIT } else { I8_LIMIT })
+            .collect();
+        let want: Vec<i32> = xs
+            .iter()
+            .map(|x| {
+                row.iter()
+                    .zip(x)
+                    .map(|(&w, &v)| i32::from(w) * i32::from(v))
+                    .sum()
+            })
+            .collect();
+        for isa in exercised("int8 rows") {
+            let four = i8_dots(isa, &row, &[&xs[0], &xs[1], &xs[2], &xs[3]]);
+            assert_eq!(four.to_vec(), want, "{isa:?} {len}");
+            assert_eq!(i8_dots(isa, &row, &[&xs[1]]), [want[1]], "{isa:?} {len}");
+        }
+    }
+}
+
+#[test]
+fn every_kernel_family_the_cpu_reports_is_exercised() {
+    let all = exercised("families");
+    assert!(
+        all.contains(&Isa::detect()),
+        "the chosen family is one the CPU runs"
+    );
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        eprintln!("no /proc/cpuinfo: the list above comes from CPUID alone");
+        return;
+    };
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("flags"))
+        .map(|line| line.split_whitespace().collect())
+        .unwrap_or_default();
+    let has = |flag: &str| flags.contains(&flag);
+    let expected = [
+        (Isa::Avx2, has("avx2") && has("fma") && has("f16c")),
+        (Isa::AvxVnni, has("avx2") && has("avx_vnni")),
+        (
+            Isa::Avx512Vnni,
+            has("avx2") && has("avx512bw") && has("avx512_vnni"),
+        ),
+    ];
+    for (isa, reported) in expected {
+        assert_eq!(
+            all.contains(&isa),
+            reported,
+            "{}: /proc/cpuinfo and runtime detection disagree",
+            isa.label()
+        );
+    }
+}
+
+#[test]
+fn kernel_families_are_named_as_printed() {
+    for isa in [Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
+        assert_eq!(Isa::from_label(isa.label()), Some(isa));
+    }
+    assert_eq!(Isa::from_label("avx512vnni"), Some(Isa::Avx512Vnni));
+    assert_eq!(Isa::from_label("sse9"), None);
 }

@@ -1,0 +1,293 @@
+//! The BitNet engine's inner loops: ternary weights against int8 activations, and bf16 rows
+//! (the tied embedding used as the output head) against f32 activations. Each has an AVX2
+//! version, chosen by runtime feature detection, and a portable one that defines the result.
+//!
+//! Ternary layout: a weight `t ∈ {-1, 0, +1}` is stored as the 2-bit code `t + 1`. A row is cut
+//! into blocks of [`BLOCK`] columns held in [`BLOCK_BYTES`] bytes; byte `j` of a block carries
+//! columns `j`, `j + 32`, `j + 64` and `j + 96` in bits 0–1, 2–3, 4–5 and 6–7, so one shift and
+//! one mask turn 32 bytes into 32 consecutive codes. The kernels return `Σ code · x`; since
+//! `code = t + 1`, the ternary dot product is that minus `Σ x`, which callers keep per row of
+//! activations. Codes (0..=2) are the unsigned operand of `maddubs`: a pair of products is at
+//! most 2·2·128 = 512 in magnitude, far from i16 saturation.
+
+/// Columns per packed block.
+pub const BLOCK: usize = 128;
+/// Bytes per packed block.
+pub const BLOCK_BYTES: usize = BLOCK / 4;
+
+/// The instruction set a kernel runs on, slowest first. Every family implies the ones before it
+/// on the CPUs that have it (checked at detection, not assumed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Portable,
+    /// 256-bit `maddubs`, with FMA and F16C.
+    Avx2,
+    /// AVX2 plus the VEX-encoded `vpdpbusd` (Intel Alder Lake and later, AMD Zen 5).
+    AvxVnni,
+    /// 512-bit `vpdpbusd` (Intel Xeon since Cascade Lake, AMD Zen 4 and 5).
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The fastest kernels this CPU runs, unless `QUANTLAB_BITNET_ISA` names a slower one
+    /// this CPU also runs (for comparisons).
+    pub fn detect() -> Self {
+        let best = Self::all_available()
+            .into_iter()
+            .max()
+            .unwrap_or(Isa::Portable);
+        match std::env::var("QUANTLAB_BITNET_ISA") {
+            Ok(name) => match Self::from_label(&name) {
+                Some(chosen) if chosen <= best => chosen,
+                _ => {
+                    tracing::warn!(
+                        requested = %name,
+                        using = best.label(),
+                        "QUANTLAB_BITNET_ISA names no kernel family this CPU runs"
+                    );
+                    best
+                }
+            },
+            Err(_) => best,
+        }
+    }
+
+    /// Every kernel family this CPU can run (for tests and benchmarks), slowest first.
+    pub fn all_available() -> Vec<Isa> {
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                all.push(Isa::Avx2);
+                if has!("avxvnni") {
+                    all.push(Isa::AvxVnni);
+                }
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    all.push(Isa::Avx512Vnni);
+                }
+            }
+        }
+        all
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "AVX2",
+            Isa::AvxVnni => "AVX-VNNI",
+            Isa::Avx512Vnni => "AVX-512 VNNI",
+        }
+    }
+
+    /// The family a label (as printed, or lower-case without punctuation) names.
+    pub fn from_label(label: &str) -> Option<Self> {
+        let key: String = label
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        [Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
+            .into_iter()
+            .find(|isa| {
+                isa.label()
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+                    .eq_ignore_ascii_case(&key)
+            })
+    }
+
+    /// Whether the float kernels (bf16, f16) may use AVX2 and FMA.
+    fn has_avx2(self) -> bool {
+        self >= Isa::Avx2
+    }
+}
+
+/// `Σ code · x` of one packed row against `T` activation rows at once (the weights are read
+/// once for all of them). Every `xs[t]` holds at least `row.len() * 4` values.
+pub fn code_dots<const T: usize>(isa: Isa, row: &[u8], xs: &[&[i8]; T]) -> [i32; T] {
+    assert!(
+        row.len().is_multiple_of(BLOCK_BYTES),
+        "rows are whole blocks"
+    );
+    for x in xs {
+        assert!(x.len() >= row.len() * 4, "activations cover the row");
+    }
+    match isa {
+        // SAFETY (all three): an `Isa` above `Portable` is only produced when the CPU reports
+        // its features (see `Isa::all_available`), and the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { vnni::code_dots_512(row, xs) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => unsafe { vnni::code_dots_256(row, xs) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::code_dots(row, xs) },
+        _ => portable_code_dots(row, xs),
+    }
+}
+
+fn portable_code_dots<const T: usize>(row: &[u8], xs: &[&[i8]; T]) -> [i32; T] {
+    let mut sums = [0i32; T];
+    for (block, bytes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        for (j, &byte) in bytes.iter().enumerate() {
+            for lane in 0..4 {
+                let code = i32::from((byte >> (2 * lane)) & 3);
+                let column = block * BLOCK + lane * BLOCK_BYTES + j;
+                for (sum, x) in sums.iter_mut().zip(xs) {
+                    *sum += code * i32::from(x[column]);
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// `Σ bf16(w) · x` of one row of bf16 bits against `T` f32 activation rows.
+pub fn bf16_dots<const T: usize>(isa: Isa, row: &[u16], xs: &[&[f32]; T]) -> [f32; T] {
+    for x in xs {
+        assert!(x.len() >= row.len(), "activations cover the row");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        // SAFETY: as in `code_dots`; every family from AVX2 up also has FMA.
+        return unsafe { avx2::bf16_dots(row, xs) };
+    }
+    portable_bf16_dots(row, xs)
+}
+
+fn portable_bf16_dots<const T: usize>(row: &[u16], xs: &[&[f32]; T]) -> [f32; T] {
+    let mut sums = [0f32; T];
+    for (i, &w) in row.iter().enumerate() {
+        let w = bf16_to_f32(w);
+        for (sum, x) in sums.iter_mut().zip(xs) {
+            *sum += w * x[i];
+        }
+    }
+    sums
+}
+
+/// The largest magnitude an int8 row or activation may hold for [`i8_dots`]: symmetric, so
+/// that `|w|` fits the unsigned operand and `±x` never overflows.
+pub const I8_LIMIT: i8 = 127;
+
+/// `Σ w · x` of one int8 row against `T` int8 activation rows, exact in i32. Every value must
+/// lie in `-I8_LIMIT..=I8_LIMIT` (the int8 head's quantizers guarantee it) and every `xs[t]`
+/// holds at least `row.len()` values.
+pub fn i8_dots<const T: usize>(isa: Isa, row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
+    for x in xs {
+        assert!(x.len() >= row.len(), "activations cover the row");
+    }
+    debug_assert!(row.iter().all(|&w| w != i8::MIN), "row within ±I8_LIMIT");
+    match isa {
+        // SAFETY: as in `code_dots`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { vnni::i8_dots_512(row, xs) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => unsafe { vnni::i8_dots_256(row, xs) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::i8_dots(row, xs) },
+        _ => portable_i8_dots(row, xs),
+    }
+}
+
+fn portable_i8_dots<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
+    let mut sums = [0i32; T];
+    for (i, &w) in row.iter().enumerate() {
+        for (sum, x) in sums.iter_mut().zip(xs) {
+            *sum += i32::from(w) * i32::from(x[i]);
+        }
+    }
+    sums
+}
+
+/// `Σ k · q` of an f16 row (a cached key) against f32 `q` of the same length.
+pub fn f16_dot(isa: Isa, k: &[half::f16], q: &[f32]) -> f32 {
+    assert_eq!(k.len(), q.len(), "same length");
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        // SAFETY: every family from AVX2 up has AVX2, FMA and F16C (see `Isa::all_available`).
+        return unsafe { avx2::f16_dot(k, q) };
+    }
+    k.iter().zip(q).map(|(a, b)| a.to_f32() * b).sum()
+}
+
+/// `out += weight · v` for an f16 row (a cached value).
+pub fn f16_axpy(isa: Isa, weight: f32, v: &[half::f16], out: &mut [f32]) {
+    assert_eq!(v.len(), out.len(), "same length");
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        // SAFETY: as in `f16_dot`.
+        return unsafe { avx2::f16_axpy(weight, v, out) };
+    }
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += weight * x.to_f32();
+    }
+}
+
+pub fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn packed_codes_follow_the_documented_layout() {
+        // Column 0 in bits 0-1 of byte 0, column 32 in bits 2-3, column 97 in bits 6-7 of byte 1.
+        let mut row = vec![0b01_01_01_01u8; BLOCK_BYTES];
+        row[0] = 0b01_01_10_00; // col 0 code 0 (-1), col 32 code 2 (+1)
+        row[1] = 0b10_01_01_01; // col 97 code 2 (+1)
+        let mut x = vec![0i8; BLOCK];
+        x[0] = 5;
+        x[32] = 7;
+        x[97] = 11;
+        for isa in Isa::all_available() {
+            // Σ code·x = 0·5 + 2·7 + 2·11 = 36.
+            assert_eq!(code_dots(isa, &row, &[&x]), [36], "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn every_isa_agrees_with_the_portable_kernels_on_extreme_values() {
+        let mut seed = 7u64;
+        let blocks = 20; // more than one widening group
+        let row: Vec<u8> = (0..blocks * BLOCK_BYTES)
+            .map(|_| {
+                // codes 0..=2 only
+                (0..4).fold(0u8, |b, lane| {
+                    b | (((lcg(&mut seed) % 3) as u8) << (2 * lane))
+                })
+            })
+            .collect();
+        let extreme = vec![-128i8; blocks * BLOCK];
+        let mixed: Vec<i8> = (0..blocks * BLOCK)
+            .map(|_| (lcg(&mut seed) % 256) as u8 as i8)
+            .collect();
+        let all_two = vec![0b10_10_10_10u8; blocks * BLOCK_BYTES];
+        let top = vec![127i8; blocks * BLOCK];
+        for isa in Isa::all_available() {
+            assert_eq!(
+                code_dots(isa, &row, &[&extreme, &mixed]),
+                portable_code_dots(&row, &[&extreme, &mixed])
+            );
+            assert_eq!(
+                code_dots(isa, &all_two, &[&top]),
+                [(blocks * BLOCK) as i32 * 2 * 127]
+            );
+        }
+    }
+}

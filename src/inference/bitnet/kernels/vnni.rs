@@ -1,0 +1,199 @@
+//! `vpdpbusd` kernels: unsigned × signed bytes summed four at a time straight into i32 lanes, so
+//! no i16 stage and no widening pass. Two encodings: 512-bit (AVX-512 VNNI) and the VEX 256-bit
+//! one (AVX-VNNI). Both return exactly what the portable kernels return.
+
+// Loop counters here index several arrays of registers in lockstep (rows, halves, lanes).
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::{avx2::sum_i32, BLOCK, BLOCK_BYTES};
+
+/// Ternary codes against int8 activations, two 512-bit products per 128-column block. The
+/// block's 32 code bytes are loaded into both halves of a register; shifting the low half by 0
+/// and the high half by 2 gives the codes of columns 0–63 in order (and 4/6: columns 64–127),
+/// so the activations are read as they lie. Four accumulators per activation row keep
+/// `vpdpbusd`'s latency off the critical path when one row is decoded.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn code_dots_512<const T: usize>(row: &[u8], xs: &[&[i8]; T]) -> [i32; T] {
+    let mut acc = [[_mm512_setzero_si512(); 4]; T];
+    let blocks = row.len() / BLOCK_BYTES;
+    // Two blocks per step, each into its own pair of accumulators (fixed indices, so they stay
+    // in registers).
+    let mut block = 0;
+    while block + 2 <= blocks {
+        let first = codes_512(row.as_ptr().add(block * BLOCK_BYTES));
+        let second = codes_512(row.as_ptr().add((block + 1) * BLOCK_BYTES));
+        for t in 0..T {
+            let x = xs[t].as_ptr().add(block * BLOCK);
+            acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], first[0], _mm512_loadu_si512(x.cast()));
+            acc[t][1] =
+                _mm512_dpbusd_epi32(acc[t][1], first[1], _mm512_loadu_si512(x.add(64).cast()));
+            acc[t][2] =
+                _mm512_dpbusd_epi32(acc[t][2], second[0], _mm512_loadu_si512(x.add(128).cast()));
+            acc[t][3] =
+                _mm512_dpbusd_epi32(acc[t][3], second[1], _mm512_loadu_si512(x.add(192).cast()));
+        }
+        block += 2;
+    }
+    if block < blocks {
+        let last = codes_512(row.as_ptr().add(block * BLOCK_BYTES));
+        for t in 0..T {
+            let x = xs[t].as_ptr().add(block * BLOCK);
+            acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], last[0], _mm512_loadu_si512(x.cast()));
+            acc[t][1] =
+                _mm512_dpbusd_epi32(acc[t][1], last[1], _mm512_loadu_si512(x.add(64).cast()));
+        }
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        let [a, b, c, d] = acc[t];
+        out[t] = _mm512_reduce_add_epi32(_mm512_add_epi32(
+            _mm512_add_epi32(a, b),
+            _mm512_add_epi32(c, d),
+        ));
+    }
+    out
+}
+
+/// One block's codes as two registers: columns 0–63 and 64–127, in column order.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn codes_512(block: *const u8) -> [__m512i; 2] {
+    let mask = _mm512_set1_epi8(3);
+    // `set_epi64` lists lanes from the highest: the high 256 bits shift by 2 (or 6).
+    let first_half = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0);
+    let second_half = _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4);
+    let w = _mm512_broadcast_i64x4(_mm256_loadu_si256(block.cast()));
+    [
+        _mm512_and_si512(_mm512_srlv_epi64(w, first_half), mask),
+        _mm512_and_si512(_mm512_srlv_epi64(w, second_half), mask),
+    ]
+}
+
+/// Ternary codes against int8 activations in the AVX2 layout, `vpdpbusd` in place of
+/// `maddubs` + `madd`. One activation row gets four accumulators (one per 32-column lane), since
+/// a single chain would wait on `vpdpbusd`'s latency; several rows get two each, enough chains
+/// in total without spilling the 16 registers.
+#[target_feature(enable = "avx2,avxvnni")]
+pub unsafe fn code_dots_256<const T: usize>(row: &[u8], xs: &[&[i8]; T]) -> [i32; T] {
+    if T == 1 {
+        let mut out = [0i32; T];
+        out[0] = code_dot_256(row, xs[0]);
+        return out;
+    }
+    let mask = _mm256_set1_epi8(3);
+    let mut acc = [[_mm256_setzero_si256(); 2]; T];
+    let blocks = row.len() / BLOCK_BYTES;
+    for block in 0..blocks {
+        let codes = codes_256(row.as_ptr().add(block * BLOCK_BYTES), mask);
+        for t in 0..T {
+            let x = xs[t].as_ptr().add(block * BLOCK);
+            for (lane, codes) in codes.iter().enumerate() {
+                let chain = &mut acc[t][lane & 1];
+                *chain = _mm256_dpbusd_avx_epi32(
+                    *chain,
+                    *codes,
+                    _mm256_loadu_si256(x.add(BLOCK_BYTES * lane).cast()),
+                );
+            }
+        }
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        out[t] = sum_i32(_mm256_add_epi32(acc[t][0], acc[t][1]));
+    }
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn codes_256(block: *const u8, mask: __m256i) -> [__m256i; 4] {
+    let w = _mm256_loadu_si256(block.cast());
+    [
+        _mm256_and_si256(w, mask),
+        _mm256_and_si256(_mm256_srli_epi16(w, 2), mask),
+        _mm256_and_si256(_mm256_srli_epi16(w, 4), mask),
+        _mm256_and_si256(_mm256_srli_epi16(w, 6), mask),
+    ]
+}
+
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn code_dot_256(row: &[u8], x: &[i8]) -> i32 {
+    let mask = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    for block in 0..row.len() / BLOCK_BYTES {
+        let codes = codes_256(row.as_ptr().add(block * BLOCK_BYTES), mask);
+        let x = x.as_ptr().add(block * BLOCK);
+        for lane in 0..4 {
+            acc[lane] = _mm256_dpbusd_avx_epi32(
+                acc[lane],
+                codes[lane],
+                _mm256_loadu_si256(x.add(BLOCK_BYTES * lane).cast()),
+            );
+        }
+    }
+    sum_i32(_mm256_add_epi32(
+        _mm256_add_epi32(acc[0], acc[1]),
+        _mm256_add_epi32(acc[2], acc[3]),
+    ))
+}
+
+/// int8 rows against int8 activations as `vpdpbusd(|w|, ±x)`: the sign of `w` moves onto `x`
+/// (both within ±127, so neither overflows).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn i8_dots_512<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
+    let zero = _mm512_setzero_si512();
+    let mut acc = [[zero; 2]; T];
+    let full = row.len() / 128 * 128;
+    let mut i = 0;
+    while i < full {
+        for half in 0..2 {
+            let w = _mm512_loadu_si512(row.as_ptr().add(i + 64 * half).cast());
+            let magnitude = _mm512_abs_epi8(w);
+            let negative = _mm512_movepi8_mask(w);
+            for t in 0..T {
+                let x = _mm512_loadu_si512(xs[t].as_ptr().add(i + 64 * half).cast());
+                let signed = _mm512_mask_sub_epi8(x, negative, zero, x);
+                acc[t][half] = _mm512_dpbusd_epi32(acc[t][half], magnitude, signed);
+            }
+        }
+        i += 128;
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[t][0], acc[t][1]));
+        for j in full..row.len() {
+            out[t] += i32::from(row[j]) * i32::from(xs[t][j]);
+        }
+    }
+    out
+}
+
+/// int8 rows against int8 activations, 256-bit: `vpdpbusd(|w|, sign(x, w))`.
+#[target_feature(enable = "avx2,avxvnni")]
+pub unsafe fn i8_dots_256<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
+    let mut acc = [[_mm256_setzero_si256(); 2]; T];
+    let full = row.len() / 64 * 64;
+    let mut i = 0;
+    while i < full {
+        for half in 0..2 {
+            let w = _mm256_loadu_si256(row.as_ptr().add(i + 32 * half).cast());
+            let magnitude = _mm256_abs_epi8(w);
+            for t in 0..T {
+                let x = _mm256_loadu_si256(xs[t].as_ptr().add(i + 32 * half).cast());
+                acc[t][half] =
+                    _mm256_dpbusd_avx_epi32(acc[t][half], magnitude, _mm256_sign_epi8(x, w));
+            }
+        }
+        i += 64;
+    }
+    let mut out = [0i32; T];
+    for t in 0..T {
+        out[t] = sum_i32(_mm256_add_epi32(acc[t][0], acc[t][1]));
+        for j in full..row.len() {
+            out[t] += i32::from(row[j]) * i32::from(xs[t][j]);
+        }
+    }
+    out
+}
