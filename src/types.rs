@@ -190,6 +190,10 @@ pub struct GenerationMetrics {
     /// The most other replies decoded in the same forward passes as this one (batching).
     #[serde(default)]
     pub batch_peers: u32,
+    /// How the engine ran the model (e.g. BitNet's kernels and head precision); empty when the
+    /// engine has nothing to add.
+    #[serde(default)]
+    pub engine_detail: String,
 }
 
 /// A generated token with its log-probability and the likeliest alternatives at its position

@@ -8,9 +8,10 @@ use std::{ops::ControlFlow, path::Path};
 
 use common::tiny_bitnet::{self as tiny, Cache, Form, Master};
 use quantlab::{
+    bench::divergence::Divergence,
     config::Settings,
     inference::{
-        bitnet::{checkpoint::CheckpointKind, BitnetEngine},
+        bitnet::{checkpoint::CheckpointKind, head::HeadPrecision, BitnetEngine},
         template::PromptFormat,
         ChatEngine, EngineError, ResolvedSampling, TokenSink,
     },
@@ -28,7 +29,8 @@ fn write(form: Form, seed: u64) -> (tempfile::TempDir, Master) {
 }
 
 fn load(dir: &Path) -> BitnetEngine {
-    BitnetEngine::load(&dir.join("tiny-bitnet"), CONTEXT, 2).expect("the tiny checkpoint loads")
+    BitnetEngine::load(&dir.join("tiny-bitnet"), CONTEXT, 2, HeadPrecision::Bf16)
+        .expect("the tiny checkpoint loads")
 }
 
 /// A fixed text of `len` byte tokens after BOS.
@@ -59,8 +61,10 @@ fn packed_and_bf16_checkpoints_give_identical_logits() {
     let dir = tempfile::tempdir().unwrap();
     tiny::write(&dir.path().join("packed"), &master, Form::Packed);
     tiny::write(&dir.path().join("bf16"), &master, Form::Bf16);
-    let mut packed = BitnetEngine::load(&dir.path().join("packed"), CONTEXT, 2).unwrap();
-    let mut bf16 = BitnetEngine::load(&dir.path().join("bf16"), CONTEXT, 2).unwrap();
+    let mut packed =
+        BitnetEngine::load(&dir.path().join("packed"), CONTEXT, 2, HeadPrecision::Bf16).unwrap();
+    let mut bf16 =
+        BitnetEngine::load(&dir.path().join("bf16"), CONTEXT, 2, HeadPrecision::Bf16).unwrap();
     assert_eq!(packed.summary().kind, CheckpointKind::Packed);
     assert_eq!(bf16.summary().kind, CheckpointKind::FullPrecision);
     let tokens = sample_tokens(40);
@@ -106,6 +110,54 @@ fn logits_match_the_f32_reference_forward_pass() {
             tokens.len()
         );
     }
+}
+
+/// The int8 head (with the tied embedding read from the same int8 rows, as served) against the
+/// checkpoint's bf16 rows on the same tokens: half the table's bytes, next-token distributions
+/// within a small KL divergence, the same likeliest token almost everywhere. Against itself the
+/// divergence is zero, so the measure is not blind.
+#[test]
+fn the_int8_head_halves_the_table_and_keeps_the_predictions() {
+    let (dir, _) = write(Form::Packed, 5);
+    let mut bf16 = load(dir.path());
+    let mut int8 = BitnetEngine::load(
+        &dir.path().join("tiny-bitnet"),
+        CONTEXT,
+        2,
+        HeadPrecision::Int8,
+    )
+    .unwrap();
+    assert_eq!(bf16.summary().head, HeadPrecision::Bf16);
+    assert_eq!(int8.summary().head, HeadPrecision::Int8);
+    let (wide, narrow) = (
+        bf16.summary().embedding_bytes,
+        int8.summary().embedding_bytes,
+    );
+    assert!(
+        narrow * 2 <= wide + wide / 8,
+        "{narrow} bytes against {wide}"
+    );
+    assert!(
+        int8.facts().detail.contains("int8 head"),
+        "{}",
+        int8.facts().detail
+    );
+
+    let tokens = sample_tokens(200);
+    let reference = bf16.logits_for(&tokens).unwrap();
+    let mut same = Divergence::default();
+    let mut drift = Divergence::default();
+    for (p, q) in reference.iter().zip(&int8.logits_for(&tokens).unwrap()) {
+        same.add(p, p);
+        drift.add(p, q);
+    }
+    assert_eq!(same.summary().mean_kl, 0.0);
+    let drift = drift.summary();
+    eprintln!("int8 head on the tiny checkpoint: {drift:?}");
+    assert!(drift.mean_kl > 0.0, "int8 rows change something: {drift:?}");
+    assert!(drift.mean_kl < 5e-3, "{drift:?}");
+    // Random tiny layers leave near-ties between top tokens (95% agree here); a margin below.
+    assert!(drift.top1_agreement >= 0.9, "{drift:?}");
 }
 
 #[derive(Default)]
@@ -252,7 +304,8 @@ fn seeded_sampling_is_reproducible_and_stop_cuts_the_reply() {
 #[test]
 fn prompts_beyond_the_context_are_refused() {
     let (dir, _) = write(Form::Packed, 9);
-    let mut engine = BitnetEngine::load(&dir.path().join("tiny-bitnet"), 64, 2).unwrap();
+    let mut engine =
+        BitnetEngine::load(&dir.path().join("tiny-bitnet"), 64, 2, HeadPrecision::Bf16).unwrap();
     assert_eq!(engine.facts().context_size, 64);
     let err = engine
         .generate(&"word ".repeat(40), &greedy(4), &mut Collect::default())
@@ -264,7 +317,7 @@ fn prompts_beyond_the_context_are_refused() {
 }
 
 fn load_error(dir: &Path) -> String {
-    match BitnetEngine::load(&dir.join("tiny-bitnet"), CONTEXT, 2) {
+    match BitnetEngine::load(&dir.join("tiny-bitnet"), CONTEXT, 2, HeadPrecision::Bf16) {
         Err(EngineError::Load { detail, .. }) => detail,
         Err(other) => panic!("not a load error: {other}"),
         Ok(_) => panic!("a damaged checkpoint loaded"),
@@ -329,7 +382,7 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
     assert!(load_error(dir.path()).contains("tokenizer.json"));
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    assert!(BitnetEngine::load(&file, CONTEXT, 2).is_err());
+    assert!(BitnetEngine::load(&file, CONTEXT, 2, HeadPrecision::Bf16).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -384,6 +437,10 @@ file = "tiny-bitnet"
     assert_eq!(last.event.as_deref(), Some("metrics"), "{events:?}");
     let metrics: serde_json::Value = serde_json::from_str(&last.data).unwrap();
     assert_eq!(metrics["engine"], "bitnet");
+    // The default head is int8, and the line names the kernels that ran.
+    let detail = metrics["engine_detail"].as_str().unwrap_or_default();
+    let kernels = quantlab::inference::bitnet::kernels::Isa::detect().label();
+    assert_eq!(detail, format!("{kernels} kernels, int8 head"), "{metrics}");
     assert!(
         metrics["generated_tokens"].as_u64().unwrap() > 0,
         "{metrics}"

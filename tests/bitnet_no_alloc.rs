@@ -8,7 +8,7 @@ use std::{
 };
 
 use quantlab::inference::bitnet::{
-    config::BitnetConfig, kernels::Isa, model::Model, weights::Weights,
+    config::BitnetConfig, head::HeadPrecision, kernels::Isa, model::Model, weights::Weights,
 };
 
 struct Counting;
@@ -42,13 +42,19 @@ fn decode_steps_allocate_nothing() {
     config.num_attention_heads = 4;
     config.num_key_value_heads = Some(2);
     config.vocab_size = 1000;
-    for isa in Isa::all_available() {
-        let mut model = Model::new(Weights::random(&config, 1), 256, 2, isa).expect("thread pool");
+    let heads = [HeadPrecision::Bf16, HeadPrecision::Int8];
+    for (isa, head) in Isa::all_available()
+        .into_iter()
+        .flat_map(|isa| heads.map(|head| (isa, head)))
+    {
+        let weights = Weights::random(&config, 1).with_head(head);
+        let mut model = Model::new(weights, 256, 2, isa).expect("thread pool");
         model.forward_last(&[1, 2, 3, 4, 5], 0);
-        model.forward_last(&[6], 5); // the pool's threads are warm
-                                     // Rayon's job queues grow now and then when the scheduler runs the pool's threads
-                                     // late (a busy machine); that is amortised, not per step. A step that allocates
-                                     // would make every round count some, so one clean round of 34 steps shows there is none.
+        // The pool's threads are warm now.
+        model.forward_last(&[6], 5);
+        // Rayon's job queues grow now and then when the scheduler runs the pool's threads late
+        // (a busy machine); that is amortised, not per step. A step that allocates would make
+        // every round count some, so one clean round of 34 steps shows there is none.
         let mut rounds = Vec::new();
         for round in 0..5 {
             let before = ALLOCATIONS.load(Ordering::SeqCst);
@@ -64,7 +70,7 @@ fn decode_steps_allocate_nothing() {
         assert_eq!(
             rounds.last(),
             Some(&0),
-            "{isa:?}: every round of 34 decode steps allocated: {rounds:?}"
+            "{isa:?}, {head:?} head: every round of 34 decode steps allocated: {rounds:?}"
         );
     }
 }

@@ -15,9 +15,12 @@ use std::ops::ControlFlow;
 use common::tiny_bitnet::{self as tiny, Form, Master};
 use quantlab::{
     inference::{
-        bitnet::BitnetEngine, candle::CandleEngine, llama_cpp::LlamaCppEngine,
-        remote::RemoteEngine, template::PromptFormat, ChatEngine, EngineError, GenerationStats,
-        ResolvedSampling, TokenSink, UpstreamFailure,
+        bitnet::{head::HeadPrecision, BitnetEngine},
+        candle::CandleEngine,
+        llama_cpp::LlamaCppEngine,
+        remote::RemoteEngine,
+        template::PromptFormat,
+        ChatEngine, EngineError, GenerationStats, ResolvedSampling, TokenSink, UpstreamFailure,
     },
     registry::RemoteSource,
     types::{ChatMessage, FinishReason, Role},
@@ -295,7 +298,8 @@ fn candle_keeps_the_contract() {
 fn bitnet_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     tiny::write(&dir.path().join("tiny"), &Master::random(5), Form::Packed);
-    let mut engine = BitnetEngine::load(&dir.path().join("tiny"), 256, 2).expect("loads");
+    let mut engine =
+        BitnetEngine::load(&dir.path().join("tiny"), 256, 2, HeadPrecision::Int8).expect("loads");
     run_contract(Subject {
         name: "bitnet",
         engine: &mut engine,

@@ -83,10 +83,14 @@ pub fn MetricsLine(metrics: GenerationMetrics) -> impl IntoView {
         1 => " · decoded together with 1 other reply".to_string(),
         n => format!(" · decoded together with up to {n} other replies"),
     };
+    let engine = if m.engine_detail.is_empty() {
+        m.engine.clone()
+    } else {
+        format!("{} ({})", m.engine, m.engine_detail)
+    };
     let detail = format!(
-        "{} on {} · {} threads · seed {} · total {:.2} s (queue {:.0} ms, prefill {:.0} ms, decode {:.0} ms){batched} · model resident {}",
+        "{} on {engine} · {} threads · seed {} · total {:.2} s (queue {:.0} ms, prefill {:.0} ms, decode {:.0} ms){batched} · model resident {}",
         m.model,
-        m.engine,
         m.threads,
         m.seed,
         m.total_ms / 1000.0,

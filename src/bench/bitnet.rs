@@ -2,16 +2,24 @@
 //! and random ternary weights (generated here, no download), against the machine's memory
 //! bandwidth measured in the same run. Decode reads every weight once per token, so bytes per
 //! token ÷ bandwidth is the fastest decode this machine allows (the roofline); we report the
-//! fraction of it we reach, resident memory, and prefill through the int8 kernels.
+//! fraction of it we reach, resident memory, and prefill, with the bf16 and the int8 output
+//! head, on AVX2 and on the best kernels this CPU has; then how far the int8 head's next-token
+//! distributions drift from the bf16 head's, and every kernel family against the portable one.
 
 use std::time::Instant;
 
 use anyhow::Context;
 use rayon::prelude::*;
 
+use super::divergence::{Divergence, DivergenceSummary};
 use crate::inference::{
     bitnet::{
-        config::BitnetConfig, kernels::Isa, model::Model, ternary::QuantizedRows, weights::Weights,
+        config::BitnetConfig,
+        head::HeadPrecision,
+        kernels::Isa,
+        model::{Model, MAX_BATCH},
+        ternary::QuantizedRows,
+        weights::Weights,
     },
     memory::resident_bytes,
     sampler::argmax,
@@ -21,9 +29,20 @@ pub struct BitnetBenchArgs {
     pub threads: usize,
     pub decode_tokens: usize,
     pub prompt_tokens: usize,
+    pub kl_positions: usize,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+const SEED: u64 = 0x5EED;
+
+/// Prefill and decode of one model on one kernel family.
+struct Speed {
+    isa: Isa,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    fastest_ms: f64,
+    slowest_ms: f64,
+}
 
 pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -35,8 +54,8 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
     let config = BitnetConfig::b1_58_2b_4t();
     let before = resident_bytes().unwrap_or(0);
     let started = Instant::now();
-    let weights = Weights::random(&config, 0x5EED);
-    let weights_resident = resident_bytes().unwrap_or(0).saturating_sub(before);
+    let weights = Weights::random(&config, SEED);
+    let bf16_resident = resident_bytes().unwrap_or(0).saturating_sub(before);
     println!(
         "model: BitNet b1.58 2B4T shapes ({} layers, hidden {}, FFN {}, {} heads / {} kv, vocab {}), random ternary weights built in {:.1} s",
         config.num_hidden_layers,
@@ -48,43 +67,27 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let ternary = weights.ternary_bytes() as f64;
-    let embedding = weights.embedding_bytes() as f64;
     println!(
-        "weights: {:.3} GiB ternary ({} parameters, {:.2} bits each) + {:.3} GiB bf16 tied embedding; resident growth {:.3} GiB",
+        "ternary weights: {:.3} GiB ({} parameters, {:.2} bits each)",
         ternary / GIB,
         weights.ternary_parameters(),
         ternary * 8.0 / weights.ternary_parameters() as f64,
-        embedding / GIB,
-        weights_resident as f64 / GIB
     );
 
-    let context = args.prompt_tokens + args.decode_tokens + 1;
-    let isa = Isa::detect();
-    let mut model = Model::new(weights, context, args.threads, isa)?;
-    let vocab = config.vocab_size as u32;
-    let prompt: Vec<u32> = (0..args.prompt_tokens as u32)
-        .map(|i| (i * 7919 + 13) % vocab)
-        .collect();
+    let families = decode_families();
+    let decoded = ROUNDS * args.decode_tokens.div_ceil(ROUNDS) * families.len();
+    let context = (args.prompt_tokens + decoded + 1).max(args.kl_positions);
+    let best = *families.last().unwrap_or(&Isa::Portable);
+    let bf16_head = weights.embedding_bytes() as f64;
+    let mut bf16 = Model::new(weights, context, args.threads, best)?;
 
-    // Prefill: every projection as int8 × ternary over batches of tokens.
-    model.forward_last(&prompt[..8.min(prompt.len())], 0); // warm-up
-    let started = Instant::now();
-    let mut next = argmax(model.forward_last(&prompt, 0));
-    let prefill_secs = started.elapsed().as_secs_f64();
-    let prefill_tok_s = prompt.len() as f64 / prefill_secs;
-    let macs = model.weights().ternary_parameters() as f64 * prompt.len() as f64;
+    let before = resident_bytes().unwrap_or(0);
+    let int8_weights = Weights::random(&config, SEED).with_head(HeadPrecision::Int8);
+    let int8_resident = resident_bytes().unwrap_or(0).saturating_sub(before);
+    let int8_head = int8_weights.embedding_bytes() as f64;
+    let mut int8 = Model::new(int8_weights, context, args.threads, best)?;
+    let (bf16_speeds, int8_speeds) = measure_interleaved(&mut bf16, &mut int8, &families, args);
 
-    // Decode, one token at a time, as chat does.
-    let mut times = Vec::with_capacity(args.decode_tokens);
-    for position in prompt.len()..prompt.len() + args.decode_tokens {
-        let started = Instant::now();
-        next = argmax(model.forward_last(&[next], position));
-        times.push(started.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let decode_tok_s = 1.0 / median;
-    // Per token: every ternary weight, the whole head (tied embedding), and the cache so far.
     // Measured again after decode; the higher figure is the roofline (the harsher fraction).
     let bandwidth = pool.install(read_bandwidth).max(bandwidth_before);
     println!(
@@ -92,55 +95,231 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         args.threads,
         bandwidth / 1e9
     );
+    println!(
+        "resident growth: {:.3} GiB with the bf16 head, {:.3} GiB with the int8 head (tied: the embedding lookup reads the same rows)",
+        bf16_resident as f64 / GIB,
+        int8_resident as f64 / GIB
+    );
+    // Per token: every ternary weight, the whole head, and the cache so far.
     let kv_bytes = (config.num_hidden_layers * config.kv_size() * 2 * 2) as f64
-        * (prompt.len() + args.decode_tokens / 2) as f64;
-    let bytes_per_token = ternary + embedding + kv_bytes;
-    let roofline = bandwidth / bytes_per_token;
-    println!("kernels: {} ({} threads)", isa.label(), args.threads);
+        * (args.prompt_tokens + args.decode_tokens / 2) as f64;
     println!(
-        "prefill: {} tokens in {:.2} s = {:.1} tok/s ({:.1} G int8×ternary MACs/s)",
-        prompt.len(),
-        prefill_secs,
-        prefill_tok_s,
-        macs / prefill_secs / 1e9
+        "\n{:<6} {:<13} {:>13} {:>12} {:>14} {:>13} {:>9}",
+        "head",
+        "kernels",
+        "prefill tok/s",
+        "decode tok/s",
+        "GiB per token",
+        "roofline t/s",
+        "reached"
     );
-    println!(
-        "decode:  {:.1} tok/s (median of {} tokens; {:.1}–{:.1} ms per token)",
-        decode_tok_s,
-        times.len(),
-        times[0] * 1e3,
-        times[times.len() - 1] * 1e3
-    );
-    println!(
-        "roofline: {:.3} GiB read per token / {:.1} GB/s = {:.1} tok/s; decode reaches {:.0}% of it",
-        bytes_per_token / GIB,
-        bandwidth / 1e9,
-        roofline,
-        100.0 * decode_tok_s / roofline
-    );
-    if isa != Isa::Portable {
-        let portable = pool.install(|| kernel_seconds(&model, Isa::Portable));
-        let simd = pool.install(|| kernel_seconds(&model, isa));
+    for (head, head_bytes, speeds) in [
+        ("bf16", bf16_head, &bf16_speeds),
+        ("int8", int8_head, &int8_speeds),
+    ] {
+        let bytes_per_token = ternary + head_bytes + kv_bytes;
+        let roofline = bandwidth / bytes_per_token;
+        for speed in speeds {
+            println!(
+                "{head:<6} {:<13} {:>13.1} {:>12.1} {:>14.3} {:>13.1} {:>8.0}%   ({:.1}–{:.1} ms per token)",
+                speed.isa.label(),
+                speed.prefill_tok_s,
+                speed.decode_tok_s,
+                bytes_per_token / GIB,
+                roofline,
+                100.0 * speed.decode_tok_s / roofline,
+                speed.fastest_ms,
+                speed.slowest_ms,
+            );
+        }
+    }
+    if let (Some(b), Some(i)) = (bf16_speeds.last(), int8_speeds.last()) {
         println!(
-            "kernel: one FFN down projection (2560x6912), one token: {} {:.2} ms, portable {:.2} ms -> {:.1}x",
+            "int8 head ÷ bf16 head ({}): decode {:.2}x, prefill {:.2}x",
+            i.isa.label(),
+            i.decode_tok_s / b.decode_tok_s,
+            i.prefill_tok_s / b.prefill_tok_s
+        );
+    }
+    if let ([first, .., last], true) = (int8_speeds.as_slice(), int8_speeds.len() > 1) {
+        println!(
+            "{} ÷ {} (int8 head): decode {:.2}x, prefill {:.2}x",
+            last.isa.label(),
+            first.isa.label(),
+            last.decode_tok_s / first.decode_tok_s,
+            last.prefill_tok_s / first.prefill_tok_s
+        );
+    }
+
+    if args.kl_positions > 0 {
+        println!(
+            "\nnext-token distributions against the bf16 model's, {} positions:",
+            args.kl_positions
+        );
+        let started = Instant::now();
+        let reference = all_logits(&mut bf16, args.kl_positions);
+        let whole = divergence(&reference, &mut int8);
+        print_divergence("int8 head and embedding (as served)", &whole, started);
+        let started = Instant::now();
+        let hidden = config.hidden_size;
+        let int8_head_only = bf16
+            .weights()
+            .embedding
+            .to_precision(HeadPrecision::Int8, hidden);
+        bf16.set_output_head(Some(int8_head_only));
+        let head_only = divergence(&reference, &mut bf16);
+        bf16.set_output_head(None);
+        print_divergence("int8 head alone (same hidden states)", &head_only, started);
+        println!(
+            "  (random layers amplify any change to their input, the int8 embedding rows here, far more than trained ones do; the head alone is the quantization's own cost)"
+        );
+    }
+
+    println!(
+        "\nkernels on one FFN down projection (2560x6912), best of 5, against the portable kernel:"
+    );
+    println!(
+        "  {:<13} {:>10} {:>7} {:>11} {:>7}",
+        "", "1 token", "", "4 tokens", ""
+    );
+    let portable = [1, 4].map(|n| pool.install(|| kernel_seconds(&int8, Isa::Portable, n)));
+    for isa in Isa::all_available() {
+        let [one, four] = match isa {
+            Isa::Portable => portable,
+            _ => [1, 4].map(|n| pool.install(|| kernel_seconds(&int8, isa, n))),
+        };
+        println!(
+            "  {:<13} {:>7.3} ms {:>6.1}x {:>8.3} ms {:>6.1}x",
             isa.label(),
-            simd * 1e3,
-            portable * 1e3,
-            portable / simd
+            one * 1e3,
+            portable[0] / one,
+            four * 1e3,
+            portable[1] / four
         );
     }
     Ok(())
 }
 
-/// Best time of one matrix-vector product with the first layer's down projection.
-fn kernel_seconds(model: &Model, isa: Isa) -> f64 {
+/// The kernel families decode is measured on: AVX2 (the baseline every x86 machine of the
+/// fleet has) and the best this CPU runs.
+fn decode_families() -> Vec<Isa> {
+    let all = Isa::all_available();
+    let best = *all.last().unwrap_or(&Isa::Portable);
+    let mut families: Vec<Isa> = all.into_iter().filter(|&isa| isa == Isa::Avx2).collect();
+    if !families.contains(&best) {
+        families.push(best);
+    }
+    families
+}
+
+/// Decode rounds this many times over every (head, kernels) pair in turn, so a slow spell of
+/// a shared machine falls on all of them rather than on one.
+const ROUNDS: usize = 4;
+
+/// Prefill, then decode in interleaved rounds, for both models on every family.
+fn measure_interleaved(
+    bf16: &mut Model,
+    int8: &mut Model,
+    families: &[Isa],
+    args: &BitnetBenchArgs,
+) -> (Vec<Speed>, Vec<Speed>) {
+    let vocab = bf16.weights().config.vocab_size as u32;
+    let prompt = bench_tokens(args.prompt_tokens, vocab);
+    let mut runs: Vec<(usize, Isa, u32, Vec<f64>, f64)> = Vec::new();
+    for (which, model) in [&mut *bf16, &mut *int8].into_iter().enumerate() {
+        for &isa in families {
+            model.set_isa(isa);
+            model.forward_last(&prompt[..8.min(prompt.len())], 0); // warm-up
+            let started = Instant::now();
+            let next = argmax(model.forward_last(&prompt, 0));
+            let prefill_tok_s = prompt.len() as f64 / started.elapsed().as_secs_f64();
+            runs.push((which, isa, next, Vec::new(), prefill_tok_s));
+        }
+    }
+    // The families of one model take turns extending one sequence (the kernels are exact, so
+    // the cache stays that sequence's).
+    let per_round = args.decode_tokens.div_ceil(ROUNDS);
+    let mut positions = [prompt.len(); 2];
+    for _ in 0..ROUNDS {
+        for (which, isa, next, times, _) in &mut runs {
+            let model = if *which == 0 { &mut *bf16 } else { &mut *int8 };
+            model.set_isa(*isa);
+            for _ in 0..per_round {
+                let started = Instant::now();
+                *next = argmax(model.forward_last(&[*next], positions[*which]));
+                times.push(started.elapsed().as_secs_f64());
+                positions[*which] += 1;
+            }
+        }
+    }
+    let mut speeds = (Vec::new(), Vec::new());
+    for (which, isa, _, mut times, prefill_tok_s) in runs {
+        times.sort_by(f64::total_cmp);
+        let speed = Speed {
+            isa,
+            prefill_tok_s,
+            decode_tok_s: 1.0 / times[times.len() / 2],
+            fastest_ms: times[0] * 1e3,
+            slowest_ms: times[times.len() - 1] * 1e3,
+        };
+        if which == 0 {
+            speeds.0.push(speed);
+        } else {
+            speeds.1.push(speed);
+        }
+    }
+    speeds
+}
+
+fn bench_tokens(count: usize, vocab: u32) -> Vec<u32> {
+    (0..count as u32).map(|i| (i * 7919 + 13) % vocab).collect()
+}
+
+/// Every position's logits of a fixed token sequence, for comparing models on it.
+fn all_logits(model: &mut Model, positions: usize) -> Vec<Vec<f32>> {
+    let vocab = model.weights().config.vocab_size as u32;
+    let tokens = bench_tokens(positions, vocab);
+    let mut rows = Vec::with_capacity(positions);
+    for (index, batch) in tokens.chunks(MAX_BATCH).enumerate() {
+        rows.extend(model.forward_all(batch, index * MAX_BATCH));
+    }
+    rows
+}
+
+/// `tested` on the tokens `reference` was computed on, batch by batch.
+fn divergence(reference: &[Vec<f32>], tested: &mut Model) -> DivergenceSummary {
+    let vocab = tested.weights().config.vocab_size as u32;
+    let tokens = bench_tokens(reference.len(), vocab);
+    let mut divergence = Divergence::default();
+    for (index, batch) in tokens.chunks(MAX_BATCH).enumerate() {
+        let got = tested.forward_all(batch, index * MAX_BATCH);
+        for (p, q) in reference[index * MAX_BATCH..].iter().zip(&got) {
+            divergence.add(p, q);
+        }
+    }
+    divergence.summary()
+}
+
+fn print_divergence(what: &str, summary: &DivergenceSummary, started: Instant) {
+    println!(
+        "  {what}: mean KL {:.2e} nats, p99 {:.2e}, max {:.2e}; same top token at {:.2}% ({:.0} s)",
+        summary.mean_kl,
+        summary.p99_kl,
+        summary.max_kl,
+        100.0 * summary.top1_agreement,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Best time of one product of the first layer's down projection with `tokens` rows.
+fn kernel_seconds(model: &Model, isa: Isa, tokens: usize) -> f64 {
     let down = &model.weights().layers[0].down;
-    let x: Vec<f32> = (0..down.cols())
+    let x: Vec<f32> = (0..down.cols() * tokens)
         .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
         .collect();
-    let mut acts = QuantizedRows::with_capacity(1, down.cols());
+    let mut acts = QuantizedRows::with_capacity(tokens, down.cols());
     acts.quantize(&x, down.cols());
-    let mut out = vec![0f32; down.rows()];
+    let mut out = vec![0f32; down.rows() * tokens];
     (0..5)
         .map(|_| {
             let started = Instant::now();

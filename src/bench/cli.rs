@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// With --bitnet: prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 128, requires = "bitnet")]
     pub prompt_tokens: usize,
+    /// With --bitnet: positions over which the int8 head's next-token distributions are
+    /// compared with the bf16 head's (KL divergence, top-1 agreement); 0 skips it.
+    #[arg(long, default_value_t = 1024, requires = "bitnet")]
+    pub kl_positions: usize,
     /// With --reference or --concurrency: skip the upstream side.
     #[arg(long)]
     pub no_upstream: bool,
@@ -91,8 +95,11 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     if args.bitnet {
-        if !(1..=4096).contains(&args.tokens) || !(1..=4096).contains(&args.prompt_tokens) {
-            bail!("--tokens and --prompt-tokens must be 1 to 4096");
+        if !(1..=4096).contains(&args.tokens)
+            || !(1..=4096).contains(&args.prompt_tokens)
+            || args.kl_positions > 4096
+        {
+            bail!("--tokens and --prompt-tokens must be 1 to 4096, --kl-positions 0 to 4096");
         }
         return super::bitnet::run(&super::bitnet::BitnetBenchArgs {
             threads: common
@@ -100,6 +107,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
                 .map_or_else(Settings::default_threads, |t| t.max(1)) as usize,
             decode_tokens: args.tokens as usize,
             prompt_tokens: args.prompt_tokens,
+            kl_positions: args.kl_positions,
         });
     }
     let registry = crate::cli::load_registry(common)?;

@@ -78,6 +78,9 @@ pub struct EngineFacts {
     pub bos_token: String,
     pub eos_token: String,
     pub threads: u32,
+    /// How this engine runs the model, when it has a choice worth naming (kernels, head
+    /// precision); shown beside the engine under every reply. Empty otherwise.
+    pub detail: String,
 }
 
 /// Counts and timings that only the engine can measure.

@@ -93,6 +93,7 @@ impl RemoteEngine {
                 bos_token: String::new(),
                 eos_token: String::new(),
                 threads: 0,
+                detail: String::new(),
             },
         };
         engine

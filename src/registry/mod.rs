@@ -13,7 +13,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::types::{EngineKind, ModelInfo};
+use crate::{
+    inference::bitnet::head::HeadPrecision,
+    types::{EngineKind, ModelInfo},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -89,6 +92,10 @@ pub struct ModelEntry {
     /// For `engine = "remote"`: the OpenAI-compatible server that runs the model.
     #[serde(default)]
     pub remote: Option<RemoteSource>,
+    /// For `engine = "bitnet"`: the output head's precision, `"int8"` (the default, chosen by
+    /// `quantlab bench --bitnet`) or `"bf16"` (the checkpoint's own rows).
+    #[serde(default)]
+    pub output_head: Option<HeadPrecision>,
 }
 
 /// A model served by an OpenAI-compatible server.
@@ -465,6 +472,9 @@ fn validate_entry(model: &ModelEntry) -> Result<(), RegistryError> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     if !id_ok {
         return bad("ids use lower-case letters, digits, '-' and '.' (at most 64)");
+    }
+    if model.output_head.is_some() && model.engine != EngineKind::Bitnet {
+        return bad("`output_head` applies to `engine = \"bitnet\"` only");
     }
     if (model.engine == EngineKind::Remote) != model.remote.is_some() {
         return bad("`engine = \"remote\"` and a `remote = { base_url, model }` table go together");

@@ -226,3 +226,26 @@ prepare = "python make.py"
     let wrong_name = text.replace("name = \"text-detection.onnx\"", "name = \"../x\"");
     assert!(registry(&wrong_name, dir.path()).is_err());
 }
+
+#[test]
+fn output_head_is_a_bitnet_setting_with_known_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let bitnet = |head: &str| {
+        MINIMAL
+            .replace("engine = \"llama_cpp\"", "engine = \"bitnet\"")
+            .replace(
+                "size = 3\n",
+                &format!("size = 3\noutput_head = \"{head}\"\n"),
+            )
+    };
+    let reg = registry(&bitnet("bf16"), dir.path()).unwrap();
+    assert_eq!(reg.get("a").unwrap().output_head, Some(HeadPrecision::Bf16));
+    // Unset means the measured default.
+    let unset = MINIMAL.replace("engine = \"llama_cpp\"", "engine = \"bitnet\"");
+    let reg = registry(&unset, dir.path()).unwrap();
+    assert_eq!(reg.get("a").unwrap().output_head, None);
+    assert!(registry(&bitnet("q6_k"), dir.path()).is_err());
+    let llama = MINIMAL.replace("size = 3\n", "size = 3\noutput_head = \"int8\"\n");
+    let err = registry(&llama, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("bitnet"), "{err}");
+}

@@ -11,6 +11,7 @@ use safetensors::{tensor::Metadata, Dtype, SafeTensors};
 
 use super::{
     config::BitnetConfig,
+    head::Table,
     ternary::{TernaryError, TernaryMatrix},
     weights::{Layer, Weights},
 };
@@ -243,9 +244,17 @@ impl Checkpoint {
             config.intermediate_size,
             config.kv_size(),
         );
-        let embedding = self.bf16_matrix("model.embed_tokens.weight", config.vocab_size, hidden)?;
+        let embedding = Table::Bf16(self.bf16_matrix(
+            "model.embed_tokens.weight",
+            config.vocab_size,
+            hidden,
+        )?);
         let output = if !config.tie_word_embeddings && self.has("lm_head.weight") {
-            Some(self.bf16_matrix("lm_head.weight", config.vocab_size, hidden)?)
+            Some(Table::Bf16(self.bf16_matrix(
+                "lm_head.weight",
+                config.vocab_size,
+                hidden,
+            )?))
         } else {
             None
         };

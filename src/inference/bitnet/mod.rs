@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod head;
 pub mod kernels;
 pub mod model;
 pub mod ternary;
@@ -17,6 +18,7 @@ use std::path::Path;
 
 use checkpoint::{Checkpoint, CheckpointKind};
 use config::BitnetConfig;
+use head::HeadPrecision;
 use kernels::Isa;
 use model::{Model, MAX_BATCH};
 use vocab::HubVocab;
@@ -74,6 +76,7 @@ pub struct BitnetSummary {
     pub ternary_bytes: usize,
     pub embedding_bytes: usize,
     pub ternary_parameters: usize,
+    pub head: HeadPrecision,
 }
 
 /// The BitNet engine: our ternary forward pass and the hub's vocabulary.
@@ -81,11 +84,17 @@ pub type BitnetEngine = LogitsEngine<BitnetModel, HubVocab>;
 
 impl LogitsEngine<BitnetModel, HubVocab> {
     /// Loads a checkpoint folder (config.json, model.safetensors or its shards, tokenizer.json,
-    /// and optionally tokenizer_config.json and generation_config.json).
+    /// and optionally tokenizer_config.json and generation_config.json), with the output head
+    /// in `head`'s precision.
     ///
     /// # Errors
     /// `EngineError::Load` naming the file and what is wrong with it.
-    pub fn load(dir: &Path, context_size: u32, threads: u32) -> Result<Self, EngineError> {
+    pub fn load(
+        dir: &Path,
+        context_size: u32,
+        threads: u32,
+        head: HeadPrecision,
+    ) -> Result<Self, EngineError> {
         let load_error = |detail: String| EngineError::Load {
             path: dir.display().to_string(),
             detail,
@@ -102,6 +111,7 @@ impl LogitsEngine<BitnetModel, HubVocab> {
         let (weights, kind) = Checkpoint::open(dir)
             .and_then(|checkpoint| checkpoint.weights(&config))
             .map_err(|e| load_error(e.to_string()))?;
+        let weights = weights.with_head(head);
         let context = (context_size as usize)
             .min(config.max_position_embeddings)
             .max(16);
@@ -115,6 +125,7 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             ternary_bytes: weights.ternary_bytes(),
             embedding_bytes: weights.embedding_bytes(),
             ternary_parameters: weights.ternary_parameters(),
+            head: weights.head_precision(),
         };
         tracing::info!(
             dir = %dir.display(),
@@ -122,6 +133,7 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             kernels = isa.label(),
             ternary_mib = summary.ternary_bytes / (1 << 20),
             embedding_mib = summary.embedding_bytes / (1 << 20),
+            head = summary.head.label(),
             "BitNet model loaded"
         );
         let facts = EngineFacts {
@@ -130,6 +142,7 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             bos_token: vocab.bos_text.clone(),
             eos_token: vocab.eos_text.clone(),
             threads: threads.max(1),
+            detail: format!("{} kernels, {} head", isa.label(), summary.head.label()),
         };
         Ok(Self {
             model: BitnetModel { model, summary },

@@ -2,7 +2,8 @@
 //! (RMSNorm, rotary positions in the split-half convention, grouped-query attention) where every
 //! projection is a ternary `BitLinear` over int8 activations, the attention output and the FFN's
 //! product pass through an extra RMSNorm ("sub-norm") before their projections, and the FFN is
-//! `down(subnorm(relu(gate)² · up))`. The output head is the tied bf16 embedding.
+//! `down(subnorm(relu(gate)² · up))`. The output head is the tied embedding, in bf16 or int8
+//! rows ([`super::head`]).
 //!
 //! All buffers are sized at load for [`MAX_BATCH`] tokens and the context, so a decode step
 //! allocates nothing; the key/value cache is f16, as llama.cpp and bitnet.cpp keep theirs.
@@ -13,7 +14,8 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{
-    kernels::{bf16_dots, bf16_to_f32, f16_axpy, f16_dot, Isa},
+    head::{HeadActs, Table},
+    kernels::{f16_axpy, f16_dot, Isa},
     ternary::QuantizedRows,
     weights::Weights,
 };
@@ -34,6 +36,7 @@ struct Scratch {
     scores: Vec<f32>,
     hidden_acts: QuantizedRows,
     inner_acts: QuantizedRows,
+    head_acts: HeadActs,
 }
 
 pub struct Model {
@@ -95,6 +98,7 @@ impl Model {
             scores: vec![0.0; MAX_BATCH.max(c.num_attention_heads) * context],
             hidden_acts: QuantizedRows::with_capacity(MAX_BATCH, hidden),
             inner_acts: QuantizedRows::with_capacity(MAX_BATCH, inter),
+            head_acts: HeadActs::with_capacity(MAX_BATCH, hidden),
         };
         let vocab = c.vocab_size;
         Ok(Self {
@@ -121,6 +125,27 @@ impl Model {
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// Gives the model its own output head (untied from the embedding), or ties it back with
+    /// `None`: the bench measures a head alone this way, on hidden states that stay the same.
+    ///
+    /// # Panics
+    /// If the table has another size than the embedding.
+    pub fn set_output_head(&mut self, output: Option<Table>) {
+        if let Some(table) = &output {
+            assert_eq!(
+                table.values(),
+                self.weights.embedding.values(),
+                "an output head has the embedding's shape"
+            );
+        }
+        self.weights.output = output;
+    }
+
+    /// Runs the next steps on another kernel family (for benchmarks that compare them).
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = isa;
     }
 
     /// Feeds `tokens` starting at `position` (0 starts a new sequence); returns the last
@@ -179,10 +204,7 @@ impl Model {
         let n = tokens.len();
         let s = &mut self.scratch;
         for (row, &token) in s.x.chunks_exact_mut(hidden).zip(tokens) {
-            let embedding = &self.weights.embedding[token as usize * hidden..][..hidden];
-            for (v, &bits) in row.iter_mut().zip(embedding) {
-                *v = bf16_to_f32(bits);
-            }
+            self.weights.embedding.row_into(token as usize, row);
         }
         for layer_index in 0..self.weights.layers.len() {
             self.attention_block(layer_index, n, start);
@@ -315,42 +337,42 @@ impl Model {
     fn last_logits_from_normed(&mut self) {
         let hidden = self.weights.config.hidden_size;
         let head = self.weights.head();
-        let x = &self.scratch.normed[..hidden];
+        let acts = &mut self.scratch.head_acts;
+        acts.load(&self.scratch.normed[..hidden], hidden, head.precision());
+        let acts = &*acts;
         let isa = self.isa;
         self.last_logits
             .par_chunks_mut(HEAD_CHUNK)
             .enumerate()
             .for_each(|(chunk, logits)| {
                 for (i, logit) in logits.iter_mut().enumerate() {
-                    let row = &head[(chunk * HEAD_CHUNK + i) * hidden..][..hidden];
-                    [*logit] = bf16_dots(isa, row, &[x]);
+                    [*logit] = head.dots(isa, chunk * HEAD_CHUNK + i, hidden, acts, [0]);
                 }
             });
     }
 
     /// Logits of the first `n` normed rows, four at a time per read of the head.
-    fn all_logits_from_normed(&self, n: usize) -> Vec<Vec<f32>> {
+    fn all_logits_from_normed(&mut self, n: usize) -> Vec<Vec<f32>> {
         let (hidden, vocab) = (
             self.weights.config.hidden_size,
             self.weights.config.vocab_size,
         );
         let head = self.weights.head();
+        let acts = &mut self.scratch.head_acts;
+        acts.load(&self.scratch.normed[..n * hidden], hidden, head.precision());
+        let acts = &*acts;
         let isa = self.isa;
         let mut rows = vec![vec![0f32; vocab]; n];
         let mut by_row = vec![[0f32; 4]; vocab];
         for (group, outs) in rows.chunks_mut(4).enumerate() {
             // A short last group repeats its final row; the extra results are dropped.
-            let xs: [&[f32]; 4] = std::array::from_fn(|k| {
-                let t = group * 4 + k.min(outs.len() - 1);
-                &self.scratch.normed[t * hidden..][..hidden]
-            });
+            let ts: [usize; 4] = std::array::from_fn(|k| group * 4 + k.min(outs.len() - 1));
             by_row
                 .par_chunks_mut(HEAD_CHUNK)
                 .enumerate()
                 .for_each(|(chunk, slots)| {
                     for (i, slot) in slots.iter_mut().enumerate() {
-                        let row = &head[(chunk * HEAD_CHUNK + i) * hidden..][..hidden];
-                        *slot = bf16_dots(isa, row, &xs);
+                        *slot = head.dots(isa, chunk * HEAD_CHUNK + i, hidden, acts, ts);
                     }
                 });
             for (r, values) in by_row.iter().enumerate() {

@@ -1,8 +1,12 @@
 //! The weights a BitNet forward pass holds: per layer four norms and four ternary matrices
-//! (q/k/v and gate/up stacked), the bf16 embedding that is also the output head, and random
-//! weights with real shapes for benchmarks.
+//! (q/k/v and gate/up stacked), the embedding that is also the output head, and random weights
+//! with real shapes for benchmarks.
 
-use super::{config::BitnetConfig, ternary::TernaryMatrix};
+use super::{
+    config::BitnetConfig,
+    head::{HeadPrecision, Table},
+    ternary::TernaryMatrix,
+};
 
 pub struct Layer {
     pub input_norm: Vec<f32>,
@@ -19,10 +23,10 @@ pub struct Layer {
 
 pub struct Weights {
     pub config: BitnetConfig,
-    /// `[vocab, hidden]` bf16 bits; also the output head when embeddings are tied.
-    pub embedding: Vec<u16>,
-    /// An untied output head, `[vocab, hidden]` bf16 bits.
-    pub output: Option<Vec<u16>>,
+    /// `[vocab, hidden]`; also the output head when embeddings are tied.
+    pub embedding: Table,
+    /// An untied output head, `[vocab, hidden]`.
+    pub output: Option<Table>,
     pub final_norm: Vec<f32>,
     pub layers: Vec<Layer>,
 }
@@ -38,7 +42,23 @@ impl Weights {
 
     /// Bytes of the embedding and (if untied) the output head.
     pub fn embedding_bytes(&self) -> usize {
-        2 * (self.embedding.len() + self.output.as_ref().map_or(0, Vec::len))
+        self.embedding.bytes() + self.output.as_ref().map_or(0, Table::bytes)
+    }
+
+    /// The output head in `precision`. A tied embedding changes with it (one table serves
+    /// both, so only one copy is resident); an untied embedding keeps its own precision.
+    pub fn with_head(mut self, precision: HeadPrecision) -> Self {
+        let hidden = self.config.hidden_size;
+        match &mut self.output {
+            Some(output) => *output = output.to_precision(precision, hidden),
+            None => self.embedding = self.embedding.to_precision(precision, hidden),
+        }
+        self
+    }
+
+    /// The precision the output head runs in.
+    pub fn head_precision(&self) -> HeadPrecision {
+        self.head().precision()
     }
 
     /// Ternary parameters (rows × columns of every projection).
@@ -54,8 +74,8 @@ impl Weights {
             .sum()
     }
 
-    pub(super) fn head(&self) -> &[u16] {
-        self.output.as_deref().unwrap_or(&self.embedding)
+    pub(super) fn head(&self) -> &Table {
+        self.output.as_ref().unwrap_or(&self.embedding)
     }
 
     /// Random weights with `config`'s shapes: ternary values uniform over {-1, 0, +1}, small
@@ -100,9 +120,11 @@ impl Weights {
                 }
             })
             .collect();
-        let embedding = (0..config.vocab_size * hidden)
-            .map(|_| half::bf16::from_f32(((next() % 2001) as f32 - 1000.0) * 2e-5).to_bits())
-            .collect();
+        let embedding = Table::Bf16(
+            (0..config.vocab_size * hidden)
+                .map(|_| half::bf16::from_f32(((next() % 2001) as f32 - 1000.0) * 2e-5).to_bits())
+                .collect(),
+        );
         Self {
             config: config.clone(),
             embedding,

@@ -165,6 +165,7 @@ impl LogitsEngine<CandleModel, GgufVocab> {
             bos_token: vocab.bos_text.clone(),
             eos_token: vocab.eos_text.clone(),
             threads: candle_threads(threads),
+            detail: String::new(),
         };
         let mut engine = Self {
             model,

@@ -173,6 +173,7 @@ impl LlamaCppEngine {
             bos_token: piece(vocab.bos()),
             eos_token: piece(vocab.eos()),
             threads,
+            detail: String::new(),
         };
         // One KV stream per slot, each as long as the context, so a reply never fails for room
         // another slot took. A unified cell pool was ~10% faster in company but interleaves the

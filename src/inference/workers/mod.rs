@@ -296,6 +296,7 @@ impl WorkerPool {
             remote: entry.remote.clone(),
             send_timeout: self.settings.limits.send_timeout,
             parallel: self.settings.parallel,
+            output_head: entry.output_head.unwrap_or_default(),
         };
         let (thread_state, thread_queue, signals) =
             (state.clone(), queue.clone(), self.signals.clone());

@@ -214,6 +214,7 @@ impl TokenSink for JobSink {
 pub(super) struct Runner<'a> {
     pub model_id: &'a str,
     pub engine_kind: &'a str,
+    pub engine_detail: &'a str,
     pub resident_bytes: u64,
     pub threads: u32,
 }
@@ -292,6 +293,7 @@ fn metrics(runner: &Runner<'_>, sink: &JobSink, stats: &GenerationStats) -> Gene
     GenerationMetrics {
         model: runner.model_id.to_string(),
         engine: runner.engine_kind.to_string(),
+        engine_detail: runner.engine_detail.to_string(),
         prompt_tokens: stats.prompt_tokens as u32,
         cached_prompt_tokens: stats.cached_prompt_tokens as u32,
         prompt_ms: stats.prompt_secs * 1e3,

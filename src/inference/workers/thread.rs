@@ -16,8 +16,14 @@ use super::{
 };
 use crate::{
     inference::{
-        batch::Batch, bitnet::BitnetEngine, candle::CandleEngine, llama_cpp::LlamaCppEngine,
-        memory, remote::RemoteEngine, template::PromptFormat, ChatEngine, EngineError,
+        batch::Batch,
+        bitnet::{head::HeadPrecision, BitnetEngine},
+        candle::CandleEngine,
+        llama_cpp::LlamaCppEngine,
+        memory,
+        remote::RemoteEngine,
+        template::PromptFormat,
+        ChatEngine, EngineError,
     },
     registry::RemoteSource,
     types::EngineKind,
@@ -34,6 +40,8 @@ pub(super) struct WorkerSpec {
     pub send_timeout: Duration,
     /// Replies that run together on engines that batch.
     pub parallel: usize,
+    /// BitNet's output head precision.
+    pub output_head: HeadPrecision,
 }
 
 fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
@@ -53,6 +61,7 @@ fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
             &spec.path,
             spec.context_size,
             spec.threads,
+            spec.output_head,
         )?)),
         EngineKind::Remote => match &spec.remote {
             Some(source) => Ok(Box::new(RemoteEngine::load(source, spec.context_size)?)),
@@ -117,9 +126,11 @@ pub(super) fn run_worker(
         .load_micros
         .store(load_started.elapsed().as_micros() as u64, Ordering::Relaxed);
 
+    let engine_detail = engine.facts().detail.clone();
     let runner = Runner {
         model_id: &spec.model_id,
         engine_kind: spec.engine.as_str(),
+        engine_detail: &engine_detail,
         resident_bytes: resident,
         threads: engine.facts().threads,
     };

@@ -1,0 +1,222 @@
+//! The `[vocab, hidden]` tables of a BitNet model: the token embedding and the output head (the
+//! same table when tied, as in 2B4T). Decode reads the whole head once per token, so with bf16
+//! it is more than half the bytes a token costs; int8 rows (one f32 scale per row, symmetric
+//! round-to-nearest, like llama.cpp's Q8_0 with a row for a block) halve that. When the head is
+//! tied, the embedding lookup reads the same int8 rows, so one copy stays resident.
+
+use serde::{Deserialize, Serialize};
+
+use super::kernels::{bf16_dots, bf16_to_f32, i8_dots, Isa, I8_LIMIT};
+
+/// How the output head (and a tied embedding) is held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadPrecision {
+    /// The checkpoint's bf16 rows, unchanged.
+    Bf16,
+    /// int8 rows with a scale each: half the bytes, measured by `quantlab bench --bitnet`.
+    #[default]
+    Int8,
+}
+
+impl HeadPrecision {
+    pub fn label(self) -> &'static str {
+        match self {
+            HeadPrecision::Bf16 => "bf16",
+            HeadPrecision::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "bf16" => Some(HeadPrecision::Bf16),
+            "int8" | "i8" | "q8" => Some(HeadPrecision::Int8),
+            _ => None,
+        }
+    }
+}
+
+/// A `[rows, cols]` table in one precision.
+#[derive(Clone, Debug)]
+pub enum Table {
+    /// bf16 bits, row-major.
+    Bf16(Vec<u16>),
+    /// `w ≈ values · scales[row]`, every value within ±[`I8_LIMIT`].
+    Int8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+impl Table {
+    pub fn precision(&self) -> HeadPrecision {
+        match self {
+            Table::Bf16(_) => HeadPrecision::Bf16,
+            Table::Int8 { .. } => HeadPrecision::Int8,
+        }
+    }
+
+    /// Weights held (rows × columns).
+    pub fn values(&self) -> usize {
+        match self {
+            Table::Bf16(bits) => bits.len(),
+            Table::Int8 { values, .. } => values.len(),
+        }
+    }
+
+    /// Bytes held in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Table::Bf16(bits) => 2 * bits.len(),
+            Table::Int8 { values, scales } => values.len() + 4 * scales.len(),
+        }
+    }
+
+    /// Row `row` as f32 into `out` (`cols` values).
+    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+        let cols = out.len();
+        match self {
+            Table::Bf16(bits) => {
+                for (v, &b) in out.iter_mut().zip(&bits[row * cols..][..cols]) {
+                    *v = bf16_to_f32(b);
+                }
+            }
+            Table::Int8 { values, scales } => {
+                let scale = scales[row];
+                for (v, &q) in out.iter_mut().zip(&values[row * cols..][..cols]) {
+                    *v = f32::from(q) * scale;
+                }
+            }
+        }
+    }
+
+    /// This table in `precision` (a copy; int8 is never widened back to bf16, which would
+    /// only pretend to restore what rounding lost).
+    pub fn to_precision(&self, precision: HeadPrecision, cols: usize) -> Table {
+        match (self, precision) {
+            (Table::Bf16(bits), HeadPrecision::Int8) => quantize_rows(bits, cols),
+            _ => self.clone(),
+        }
+    }
+
+    /// Logits of row `row` against `T` activation rows, given as f32 (for bf16) and as
+    /// int8 with `1 / scale` (for int8): whichever this table needs.
+    #[inline]
+    pub fn dots<const T: usize>(
+        &self,
+        isa: Isa,
+        row: usize,
+        cols: usize,
+        acts: &HeadActs,
+        rows: [usize; T],
+    ) -> [f32; T] {
+        match self {
+            Table::Bf16(bits) => {
+                let xs = rows.map(|t| acts.float(t, cols));
+                bf16_dots(isa, &bits[row * cols..][..cols], &xs)
+            }
+            Table::Int8 { values, scales } => {
+                let xs = rows.map(|t| acts.int8(t, cols));
+                let dots = i8_dots(isa, &values[row * cols..][..cols], &xs);
+                let scale = scales[row];
+                std::array::from_fn(|k| dots[k] as f32 * scale * acts.inverse[rows[k]])
+            }
+        }
+    }
+}
+
+/// Per row: `scale = max|w| / 127`, `q = round(w / scale)`, ties to even.
+fn quantize_rows(bits: &[u16], cols: usize) -> Table {
+    let limit = f32::from(I8_LIMIT);
+    let mut values = Vec::with_capacity(bits.len());
+    let mut scales = Vec::with_capacity(bits.len() / cols.max(1));
+    for row in bits.chunks_exact(cols) {
+        let max = row.iter().fold(0f32, |m, &b| m.max(bf16_to_f32(b).abs()));
+        let scale = if max > 0.0 { max / limit } else { 1.0 };
+        values.extend(row.iter().map(|&b| {
+            (bf16_to_f32(b) / scale)
+                .round_ties_even()
+                .clamp(-limit, limit) as i8
+        }));
+        scales.push(scale);
+    }
+    Table::Int8 { values, scales }
+}
+
+/// The normed rows the head multiplies, kept both as f32 and as int8 (±127 per row) with
+/// `1 / scale`. Sized once, so decode allocates nothing.
+#[derive(Debug)]
+pub struct HeadActs {
+    float: Vec<f32>,
+    int8: Vec<i8>,
+    inverse: Vec<f32>,
+}
+
+impl HeadActs {
+    pub fn with_capacity(rows: usize, cols: usize) -> Self {
+        Self {
+            float: vec![0.0; rows * cols],
+            int8: vec![0; rows * cols],
+            inverse: vec![0.0; rows],
+        }
+    }
+
+    /// Takes `x` (whole rows of `cols`); the int8 copy only when `precision` reads it.
+    pub fn load(&mut self, x: &[f32], cols: usize, precision: HeadPrecision) {
+        self.float[..x.len()].copy_from_slice(x);
+        if precision != HeadPrecision::Int8 {
+            return;
+        }
+        let limit = f32::from(I8_LIMIT);
+        for (t, source) in x.chunks_exact(cols).enumerate() {
+            let max = source.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let scale = limit / max;
+            for (q, &v) in self.int8[t * cols..][..cols].iter_mut().zip(source) {
+                *q = (v * scale).round_ties_even().clamp(-limit, limit) as i8;
+            }
+            self.inverse[t] = 1.0 / scale;
+        }
+    }
+
+    fn float(&self, t: usize, cols: usize) -> &[f32] {
+        &self.float[t * cols..][..cols]
+    }
+
+    fn int8(&self, t: usize, cols: usize) -> &[i8] {
+        &self.int8[t * cols..][..cols]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_rows_round_to_a_scale_per_row() {
+        let row = |values: &[f32]| -> Vec<u16> {
+            values
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect()
+        };
+        let bits = [row(&[1.0, -0.5, 0.25, 0.0]), row(&[0.0; 4])].concat();
+        let Table::Int8 { values, scales } = quantize_rows(&bits, 4) else {
+            panic!("int8 expected");
+        };
+        // max 1.0 -> scale 1/127: 127, -63.5 -> -64 (ties to even), 31.75 -> 32, 0.
+        assert_eq!(&values[..4], &[127, -64, 32, 0]);
+        assert!((scales[0] - 1.0 / 127.0).abs() < 1e-9);
+        // An all-zero row keeps a usable scale and zeros.
+        assert_eq!(&values[4..], &[0; 4]);
+        assert_eq!(scales[1], 1.0);
+        let table = Table::Int8 { values, scales };
+        let mut out = [0f32; 4];
+        table.row_into(0, &mut out);
+        assert!((out[1] + 64.0 / 127.0).abs() < 1e-6);
+        assert_eq!(table.bytes(), 8 + 8);
+    }
+
+    #[test]
+    fn head_precisions_parse_as_written_in_models_toml() {
+        assert_eq!(HeadPrecision::parse("INT8"), Some(HeadPrecision::Int8));
+        assert_eq!(HeadPrecision::parse("bf16"), Some(HeadPrecision::Bf16));
+        assert_eq!(HeadPrecision::parse("q6_k"), None);
+    }
+}
