@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
@@ -167,6 +167,31 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value_t = FetchFrom::Auto)]
         from: FetchFrom,
     },
+    /// Write another quantization of a downloaded GGUF model with llama.cpp's quantizer
+    /// (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, IQ4_XS, Q3_K_M, Q2_K) into the models folder.
+    Quantize {
+        /// The model id of the source GGUF.
+        id: String,
+        /// The type to produce.
+        #[arg(long = "type", value_parser = parse_quant_type)]
+        kind: crate::inference::llama_cpp::quantize::QuantType,
+        /// Accept quantizing an already quantized file (quality is lost twice).
+        #[arg(long)]
+        allow_requantize: bool,
+        /// The output file name inside the models folder (default: `<source>.<TYPE>.gguf`).
+        #[arg(long)]
+        output: Option<String>,
+    },
+}
+
+fn parse_quant_type(
+    text: &str,
+) -> Result<crate::inference::llama_cpp::quantize::QuantType, String> {
+    use crate::inference::llama_cpp::quantize::QuantType;
+    QuantType::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = QuantType::ALL.iter().map(|k| k.label()).collect();
+        format!("unknown type `{text}`; one of {}", names.join(", "))
+    })
 }
 
 pub fn init_tracing() {
@@ -318,6 +343,68 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("fetching {}", entry.id))?;
                 println!("{}: ready at {}", entry.id, path.display());
             }
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Quantize {
+            id,
+            kind,
+            allow_requantize,
+            output,
+        }) => {
+            let registry = load_registry(&cli.common)?;
+            let entry = registry.get(&id).with_context(|| {
+                format!("unknown model `{id}`; `quantlab models list` shows the ids")
+            })?;
+            if entry.engine != crate::types::EngineKind::LlamaCpp
+                && entry.engine != crate::types::EngineKind::Candle
+            {
+                bail!(
+                    "`{id}` is not a GGUF model (engine {}); only GGUF files can be quantized",
+                    entry.engine.as_str()
+                );
+            }
+            let crate::registry::FileStatus::Present { path: input, .. } =
+                registry.file_status(entry)
+            else {
+                bail!("`{id}` is not downloaded: run `quantlab models fetch {id}` first");
+            };
+            let name = output.unwrap_or_else(|| {
+                let stem = entry.file.strip_suffix(".gguf").unwrap_or(&entry.file);
+                format!("{stem}.{}.gguf", kind.label())
+            });
+            if name.is_empty()
+                || name.contains(['/', '\\'])
+                || name.starts_with('.')
+                || !name.ends_with(".gguf")
+            {
+                bail!("--output must be a plain file name ending in .gguf");
+            }
+            let target = input.with_file_name(&name);
+            let threads = cli.common.threads.unwrap_or_else(Settings::default_threads) as usize;
+            if allow_requantize {
+                eprintln!("warning: requantizing an already quantized file loses quality twice");
+            }
+            let started = std::time::Instant::now();
+            let done = crate::inference::llama_cpp::quantize::quantize(
+                &input,
+                &target,
+                kind,
+                threads,
+                allow_requantize,
+            )?;
+            println!(
+                "{}: {} -> {} ({:.1} MiB, {:.1} s){}",
+                id,
+                done.from,
+                done.path.display(),
+                done.bytes as f64 / f64::from(1u32 << 20),
+                started.elapsed().as_secs_f64(),
+                if done.requantized {
+                    "; requantized: quality lost twice"
+                } else {
+                    ""
+                }
+            );
             Ok(())
         }
         Command::Bench(args) => crate::bench::cli::run(&cli.common, args),

@@ -102,6 +102,23 @@ pub fn resolve_format(
 }
 
 impl ResolvedSampling {
+    /// Greedy decoding with no repeat penalty and no reuse of a cached prompt: the same text
+    /// on every run, for tests and measurements.
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repeat_penalty: 1.0,
+            max_tokens,
+            seed: 0,
+            cache_prompt: false,
+            constraint: None,
+            stop: Vec::new(),
+            logprobs: None,
+        }
+    }
+
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }

@@ -1,0 +1,255 @@
+//! Another quantization of a GGUF through llama.cpp's own quantizer (`llama_model_quantize`,
+//! what `llama-quantize` runs). The output is written under a temporary name beside the target
+//! and renamed into place only when llama.cpp reports success, so a cancelled or failed run
+//! never leaves a file that looks finished.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use candle_core::quantized::gguf_file::Value;
+
+use super::backend;
+use crate::inference::gguf;
+
+/// The types offered: llama.cpp's common choices from 8 bits down to 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantType {
+    Q8_0,
+    Q6K,
+    Q5KM,
+    Q4KM,
+    Q4_0,
+    Iq4Xs,
+    Q3KM,
+    Q2K,
+}
+
+impl QuantType {
+    pub const ALL: [QuantType; 8] = [
+        QuantType::Q8_0,
+        QuantType::Q6K,
+        QuantType::Q5KM,
+        QuantType::Q4KM,
+        QuantType::Q4_0,
+        QuantType::Iq4Xs,
+        QuantType::Q3KM,
+        QuantType::Q2K,
+    ];
+
+    /// As llama.cpp names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            QuantType::Q8_0 => "Q8_0",
+            QuantType::Q6K => "Q6_K",
+            QuantType::Q5KM => "Q5_K_M",
+            QuantType::Q4KM => "Q4_K_M",
+            QuantType::Q4_0 => "Q4_0",
+            QuantType::Iq4Xs => "IQ4_XS",
+            QuantType::Q3KM => "Q3_K_M",
+            QuantType::Q2K => "Q2_K",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.label().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// llama.cpp's `llama_ftype` for this type.
+    fn ftype(self) -> llama_cpp_sys_2::llama_ftype {
+        use llama_cpp_sys_2::*;
+        match self {
+            QuantType::Q8_0 => LLAMA_FTYPE_MOSTLY_Q8_0,
+            QuantType::Q6K => LLAMA_FTYPE_MOSTLY_Q6_K,
+            QuantType::Q5KM => LLAMA_FTYPE_MOSTLY_Q5_K_M,
+            QuantType::Q4KM => LLAMA_FTYPE_MOSTLY_Q4_K_M,
+            QuantType::Q4_0 => LLAMA_FTYPE_MOSTLY_Q4_0,
+            QuantType::Iq4Xs => LLAMA_FTYPE_MOSTLY_IQ4_XS,
+            QuantType::Q3KM => LLAMA_FTYPE_MOSTLY_Q3_K_M,
+            QuantType::Q2K => LLAMA_FTYPE_MOSTLY_Q2_K,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{path}: {source}")]
+    Input {
+        path: String,
+        source: gguf::GgufError,
+    },
+    #[error(
+        "{path} is already quantized ({from}): quantizing it again loses quality twice (the rounding of {from}, then of {to}). Start from an F16/BF16/F32 file, or allow requantizing to accept the loss"
+    )]
+    Requantize {
+        path: String,
+        from: String,
+        to: &'static str,
+    },
+    #[error("{0} already exists: delete it first, or choose another name")]
+    OutputExists(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("a path with a NUL byte cannot be passed to llama.cpp: {0}")]
+    BadPath(String),
+    #[error("llama.cpp could not quantize {path} (code {code}); its log has the reason")]
+    Failed { path: String, code: u32 },
+    #[error("llama.cpp backend: {0}")]
+    Backend(String),
+}
+
+/// What a quantization produced.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The source's own type, as its metadata names it.
+    pub from: String,
+    pub requantized: bool,
+}
+
+/// Writes `input` as `kind` to `output` with `threads` threads. A source that is already
+/// quantized is refused unless `allow_requantize`.
+///
+/// # Errors
+/// A damaged or non-GGUF input, a refused requantization, an existing output, or llama.cpp's
+/// failure; no file is left at `output` in any of these cases.
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    kind: QuantType,
+    threads: usize,
+    allow_requantize: bool,
+) -> Result<Quantized, QuantizeError> {
+    let display = |path: &Path| path.display().to_string();
+    let checked = gguf::open(input).map_err(|source| QuantizeError::Input {
+        path: display(input),
+        source,
+    })?;
+    let file_type = match checked.content.metadata.get("general.file_type") {
+        Some(Value::U32(t)) => Some(*t),
+        Some(Value::I32(t)) => u32::try_from(*t).ok(),
+        _ => None,
+    };
+    drop(checked);
+    let from = file_type.map_or_else(|| "unknown type".to_string(), file_type_name);
+    // 0, 1 and 32 are F32, F16 and BF16: full precision, nothing rounded yet.
+    let requantized = !matches!(file_type, Some(0 | 1 | 32));
+    if requantized && !allow_requantize {
+        return Err(QuantizeError::Requantize {
+            path: display(input),
+            from,
+            to: kind.label(),
+        });
+    }
+    if output.exists() {
+        return Err(QuantizeError::OutputExists(display(output)));
+    }
+    let partial = partial_path(output);
+    let c_path = |path: &Path| {
+        CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| QuantizeError::BadPath(display(path)))
+    };
+    let (c_input, c_partial) = (c_path(input)?, c_path(&partial)?);
+    backend().map_err(|e| QuantizeError::Backend(e.to_string()))?;
+
+    // SAFETY: the default parameters are plain data; the pointers inside stay null (no
+    // importance matrix, overrides or pruning), and both paths are NUL-terminated strings that
+    // outlive the call.
+    let code = unsafe {
+        let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
+        params.nthread = i32::try_from(threads.max(1)).unwrap_or(1);
+        params.ftype = kind.ftype();
+        params.allow_requantize = allow_requantize;
+        llama_cpp_sys_2::llama_model_quantize(c_input.as_ptr(), c_partial.as_ptr(), &params)
+    };
+    if code != 0 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(QuantizeError::Failed {
+            path: display(input),
+            code,
+        });
+    }
+    let io = |source| QuantizeError::Io {
+        path: display(output),
+        source,
+    };
+    // The result must read back as a whole GGUF before it takes the final name (types only
+    // llama.cpp reads, such as IQ4_XS, pass: the header and sizes were checked by then).
+    match gguf::open(&partial) {
+        Ok(_) | Err(gguf::GgufError::UnsupportedType { .. }) => {}
+        Err(source) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(QuantizeError::Input {
+                path: display(&partial),
+                source,
+            });
+        }
+    }
+    std::fs::rename(&partial, output).map_err(io)?;
+    let bytes = std::fs::metadata(output).map_err(io)?.len();
+    Ok(Quantized {
+        path: output.to_path_buf(),
+        bytes,
+        from,
+        requantized,
+    })
+}
+
+/// Where a quantization is written until it is complete.
+pub fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    output.with_file_name(name)
+}
+
+/// llama.cpp's name for a `general.file_type`.
+fn file_type_name(file_type: u32) -> String {
+    let name = match file_type {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        30 => "IQ4_XS",
+        32 => "BF16",
+        other => return format!("file type {other}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_parse_as_llama_cpp_names_them() {
+        for kind in QuantType::ALL {
+            assert_eq!(QuantType::parse(kind.label()), Some(kind));
+        }
+        assert_eq!(QuantType::parse("q4_k_m"), Some(QuantType::Q4KM));
+        assert_eq!(QuantType::parse("Q1_0"), None);
+        assert_eq!(file_type_name(3), "Q4_1");
+        assert_eq!(
+            partial_path(Path::new("/m/a.gguf")),
+            Path::new("/m/a.gguf.partial")
+        );
+    }
+}
