@@ -368,6 +368,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             else {
                 bail!("`{id}` is not downloaded: run `quantlab models fetch {id}` first");
             };
+            let new_id = format!(
+                "{}-{}",
+                entry.id,
+                kind.label().to_ascii_lowercase().replace('_', "-")
+            );
+            if registry.get(&new_id).is_some() {
+                bail!("a model `{new_id}` is already declared; delete it first");
+            }
             let name = output.unwrap_or_else(|| {
                 let stem = entry.file.strip_suffix(".gguf").unwrap_or(&entry.file);
                 format!("{stem}.{}.gguf", kind.label())
@@ -379,7 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 bail!("--output must be a plain file name ending in .gguf");
             }
-            let target = input.with_file_name(&name);
+            let target = registry.models_dir.join(&name);
             let threads = cli.common.threads.unwrap_or_else(Settings::default_threads) as usize;
             if allow_requantize {
                 eprintln!("warning: requantizing an already quantized file loses quality twice");
@@ -405,10 +413,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     ""
                 }
             );
+            register_quantized(&registry, entry, &new_id, kind, &done)?;
+            println!(
+                "registered as `{new_id}` (listed in {})",
+                registry
+                    .models_dir
+                    .join(crate::registry::derived::DERIVED_FILE)
+                    .display()
+            );
             Ok(())
         }
         Command::Bench(args) => crate::bench::cli::run(&cli.common, args),
     }
+}
+
+/// Lists a quantization made here beside the models folder's files, so every page offers it.
+fn register_quantized(
+    registry: &Registry,
+    source: &crate::registry::ModelEntry,
+    id: &str,
+    kind: crate::inference::llama_cpp::quantize::QuantType,
+    done: &crate::inference::llama_cpp::quantize::Quantized,
+) -> anyhow::Result<()> {
+    use crate::inference::llama_cpp::quantize::measured_bits_per_weight;
+    let file = done
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sha256 = crate::registry::fetch::sha256_file(&done.path)?;
+    let requantized = done
+        .requantized
+        .then(|| format!("requantized from {}: quality lost twice", done.from));
+    let model = crate::registry::derived::NewModel {
+        source,
+        id: id.to_string(),
+        name: format!("{} · {} (from {})", source.name, kind.label(), done.from),
+        quantization: kind.label().to_string(),
+        bits_per_weight: measured_bits_per_weight(&done.path).unwrap_or(kind.nominal_bits()),
+        description: format!(
+            "Made here from `{}` ({}) with llama.cpp's quantizer.",
+            source.id, done.from
+        ),
+        provenance_note: requantized,
+        file,
+        sha256,
+        size: done.bytes,
+    };
+    crate::registry::derived::add(&registry.models_dir, &model)?;
+    Ok(())
 }
 
 /// Fetches a NER or OCR model's folder unless every file is already there.

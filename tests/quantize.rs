@@ -98,13 +98,27 @@ fn requantizing_needs_consent_and_the_results_load_and_drift_as_bits_fall() {
             "SmolLM2-135M-Instruct.Q4_1.Q2_K.gguf",
             "SmolLM2-135M-Instruct.Q4_1.Q8_0.gguf",
             SOURCE,
+            "quantized.toml",
         ],
         "no partial file is left"
     );
-    // An existing output is not overwritten.
+    // A second Q8_0 would repeat a registered id; another type under a taken file name would
+    // overwrite a file: both refused.
     let again = quantize(dir.path(), &["--type", "Q8_0", "--allow-requantize"]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already declared"));
+    let clash = quantize(
+        dir.path(),
+        &[
+            "--type",
+            "Q4_0",
+            "--allow-requantize",
+            "--output",
+            "SmolLM2-135M-Instruct.Q4_1.Q8_0.gguf",
+        ],
+    );
+    assert!(!clash.status.success());
+    assert!(String::from_utf8_lossy(&clash.stderr).contains("already exists"));
     let (q8_bytes, q2_bytes) = (q8.metadata().unwrap().len(), q2.metadata().unwrap().len());
     assert!(q2_bytes < q8_bytes, "{q2_bytes} vs {q8_bytes}");
 
@@ -137,4 +151,68 @@ fn requantizing_needs_consent_and_the_results_load_and_drift_as_bits_fall() {
     eprintln!("mean KL against Q4_1: itself {itself:e}, Q8_0 {eight:e}, Q2_K {two:e}");
     assert_eq!(itself, 0.0);
     assert!(eight > 0.0 && eight < two, "Q8_0 {eight}, Q2_K {two}");
+}
+
+/// A quantization made by the binary is registered: `models list` shows it, and `serve` on
+/// that models folder lists it as available and answers with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quantization_is_registered_and_served() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::models_dir().join(SOURCE), dir.path().join(SOURCE)).unwrap();
+    let made = quantize(dir.path(), &["--type", "Q8_0", "--allow-requantize"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(String::from_utf8_lossy(&made.stdout)
+        .contains("registered as `smollm2-135m-instruct-q8-0`"));
+
+    let listed = common::binary::command()
+        .env("QUANTLAB_MODELS_DIR", dir.path())
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listing.contains("smollm2-135m-instruct-q8-0"), "{listing}");
+
+    let mut command = common::binary::command();
+    command.env("QUANTLAB_MODELS_DIR", dir.path());
+    let mut server = common::binary::Binary::serve(command, &["--threads", "2"]);
+    server.wait_listening().await;
+    let models: serde_json::Value = reqwest::get(format!("{}/api/models", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "smollm2-135m-instruct-q8-0")
+        .unwrap_or_else(|| panic!("not listed: {models}"));
+    assert_eq!(entry["available"], true, "{entry}");
+    assert_eq!(entry["quantization"], "Q8_0", "{entry}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/chat/stream", server.url))
+        .json(&serde_json::json!({
+            "model": "smollm2-135m-instruct-q8-0",
+            "messages": [{ "role": "user", "content": "Name a colour." }],
+            "temperature": 0.0,
+            "max_tokens": 8
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = common::parse_sse(&response.text().await.unwrap());
+    let last = events.last().expect("events");
+    assert_eq!(last.event.as_deref(), Some("metrics"), "{events:?}");
+    let metrics: serde_json::Value = serde_json::from_str(&last.data).unwrap();
+    assert_eq!(metrics["model"], "smollm2-135m-instruct-q8-0");
+    assert!(
+        metrics["generated_tokens"].as_u64().unwrap() > 0,
+        "{metrics}"
+    );
 }

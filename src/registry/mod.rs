@@ -1,5 +1,6 @@
 //! The model registry: `models.toml` parsed, validated, and resolved against the files on disk.
 
+pub mod derived;
 pub mod download;
 pub mod fetch;
 pub mod folders;
@@ -180,7 +181,27 @@ impl Registry {
             path: models_file.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, models_file, models_dir)
+        let mut registry = Self::parse(&text, models_file, models_dir)?;
+        registry.add_derived(derived::read(models_dir)?)?;
+        Ok(registry)
+    }
+
+    /// Adds models made here (see [`derived`]); an id that is already declared is refused.
+    fn add_derived(&mut self, entries: Vec<ModelEntry>) -> Result<(), RegistryError> {
+        for entry in entries {
+            let taken = self.models.iter().any(|m| m.id == entry.id)
+                || self.ner_models.iter().any(|m| m.id == entry.id)
+                || self.ocr_models.iter().any(|m| m.id == entry.id);
+            if taken {
+                return Err(RegistryError::Invalid(format!(
+                    "model id `{}` in {} is declared twice",
+                    entry.id,
+                    self.models_dir.join(derived::DERIVED_FILE).display()
+                )));
+            }
+            self.models.push(entry);
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str, origin: &Path, models_dir: &Path) -> Result<Self, RegistryError> {

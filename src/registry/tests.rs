@@ -249,3 +249,40 @@ fn output_head_is_a_bitnet_setting_with_known_values() {
     let err = registry(&llama, dir.path()).unwrap_err();
     assert!(err.to_string().contains("bitnet"), "{err}");
 }
+
+#[test]
+fn models_made_here_are_merged_and_may_not_repeat_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let models_file = dir.path().join("models.toml");
+    std::fs::write(&models_file, MINIMAL).unwrap();
+    let reg = Registry::load(&models_file, dir.path()).unwrap();
+    assert_eq!(reg.models.len(), 1, "no derived file, nothing added");
+    let new = |id: &str| derived::NewModel {
+        source: reg.get("a").unwrap(),
+        id: id.to_string(),
+        name: "A · Q8_0".into(),
+        quantization: "Q8_0".into(),
+        bits_per_weight: 8.5,
+        description: "made here".into(),
+        provenance_note: Some("requantized".into()),
+        file: "a.Q8_0.gguf".into(),
+        sha256: "0".repeat(64),
+        size: 7,
+    };
+    derived::add(dir.path(), &new("a-q8-0")).unwrap();
+    let merged = Registry::load(&models_file, dir.path()).unwrap();
+    let made = merged.get("a-q8-0").expect("merged");
+    assert_eq!(made.quantization, "Q8_0");
+    assert_eq!(made.engine, EngineKind::LlamaCpp);
+    assert_eq!(made.size, Some(7));
+    assert_eq!(made.license, "MIT", "copied from the source");
+    // A second entry appends; one that repeats a declared id stops start-up, naming the file.
+    derived::add(dir.path(), &new("a")).unwrap();
+    let err = Registry::load(&models_file, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("quantized.toml"), "{err}");
+    // Bad entries are refused before anything is written.
+    let before = std::fs::read_to_string(dir.path().join(derived::DERIVED_FILE)).unwrap();
+    assert!(derived::add(dir.path(), &new("Not An Id")).is_err());
+    let after = std::fs::read_to_string(dir.path().join(derived::DERIVED_FILE)).unwrap();
+    assert_eq!(before, after);
+}

@@ -58,6 +58,20 @@ impl QuantType {
             .find(|kind| kind.label().eq_ignore_ascii_case(text.trim()))
     }
 
+    /// The type's bits per weight as llama.cpp documents it (mixed types vary by model).
+    pub fn nominal_bits(self) -> f32 {
+        match self {
+            QuantType::Q8_0 => 8.5,
+            QuantType::Q6K => 6.56,
+            QuantType::Q5KM => 5.69,
+            QuantType::Q4KM => 4.89,
+            QuantType::Q4_0 => 4.5,
+            QuantType::Iq4Xs => 4.25,
+            QuantType::Q3KM => 3.91,
+            QuantType::Q2K => 2.96,
+        }
+    }
+
     /// llama.cpp's `llama_ftype` for this type.
     fn ftype(self) -> llama_cpp_sys_2::llama_ftype {
         use llama_cpp_sys_2::*;
@@ -200,6 +214,21 @@ pub fn quantize(
         from,
         requantized,
     })
+}
+
+/// Bits per weight of a GGUF as stored: tensor bytes × 8 ÷ tensor elements. `None` when the
+/// header cannot be read here (types only llama.cpp knows); callers then use
+/// [`QuantType::nominal_bits`].
+pub fn measured_bits_per_weight(path: &Path) -> Option<f32> {
+    let checked = gguf::open(path).ok()?;
+    let (mut bytes, mut elements) = (0u64, 0u64);
+    for info in checked.content.tensor_infos.values() {
+        let count = info.shape.elem_count() as u64;
+        let block = info.ggml_dtype.block_size() as u64;
+        elements += count;
+        bytes += count / block * info.ggml_dtype.type_size() as u64;
+    }
+    (elements > 0).then(|| (bytes as f64 * 8.0 / elements as f64) as f32)
 }
 
 /// Where a quantization is written until it is complete.
