@@ -56,15 +56,7 @@ impl TokenSink for Collect {
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
-        constraint: None,
-        stop: Vec::new(),
-        logprobs: None,
-        temperature: 0.0,
-        top_p: 1.0,
-        top_k: 0,
-        repeat_penalty: 1.0,
-        max_tokens,
-        seed: 0,
+        ..ResolvedSampling::greedy(max_tokens)
     }
 }
 

@@ -162,10 +162,7 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         print_divergence("int8 head and embedding (as served)", &whole, started);
         let started = Instant::now();
         let hidden = config.hidden_size;
-        let int8_head_only = bf16
-            .weights()
-            .embedding
-            .to_precision(HeadPrecision::Int8, hidden);
+        let int8_head_only = bf16.weights().embedding.to_int8(hidden);
         bf16.set_output_head(Some(int8_head_only));
         let head_only = divergence(&reference, &mut bf16);
         bf16.set_output_head(None);

@@ -87,12 +87,20 @@ impl Table {
         }
     }
 
-    /// This table in `precision` (a copy; int8 is never widened back to bf16, which would
-    /// only pretend to restore what rounding lost).
-    pub fn to_precision(&self, precision: HeadPrecision, cols: usize) -> Table {
+    /// This table in `precision`; unchanged when it already is (int8 is never widened back to
+    /// bf16, which would only pretend to restore what rounding lost).
+    pub fn into_precision(self, precision: HeadPrecision, cols: usize) -> Table {
         match (self, precision) {
-            (Table::Bf16(bits), HeadPrecision::Int8) => quantize_rows(bits, cols),
-            _ => self.clone(),
+            (Table::Bf16(bits), HeadPrecision::Int8) => quantize_rows(&bits, cols),
+            (table, _) => table,
+        }
+    }
+
+    /// An int8 copy of this table, leaving it as it is (for measuring one head against another).
+    pub fn to_int8(&self, cols: usize) -> Table {
+        match self {
+            Table::Bf16(bits) => quantize_rows(bits, cols),
+            int8 => int8.clone(),
         }
     }
 
@@ -140,8 +148,8 @@ fn quantize_rows(bits: &[u16], cols: usize) -> Table {
     Table::Int8 { values, scales }
 }
 
-/// The normed rows the head multiplies, kept both as f32 and as int8 (±127 per row) with
-/// `1 / scale`. Sized once, so decode allocates nothing.
+/// The normed rows the head multiplies: as f32 for a bf16 head, as int8 (±127 per row) with
+/// `1 / scale` for an int8 one. Sized once, so decode allocates nothing.
 #[derive(Debug)]
 pub struct HeadActs {
     float: Vec<f32>,
@@ -158,10 +166,10 @@ impl HeadActs {
         }
     }
 
-    /// Takes `x` (whole rows of `cols`); the int8 copy only when `precision` reads it.
+    /// Takes `x` (whole rows of `cols`) in the form `precision` reads.
     pub fn load(&mut self, x: &[f32], cols: usize, precision: HeadPrecision) {
-        self.float[..x.len()].copy_from_slice(x);
-        if precision != HeadPrecision::Int8 {
+        if precision == HeadPrecision::Bf16 {
+            self.float[..x.len()].copy_from_slice(x);
             return;
         }
         let limit = f32::from(I8_LIMIT);

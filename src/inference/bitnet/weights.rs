@@ -49,9 +49,9 @@ impl Weights {
     /// both, so only one copy is resident); an untied embedding keeps its own precision.
     pub fn with_head(mut self, precision: HeadPrecision) -> Self {
         let hidden = self.config.hidden_size;
-        match &mut self.output {
-            Some(output) => *output = output.to_precision(precision, hidden),
-            None => self.embedding = self.embedding.to_precision(precision, hidden),
+        match self.output.take() {
+            Some(output) => self.output = Some(output.into_precision(precision, hidden)),
+            None => self.embedding = self.embedding.into_precision(precision, hidden),
         }
         self
     }

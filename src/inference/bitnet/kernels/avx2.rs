@@ -146,13 +146,16 @@ pub unsafe fn bf16_dots<const T: usize>(row: &[u16], xs: &[&[f32]; T]) -> [f32; 
     out
 }
 
-/// `Σ w · x` as `maddubs(|w|, sign(x, w))`: with both within ±127 a pair of products is at
+/// Columns per step of the 256-bit int8 kernels (AVX2 and AVX-VNNI).
+pub(super) const I8_STEP: usize = 64;
+
+/// `Σ w · x` over the whole 64-column steps, as `maddubs(|w|, sign(x, w))`: with both within ±127 a pair of products is at
 /// most 2·127·127 = 32258, below i16 saturation, so each 32-byte step widens right away.
 #[target_feature(enable = "avx2")]
 pub unsafe fn i8_dots<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); 2]; T];
-    let full = row.len() / 64 * 64;
+    let full = row.len() / I8_STEP * I8_STEP;
     let mut i = 0;
     while i < full {
         for half in 0..2 {
@@ -164,14 +167,11 @@ pub unsafe fn i8_dots<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
                 acc[t][half] = _mm256_add_epi32(acc[t][half], _mm256_madd_epi16(pairs, ones));
             }
         }
-        i += 64;
+        i += I8_STEP;
     }
     let mut out = [0i32; T];
     for t in 0..T {
         out[t] = sum_i32(_mm256_add_epi32(acc[t][0], acc[t][1]));
-        for j in full..row.len() {
-            out[t] += i32::from(row[j]) * i32::from(xs[t][j]);
-        }
     }
     out
 }

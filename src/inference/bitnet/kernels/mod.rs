@@ -179,26 +179,30 @@ pub fn i8_dots<const T: usize>(isa: Isa, row: &[i8], xs: &[&[i8]; T]) -> [i32; T
         assert!(x.len() >= row.len(), "activations cover the row");
     }
     debug_assert!(row.iter().all(|&w| w != i8::MIN), "row within ±I8_LIMIT");
-    match isa {
+    // Each SIMD kernel covers whole steps of `step` columns; the rest is added here.
+    let whole = |step: usize| row.len() / step * step;
+    let (mut sums, covered) = match isa {
         // SAFETY: as in `code_dots`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { vnni::i8_dots_512(row, xs) },
+        Isa::Avx512Vnni => unsafe { (vnni::i8_dots_512(row, xs), whole(vnni::I8_STEP_512)) },
         #[cfg(target_arch = "x86_64")]
-        Isa::AvxVnni => unsafe { vnni::i8_dots_256(row, xs) },
+        Isa::AvxVnni => unsafe { (vnni::i8_dots_256(row, xs), whole(avx2::I8_STEP)) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::i8_dots(row, xs) },
-        _ => portable_i8_dots(row, xs),
-    }
+        Isa::Avx2 => unsafe { (avx2::i8_dots(row, xs), whole(avx2::I8_STEP)) },
+        _ => ([0; T], 0),
+    };
+    add_i8_tail(row, xs, covered, &mut sums);
+    sums
 }
 
-fn portable_i8_dots<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
-    let mut sums = [0i32; T];
-    for (i, &w) in row.iter().enumerate() {
+/// Adds `Σ w · x` over columns `from..` to `sums`: the whole row for the portable kernel, the
+/// columns after the last whole step for the SIMD ones.
+fn add_i8_tail<const T: usize>(row: &[i8], xs: &[&[i8]; T], from: usize, sums: &mut [i32; T]) {
+    for (i, &w) in row.iter().enumerate().skip(from) {
         for (sum, x) in sums.iter_mut().zip(xs) {
             *sum += i32::from(w) * i32::from(x[i]);
         }
     }
-    sums
 }
 
 /// `Σ k · q` of an f16 row (a cached key) against f32 `q` of the same length.

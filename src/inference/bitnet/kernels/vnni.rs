@@ -7,7 +7,13 @@
 
 use std::arch::x86_64::*;
 
-use super::{avx2::sum_i32, BLOCK, BLOCK_BYTES};
+use super::{
+    avx2::{sum_i32, I8_STEP},
+    BLOCK, BLOCK_BYTES,
+};
+
+/// Columns per step of the 512-bit int8 kernel.
+pub(super) const I8_STEP_512: usize = 128;
 
 /// Ternary codes against int8 activations, two 512-bit products per 128-column block. The
 /// block's 32 code bytes are loaded into both halves of a register; shifting the low half by 0
@@ -139,13 +145,13 @@ unsafe fn code_dot_256(row: &[u8], x: &[i8]) -> i32 {
     ))
 }
 
-/// int8 rows against int8 activations as `vpdpbusd(|w|, ±x)`: the sign of `w` moves onto `x`
+/// int8 rows against int8 activations over whole steps, as `vpdpbusd(|w|, ±x)`: the sign of `w` moves onto `x`
 /// (both within ±127, so neither overflows).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn i8_dots_512<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
     let zero = _mm512_setzero_si512();
     let mut acc = [[zero; 2]; T];
-    let full = row.len() / 128 * 128;
+    let full = row.len() / I8_STEP_512 * I8_STEP_512;
     let mut i = 0;
     while i < full {
         for half in 0..2 {
@@ -158,23 +164,20 @@ pub unsafe fn i8_dots_512<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; 
                 acc[t][half] = _mm512_dpbusd_epi32(acc[t][half], magnitude, signed);
             }
         }
-        i += 128;
+        i += I8_STEP_512;
     }
     let mut out = [0i32; T];
     for t in 0..T {
         out[t] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[t][0], acc[t][1]));
-        for j in full..row.len() {
-            out[t] += i32::from(row[j]) * i32::from(xs[t][j]);
-        }
     }
     out
 }
 
-/// int8 rows against int8 activations, 256-bit: `vpdpbusd(|w|, sign(x, w))`.
+/// int8 rows against int8 activations over whole steps, 256-bit: `vpdpbusd(|w|, sign(x, w))`.
 #[target_feature(enable = "avx2,avxvnni")]
 pub unsafe fn i8_dots_256<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; T] {
     let mut acc = [[_mm256_setzero_si256(); 2]; T];
-    let full = row.len() / 64 * 64;
+    let full = row.len() / I8_STEP * I8_STEP;
     let mut i = 0;
     while i < full {
         for half in 0..2 {
@@ -186,14 +189,11 @@ pub unsafe fn i8_dots_256<const T: usize>(row: &[i8], xs: &[&[i8]; T]) -> [i32; 
                     _mm256_dpbusd_avx_epi32(acc[t][half], magnitude, _mm256_sign_epi8(x, w));
             }
         }
-        i += 64;
+        i += I8_STEP;
     }
     let mut out = [0i32; T];
     for t in 0..T {
         out[t] = sum_i32(_mm256_add_epi32(acc[t][0], acc[t][1]));
-        for j in full..row.len() {
-            out[t] += i32::from(row[j]) * i32::from(xs[t][j]);
-        }
     }
     out
 }
