@@ -75,6 +75,14 @@ restart_and_check_votes() {
     npx playwright test arena.spec.ts --project=desktop)
 }
 
+# The Models spec deletes and downloads weights: it gets a server with a models folder of its
+# own (started first: the restarts below restart the last server started).
+MODELS_E2E_DIR="$(mktemp -d)"
+cp models/SmolLM2-135M-Instruct.Q4_1.gguf "$MODELS_E2E_DIR/"
+MODELS_E2E_PORT="$(free_port)"
+start_server "$MODELS_E2E_PORT" QUANTLAB_MODELS_DIR="$MODELS_E2E_DIR"
+export QUANTLAB_E2E_MODELS_URL="http://127.0.0.1:$MODELS_E2E_PORT"
+
 PORT="${QUANTLAB_TEST_PORT:-3999}"
 export QUANTLAB_E2E_URL="http://127.0.0.1:$PORT"
 JSON_DIR="$(mktemp -d)"

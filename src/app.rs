@@ -8,6 +8,7 @@ mod compare;
 mod highlight;
 mod history;
 mod markdown;
+mod models;
 mod ner;
 mod ocr;
 mod sidebar;
@@ -58,6 +59,7 @@ pub fn App() -> impl IntoView {
                 <Route path=StaticSegment("ner") view=ner::NerPage />
                 <Route path=StaticSegment("ocr") view=ocr::OcrPage />
                 <Route path=StaticSegment("bench") view=bench::BenchPage />
+                <Route path=StaticSegment("models") view=models::ModelsPage />
             </Routes>
         </Router>
     }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     app::widgets_format_bytes as format_bytes,
     config::Settings,
-    registry::{fetch::FetchFrom, Registry},
+    registry::{fetch::FetchFrom, progress::ProgressFormat, Registry},
 };
 
 #[derive(Parser, Debug)]
@@ -166,6 +166,9 @@ pub enum ModelsCommand {
         /// Where to fetch from.
         #[arg(long, value_enum, default_value_t = FetchFrom::Auto)]
         from: FetchFrom,
+        /// Progress as terminal bars, or as JSON lines for programs.
+        #[arg(long, value_enum, default_value_t = ProgressFormat::Bars)]
+        progress: ProgressFormat,
     },
     /// Write another quantization of a downloaded GGUF model with llama.cpp's quantizer
     /// (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, IQ4_XS, Q3_K_M, Q2_K) into the models folder.
@@ -181,6 +184,9 @@ pub enum ModelsCommand {
         /// The output file name inside the models folder (default: `<source>.<TYPE>.gguf`).
         #[arg(long)]
         output: Option<String>,
+        /// Progress as terminal messages, or as JSON lines for programs.
+        #[arg(long, value_enum, default_value_t = ProgressFormat::Bars)]
+        progress: ProgressFormat,
     },
 }
 
@@ -295,7 +301,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             offline_pack,
             from,
+            progress,
         }) => {
+            crate::registry::progress::set_format(progress);
+            let bars = progress == ProgressFormat::Bars;
             let registry = load_registry(&cli.common)?;
             let targets: Vec<_> = if offline_pack {
                 registry
@@ -311,7 +320,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         "NER",
                         registry.ner_unavailability(entry).is_none(),
                         &registry.ner_dir(entry),
-                        || crate::registry::ner::fetch_ner(&registry, entry, true),
+                        || crate::registry::ner::fetch_ner(&registry, entry, bars),
                     );
                 }
                 if let Some(entry) = registry.ocr(&id) {
@@ -320,7 +329,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         "OCR",
                         registry.ocr_unavailability(entry).is_none(),
                         &registry.ocr_dir(entry),
-                        || crate::registry::ocr::fetch_ocr(&registry, entry, true),
+                        || crate::registry::ocr::fetch_ocr(&registry, entry, bars),
                     );
                 }
                 vec![registry.get(&id).with_context(|| {
@@ -339,7 +348,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     entry.id,
                     crate::registry::source_description(entry)
                 );
-                let path = crate::registry::fetch::fetch_model(&registry, entry, from, true)
+                let path = crate::registry::fetch::fetch_model(&registry, entry, from, bars)
                     .with_context(|| format!("fetching {}", entry.id))?;
                 println!("{}: ready at {}", entry.id, path.display());
             }
@@ -350,7 +359,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             allow_requantize,
             output,
+            progress,
         }) => {
+            crate::registry::progress::set_format(progress);
             let registry = load_registry(&cli.common)?;
             let entry = registry.get(&id).with_context(|| {
                 format!("unknown model `{id}`; `quantlab models list` shows the ids")
@@ -368,18 +379,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             else {
                 bail!("`{id}` is not downloaded: run `quantlab models fetch {id}` first");
             };
-            let new_id = format!(
-                "{}-{}",
-                entry.id,
-                kind.label().to_ascii_lowercase().replace('_', "-")
-            );
+            let (new_id, default_name) =
+                crate::registry::derived::quantized_names(entry, kind.label());
             if registry.get(&new_id).is_some() {
                 bail!("a model `{new_id}` is already declared; delete it first");
             }
-            let name = output.unwrap_or_else(|| {
-                let stem = entry.file.strip_suffix(".gguf").unwrap_or(&entry.file);
-                format!("{stem}.{}.gguf", kind.label())
-            });
+            let name = output.unwrap_or(default_name);
             if name.is_empty()
                 || name.contains(['/', '\\'])
                 || name.starts_with('.')
@@ -399,6 +404,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 kind,
                 threads,
                 allow_requantize,
+                &|done, total| crate::registry::progress::report("quantizing tensors", done, total),
             )?;
             println!(
                 "{}: {} -> {} ({:.1} MiB, {:.1} s){}",
@@ -413,6 +419,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     ""
                 }
             );
+            crate::registry::progress::report("checking sha256 and registering", 0, 0);
             register_quantized(&registry, entry, &new_id, kind, &done)?;
             println!(
                 "registered as `{new_id}` (listed in {})",

@@ -11,7 +11,7 @@ use crate::{
     config::Settings,
     error::AppError,
     inference::workers::WorkerPool,
-    registry::Registry,
+    registry::{jobs::ModelJobs, live::LiveRegistry, Registry},
     server::shutdown::Shutdown,
     storage::{ConversationStore, StoreError},
 };
@@ -19,8 +19,11 @@ use crate::{
 pub struct App {
     pub settings: Settings,
     pub bench: BenchJobs,
-    pub registry: Arc<Registry>,
+    /// The chat models; replaced when the Models page makes or deletes one.
+    pub registry: LiveRegistry,
     pub pool: WorkerPool,
+    /// Downloads and quantizations started from the Models page or the API.
+    pub model_jobs: Arc<ModelJobs>,
     pub conversations: Arc<dyn ConversationStore>,
     pub ner: crate::ner::service::NerService,
     pub ocr: crate::ocr::service::OcrService,
@@ -44,13 +47,16 @@ impl App {
         registry: Registry,
         conversations: Arc<dyn ConversationStore>,
     ) -> Arc<Self> {
-        let registry = Arc::new(registry);
+        let ner_ocr = Arc::new(registry.clone());
+        let registry = LiveRegistry::new(registry);
         let limits = &settings.limits;
         Arc::new(Self {
             bench: BenchJobs::new(BenchResults::new(settings.bench_dir.clone())),
             pool: WorkerPool::new(registry.clone(), settings.clone()),
-            ner: crate::ner::service::NerService::new(registry.clone(), limits),
-            ocr: crate::ocr::service::OcrService::new(registry.clone(), limits),
+            model_jobs: Arc::new(ModelJobs::new(registry.clone(), settings.threads)),
+            // NER and OCR models are never made or deleted here: the start-up list serves.
+            ner: crate::ner::service::NerService::new(ner_ocr.clone(), limits),
+            ocr: crate::ocr::service::OcrService::new(ner_ocr, limits),
             sessions: Sessions::new(settings.api_key.clone()),
             shutdown: Shutdown::default(),
             websockets: WebsocketClients::default(),

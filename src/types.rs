@@ -308,6 +308,65 @@ pub struct ModelInfo {
     pub size_bytes: Option<u64>,
     /// Whether the weights are loaded in memory right now.
     pub loaded: bool,
+    /// Bytes the weights take in the models folder now (`None` when absent).
+    #[serde(default)]
+    pub on_disk_bytes: Option<u64>,
+    /// Made here (another quantization); deleting it removes it from the list too.
+    #[serde(default)]
+    pub made_here: bool,
+    /// It has a source to download from (offline pack or hub).
+    #[serde(default)]
+    pub can_fetch: bool,
+    /// A downloaded GGUF that llama.cpp's quantizer can turn into other types.
+    #[serde(default)]
+    pub can_quantize: bool,
+    /// Already quantized: quantizing it again loses quality twice.
+    #[serde(default)]
+    pub quantized_source: bool,
+    /// The download or quantization running (or last failed) for this model.
+    #[serde(default)]
+    pub job: Option<ModelJob>,
+}
+
+/// What a download or quantization of a model is doing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelJob {
+    /// `fetch` or `quantize`.
+    pub kind: String,
+    /// For a quantization, the type being made.
+    #[serde(default)]
+    pub target: Option<String>,
+    pub phase: String,
+    pub done: u64,
+    /// 0 when the phase's size is unknown.
+    pub total: u64,
+    pub state: JobState,
+    /// Why it failed, for a person.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The model a finished quantization registered.
+    #[serde(default)]
+    pub made: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl ModelJob {
+    pub fn running(&self) -> bool {
+        self.state == JobState::Running
+    }
+
+    /// The fraction done, when the phase has a known size.
+    pub fn fraction(&self) -> Option<f64> {
+        (self.total > 0).then(|| (self.done as f64 / self.total as f64).clamp(0.0, 1.0))
+    }
 }
 
 /// A saved message, with what is needed to compare or reproduce it later.
@@ -400,4 +459,20 @@ pub struct PersistenceStatus {
     pub detail: String,
     /// Conversations saved to JSON while the database was away, waiting to be imported.
     pub pending_import: usize,
+}
+
+/// A quantization type the Models page offers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantOption {
+    /// As llama.cpp names it, e.g. `Q4_K_M`.
+    pub label: String,
+    /// Bits per weight as llama.cpp documents it.
+    pub nominal_bits: f32,
+}
+
+/// Everything the Models page shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelsOverview {
+    pub models: Vec<ModelInfo>,
+    pub quant_types: Vec<QuantOption>,
 }

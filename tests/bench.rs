@@ -209,7 +209,10 @@ async fn bad_bench_requests_are_refused_before_anything_starts() {
 
 #[test]
 fn perplexity_is_lower_on_real_prose_than_on_the_same_words_shuffled() {
-    let pool = WorkerPool::new(Arc::new(common::registry()), settings());
+    let pool = WorkerPool::new(
+        quantlab::registry::live::LiveRegistry::new(common::registry()),
+        settings(),
+    );
     let text = quantlab::bench::runner::PERPLEXITY_TEXT;
     let mut words: Vec<&str> = text.split_whitespace().take(300).collect();
     let real = words.join(" ");
@@ -224,7 +227,7 @@ fn perplexity_is_lower_on_real_prose_than_on_the_same_words_shuffled() {
         max_text_tokens: 256,
     };
     let score = |text: String| {
-        let scoring = pool.score(MODEL, Arc::from(text), window).unwrap();
+        let scoring = pool.score(MODEL, Arc::from(text), window, None).unwrap();
         scoring.result.blocking_recv().unwrap().unwrap()
     };
     let (real, shuffled) = (score(real), score(shuffled));

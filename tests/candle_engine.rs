@@ -147,8 +147,12 @@ fn perplexities_on_the_same_text_agree_within_three_percent() {
         tokens: 256,
         max_text_tokens: 512,
     };
-    let from_llama = llama.score(text, window, &mut || false).unwrap();
-    let from_candle = candle.score(text, window, &mut || false).unwrap();
+    let from_llama = llama
+        .score(text, window, &mut |_| {}, &mut || false)
+        .unwrap();
+    let from_candle = candle
+        .score(text, window, &mut |_| {}, &mut || false)
+        .unwrap();
     assert_eq!(from_candle.scored_tokens, from_llama.scored_tokens);
     let (a, b) = (
         from_llama.perplexity().unwrap(),

@@ -216,3 +216,86 @@ async fn a_quantization_is_registered_and_served() {
         "{metrics}"
     );
 }
+
+/// `quantlab bench` on the source and two quantizations made from it: the variant with the
+/// most bits is the reference, and the others drift from it as bits fall.
+#[test]
+fn the_bench_measures_each_variant_against_the_one_with_most_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::models_dir().join(SOURCE), dir.path().join(SOURCE)).unwrap();
+    for kind in ["Q8_0", "Q2_K"] {
+        let made = quantize(dir.path(), &["--type", kind, "--allow-requantize"]);
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let json = dir.path().join("run.json");
+    let output = common::binary::command()
+        .env("QUANTLAB_MODELS_DIR", dir.path())
+        .args(["bench", "--models"])
+        .arg("smollm2-135m-instruct,smollm2-135m-instruct-q8-0,smollm2-135m-instruct-q2-k")
+        .args([
+            "--repeats",
+            "1",
+            "--tokens",
+            "4",
+            "--perplexity-tokens",
+            "384",
+        ])
+        .args(["--threads", "2", "--no-save", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let model = |id: &str| {
+        run["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} missing: {run}"))
+    };
+    let (source, q8, q2) = (
+        model("smollm2-135m-instruct"),
+        model("smollm2-135m-instruct-q8-0"),
+        model("smollm2-135m-instruct-q2-k"),
+    );
+    assert_eq!(q8["is_reference"], true, "{q8}");
+    assert!(q8["divergence"].is_null());
+    let kl = |m: &serde_json::Value| {
+        let d = &m["divergence"];
+        assert_eq!(d["reference"], "smollm2-135m-instruct-q8-0", "{m}");
+        assert!(d["positions"].as_u64().unwrap() >= 128, "{d}");
+        d["mean_kl"].as_f64().unwrap()
+    };
+    let (kl_source, kl_q2) = (kl(&source), kl(&q2));
+    assert!(
+        0.0 < kl_source && kl_source < kl_q2,
+        "Q4_1 {kl_source}, Q2_K {kl_q2}"
+    );
+    assert!(
+        source["divergence"]["top1_agreement"].as_f64().unwrap()
+            > q2["divergence"]["top1_agreement"].as_f64().unwrap()
+    );
+    // Results keep the order asked for, though the reference ran first.
+    let order: Vec<&str> = run["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(order[0], "smollm2-135m-instruct");
+    assert!(
+        stdout.contains("against smollm2-135m-instruct-q8-0: mean KL"),
+        "{stdout}"
+    );
+}

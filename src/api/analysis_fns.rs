@@ -12,7 +12,7 @@ use crate::{
 #[server(prefix = "/ui", endpoint = "ner_models")]
 pub async fn ner_models() -> Result<Vec<NerModelInfo>, AppError> {
     let state = expect_context::<crate::state::AppState>();
-    Ok(state.app.registry.ner_infos())
+    Ok(state.app.registry.current().ner_infos())
 }
 
 #[server(prefix = "/ui", endpoint = "ner")]
@@ -27,5 +27,5 @@ pub async fn recognize_entities(
 #[server(prefix = "/ui", endpoint = "ocr_models")]
 pub async fn ocr_models() -> Result<Vec<OcrEngineInfo>, AppError> {
     let state = expect_context::<crate::state::AppState>();
-    Ok(state.app.registry.ocr_infos())
+    Ok(state.app.registry.current().ocr_infos())
 }

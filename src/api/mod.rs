@@ -4,6 +4,7 @@
 pub mod analysis_fns;
 pub mod arena_fns;
 pub mod bench_fns;
+pub mod model_fns;
 pub mod server_fns;
 
 #[cfg(feature = "ssr")]
@@ -22,6 +23,8 @@ pub(crate) mod conversations;
 mod json;
 #[cfg(feature = "ssr")]
 pub mod limits;
+#[cfg(feature = "ssr")]
+pub mod models;
 #[cfg(feature = "ssr")]
 mod ner;
 #[cfg(feature = "ssr")]
@@ -46,7 +49,7 @@ pub use rest::model_list;
 pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppState> {
     use axum::{
         extract::DefaultBodyLimit,
-        routing::{get, post},
+        routing::{delete, get, post},
         Router,
     };
     let max_body = state.app.settings.limits.max_body_bytes;
@@ -79,6 +82,8 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/ws/arena", get(arena::socket))
         .route("/api/arena/battles", post(arena::start).get(arena::export))
         .route("/api/chat/stream", post(rest::chat_stream))
+        .route("/api/models/{id}/fetch", post(models::fetch))
+        .route("/api/models/{id}/quantize", post(models::quantize))
         .route("/api/compare", post(compare::compare))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
@@ -95,6 +100,8 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
             get(security::login_get).post(security::login_post),
         )
         .route("/api/models", get(rest::models))
+        .route("/api/models/{id}/files", delete(models::delete_files))
+        .route("/api/models/{id}/job", delete(models::cancel))
         .route("/api/arena/battles/{id}", get(arena::get))
         .route("/api/arena/battles/{id}/vote", post(arena::vote))
         .route("/api/arena/leaderboard", get(arena::leaderboard))

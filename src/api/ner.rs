@@ -31,5 +31,5 @@ pub async fn recognize(
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<Vec<NerModelInfo>> {
-    Json(state.app.registry.ner_infos())
+    Json(state.app.registry.current().ner_infos())
 }

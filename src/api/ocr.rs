@@ -69,7 +69,7 @@ pub async fn read(
 }
 
 pub async fn models(State(state): State<AppState>) -> Json<Vec<OcrEngineInfo>> {
-    Json(state.app.registry.ocr_infos())
+    Json(state.app.registry.current().ocr_infos())
 }
 
 fn upload_error(error: MultipartError) -> AppError {

@@ -39,6 +39,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = state
         .app
         .registry
+        .current()
         .models
         .iter()
         .map(|m| json!({ "id": m.id, "object": "model", "created": 0, "owned_by": "quantlab" }))

@@ -24,10 +24,15 @@ use crate::{
 };
 
 pub fn model_list(app: &App) -> Vec<ModelInfo> {
-    app.registry
+    let registry = app.registry.current();
+    registry
         .models
         .iter()
-        .map(|entry| app.registry.info(entry, app.pool.is_loaded(&entry.id)))
+        .map(|entry| {
+            let mut info = registry.info(entry, app.pool.is_loaded(&entry.id));
+            info.job = app.model_jobs.status(&entry.id);
+            info
+        })
         .collect()
 }
 
@@ -45,16 +50,13 @@ struct Health {
 /// 200 `ready` once the default model is loaded; 503 `loading` (or `error`) before.
 pub async fn health(State(state): State<AppState>) -> Response {
     let app = &state.app;
-    let id = app.registry.default_id.clone();
+    let registry = app.registry.current();
+    let id = registry.default_id.clone();
     let (status, detail) = if app.pool.is_loaded(&id) {
         ("ready", None)
     } else if let Some(error) = app.pool.load_error(&id) {
         ("error", Some(error))
-    } else if let Some((reason, _)) = app
-        .registry
-        .get(&id)
-        .and_then(|e| app.registry.unavailability(e))
-    {
+    } else if let Some((reason, _)) = registry.get(&id).and_then(|e| registry.unavailability(e)) {
         ("error", Some(reason))
     } else {
         ("loading", None)
@@ -105,7 +107,7 @@ pub async fn chat_stream(
     let request = ChatRequest {
         model: body
             .model
-            .unwrap_or_else(|| state.app.registry.default_id.clone()),
+            .unwrap_or_else(|| state.app.registry.current().default_id.clone()),
         messages: body.messages,
         sampling: SamplingParams {
             temperature: body.temperature,

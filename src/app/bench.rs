@@ -166,6 +166,7 @@ fn BenchForm(
             repeats: repeats.get_untracked(),
             max_tokens: max_tokens.get_untracked(),
             perplexity_tokens: perplexity_tokens.get_untracked(),
+            kl_reference: None,
         };
         error.set(None);
         progress.set(Some(BenchProgress {
@@ -230,7 +231,7 @@ fn BenchForm(
                         on:change=number(perplexity_tokens, 0, MAX_PERPLEXITY_TOKENS) data-testid="bench-ppl-tokens" />
                 </label>
             </div>
-            <p class="hint">"Three fixed prompts (short, medium, long), greedy, after one warm-up per model; medians with min–max. Each model is loaded fresh so its load time and memory are measured. Chatting while a bench runs slows both."</p>
+            <p class="hint">"Three fixed prompts (short, medium, long), greedy, after one warm-up per model; medians with min–max. Each model is loaded fresh so its load time and memory are measured. Chatting while a bench runs slows both. Variants of one model (same family and size, such as the quantizations made on the Models page) are also compared on the perplexity text: KL divergence and same top token against the variant with the most bits per weight."</p>
             <div class="compare-actions">
                 <Show when=running fallback=move || view! {
                     <button class="send" on:click=run disabled=move || !can_run() data-testid="bench-run">"Run bench"</button>
@@ -300,6 +301,15 @@ fn format_time(ms: i64) -> String {
     format!("{year}-{month:02}-{day:02} {h:02}:{m:02} UTC")
 }
 
+fn kl_cell(m: &ModelBench) -> String {
+    match &m.divergence {
+        Some(d) if d.mean_kl < 1e-3 => format!("{:.2e}", d.mean_kl),
+        Some(d) => format!("{:.4}", d.mean_kl),
+        None if m.is_reference => "reference".into(),
+        None => "—".into(),
+    }
+}
+
 /// One chart point per model that has both values, coloured by the model's position.
 fn model_points(
     models: &[ModelBench],
@@ -349,8 +359,10 @@ fn RunView(run: BenchRun) -> impl IntoView {
                 <td class:best=is(m.perplexity.as_ref().map(|p| p.perplexity), best_ppl)>
                     {m.perplexity.as_ref().map(|p| format!("{:.2}", p.perplexity)).unwrap_or_else(|| "—".into())}
                 </td>
+                <td data-testid="bench-kl">{kl_cell(m)}</td>
+                <td>{m.divergence.as_ref().map(|d| format!("{:.1}%", d.top1_agreement * 100.0)).unwrap_or_else(|| if m.is_reference { "100%".into() } else { "—".into() })}</td>
             </tr>
-            {m.error.clone().map(|e| view! { <tr><td colspan="10" class="error">{format!("{}: {e}", m.model)}</td></tr> })}
+            {m.error.clone().map(|e| view! { <tr><td colspan="12" class="error">{format!("{}: {e}", m.model)}</td></tr> })}
         }
     }).collect_view();
     let detail = run
@@ -384,6 +396,22 @@ fn RunView(run: BenchRun) -> impl IntoView {
             m.perplexity.as_ref()?.perplexity,
         ))
     });
+    // The reference is its own zero: one point per variant.
+    let kl_points = model_points(&run.models, |m| {
+        let kl = match &m.divergence {
+            Some(d) => d.mean_kl,
+            None if m.is_reference && m.perplexity.is_some() => 0.0,
+            None => return None,
+        };
+        Some((f64::from(m.bits_per_weight), kl))
+    });
+    let speed_points = model_points(&run.models, |m| {
+        Some((f64::from(m.bits_per_weight), m.decode_tok_s?.median))
+    });
+    let kl_note = run.models.iter().find(|m| m.is_reference).map(|r| format!(
+        "KL divergence: KL(reference ‖ model) of the next-token distributions at every scored position of the perplexity text, in nats, against {} (the variant with the most bits, or the one chosen); 0 is identical. Same top token: how often both predict the same next token.",
+        r.model
+    ));
     let ttft_bars: Vec<Bar> = run
         .models
         .iter()
@@ -415,6 +443,7 @@ fn RunView(run: BenchRun) -> impl IntoView {
                 <thead><tr>
                     <th>"Model"</th><th>"Bits/weight"</th><th>"File"</th><th>"Load ms"</th><th>"Resident"</th><th>"Peak"</th>
                     <th>"TTFT ms (short)"</th><th>"Prefill tok/s (long)"</th><th>"Decode tok/s"</th><th>"Perplexity"</th>
+                    <th>"KL vs reference"</th><th>"Same top token"</th>
                 </tr></thead>
                 <tbody>{rows}</tbody>
             </table>
@@ -432,7 +461,12 @@ fn RunView(run: BenchRun) -> impl IntoView {
             <ScatterChart title="Decode speed vs resident memory" x_label="resident memory (MiB)" y_label="decode tok/s" points=decode_points test_id="chart-decode-memory" />
             <ScatterChart title="Perplexity vs bits per weight" x_label="bits per weight" y_label="perplexity" points=ppl_points test_id="chart-ppl-bpw" />
             <BarChart title="Time to first token by prompt" unit="ms" bars=ttft_bars test_id="chart-ttft" />
+            {(!kl_points.is_empty()).then(|| view! {
+                <ScatterChart title="KL divergence vs bits per weight" x_label="bits per weight" y_label="mean KL (nats)" points=kl_points test_id="chart-kl-bpw" />
+                <ScatterChart title="Decode speed vs bits per weight" x_label="bits per weight" y_label="decode tok/s" points=speed_points test_id="chart-decode-bpw" />
+            })}
         </div>
         {ppl_note.map(|n| view! { <p class="hint">{n}</p> })}
+        {kl_note.map(|n| view! { <p class="hint">{n}</p> })}
     }
 }

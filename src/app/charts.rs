@@ -50,6 +50,10 @@ fn tick_label(v: f64) -> String {
         }
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
+    } else if v < 1.0 {
+        // Small values (KL divergences) keep two significant digits.
+        let digits = (1.0 - v.log10().floor()).clamp(1.0, 8.0) as usize;
+        format!("{v:.digits$}")
     } else {
         format!("{v:.1}")
     }

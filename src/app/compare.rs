@@ -561,6 +561,12 @@ mod tests {
             fix: None,
             size_bytes: Some(1 << 20),
             loaded: true,
+            on_disk_bytes: Some(1 << 20),
+            made_here: false,
+            can_fetch: false,
+            can_quantize: false,
+            quantized_source: true,
+            job: None,
         }
     }
 

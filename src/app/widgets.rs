@@ -135,6 +135,7 @@ pub fn TopBar(
                 {tab("/ner", "NER")}
                 {tab("/ocr", "OCR")}
                 {tab("/bench", "Bench")}
+                {tab("/models", "Models")}
             </nav>
         </header>
     }

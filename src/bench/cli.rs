@@ -1,7 +1,7 @@
 //! `quantlab bench`: the bench from the command line, with a progress bar and a table; the run
 //! is saved where the Bench page finds it.
 
-use std::{path::PathBuf, sync::atomic::AtomicBool, sync::Arc};
+use std::{path::PathBuf, sync::atomic::AtomicBool};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Text tokens scored for perplexity (0 skips it).
     #[arg(long, default_value_t = 1024)]
     pub perplexity_tokens: u32,
+    /// Compare the other variants of its base model with this one (KL divergence and top-1
+    /// agreement on the perplexity text); default: the variant with the most bits per weight.
+    #[arg(long)]
+    pub kl_reference: Option<String>,
     /// Also write the run as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -158,6 +162,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         repeats: args.repeats,
         max_tokens: args.tokens,
         perplexity_tokens: args.perplexity_tokens,
+        kl_reference: args.kl_reference,
     };
     if let Err(e) = config.validate() {
         bail!("{e}");
@@ -189,11 +194,17 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let cancel = AtomicBool::new(false);
-    let run = run_bench(Arc::new(registry), &settings, &config, &cancel, &mut |p| {
-        bar.set_length(u64::from(p.total_steps));
-        bar.set_position(u64::from(p.step));
-        bar.set_message(format!("{}: {}", p.model, p.phase));
-    });
+    let run = run_bench(
+        crate::registry::live::LiveRegistry::new(registry),
+        &settings,
+        &config,
+        &cancel,
+        &mut |p| {
+            bar.set_length(u64::from(p.total_steps));
+            bar.set_position(u64::from(p.step));
+            bar.set_message(format!("{}: {}", p.model, p.phase));
+        },
+    );
     bar.finish_and_clear();
 
     print_run(&run);
@@ -295,6 +306,20 @@ fn print_run(run: &BenchRun) {
             println!(
                 "  perplexity {:.3} over {} scored tokens of {} (windows of {}, {:.1} s)",
                 p.perplexity, p.scored_tokens, p.text, p.window, p.secs
+            );
+        }
+        if model.is_reference {
+            println!("  reference for KL divergence");
+        }
+        if let Some(d) = &model.divergence {
+            println!(
+                "  against {}: mean KL {:.4e} nats (p99 {:.3e}, max {:.3e}), same top token {:.1}% over {} positions",
+                d.reference,
+                d.mean_kl,
+                d.p99_kl,
+                d.max_kl,
+                d.top1_agreement * 100.0,
+                d.positions
             );
         }
         if let Some(e) = &model.error {

@@ -26,6 +26,8 @@ pub mod ocr;
 #[cfg(feature = "ssr")]
 mod python;
 #[cfg(feature = "ssr")]
+pub mod quality;
+#[cfg(feature = "ssr")]
 pub mod reference;
 #[cfg(feature = "ssr")]
 pub mod results;

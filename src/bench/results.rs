@@ -132,6 +132,9 @@ pub fn to_csv(runs: &[BenchRun]) -> String {
         "peak_resident_bytes",
         "perplexity",
         "perplexity_tokens",
+        "kl_reference",
+        "mean_kl",
+        "top1_agreement",
         "prompt",
         "prompt_tokens",
         "runs",
@@ -170,6 +173,17 @@ pub fn to_csv(runs: &[BenchRun]) -> String {
                     .perplexity
                     .as_ref()
                     .map(|p| u64::from(p.scored_tokens))),
+                model
+                    .divergence
+                    .as_ref()
+                    .map(|d| d.reference.clone())
+                    .unwrap_or_default(),
+                model
+                    .divergence
+                    .as_ref()
+                    .map(|d| format!("{:.6e}", d.mean_kl))
+                    .unwrap_or_default(),
+                opt(model.divergence.as_ref().map(|d| d.top1_agreement)),
             ];
             let error = model.error.clone().unwrap_or_default();
             if model.prompts.is_empty() {

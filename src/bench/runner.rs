@@ -4,15 +4,17 @@
 //! Models run one after another: on a small machine, concurrent runs would distort each other.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Instant,
 };
 
 use super::{
     machine::machine_info,
+    quality,
     stats::Stat,
     types::{
         BenchConfig, BenchProgress, BenchRun, ModelBench, PerplexityResult, PromptBench, Sample,
@@ -22,10 +24,10 @@ use crate::{
     config::Settings,
     inference::{
         memory,
-        workers::{PromptInput, Reply, WorkerPool},
+        workers::{PromptInput, Reply, RowObserver, WorkerPool},
         ResolvedSampling, ScoreWindow,
     },
-    registry::Registry,
+    registry::{live::LiveRegistry, Registry},
     types::{ChatMessage, Role},
 };
 
@@ -59,7 +61,7 @@ pub const PROMPTS: [BenchPrompt; 3] = [
 /// Runs the whole bench. Never fails as a whole: a model that cannot run gets its error in its
 /// entry and the others still run. `cancel` is checked between runs.
 pub fn run_bench(
-    registry: Arc<Registry>,
+    registry: LiveRegistry,
     settings: &Settings,
     config: &BenchConfig,
     cancel: &AtomicBool,
@@ -74,18 +76,35 @@ pub fn run_bench(
         total: per_model * config.models.len() as u32,
         progress,
     };
+    let current = registry.current();
+    let compared_with = quality::references(&current, config);
+    let mut reference_rows = HashMap::new();
     let mut models = Vec::new();
-    for id in &config.models {
+    for id in quality::run_order(config, &compared_with) {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
+        let quality = match compared_with.get(&id) {
+            Some(reference) => match reference_rows.get(reference) {
+                Some(rows) => Quality::Compare(reference.clone(), Arc::clone(rows)),
+                None => Quality::Missing(reference.clone()),
+            },
+            None if compared_with.values().any(|r| *r == id) => {
+                let (observer, rows) = quality::recorder();
+                reference_rows.insert(id.clone(), rows);
+                Quality::Record(observer)
+            }
+            None => Quality::None,
+        };
         // A pool of its own: nothing the server already loaded is reused, so the load is real.
         let pool = WorkerPool::new(registry.clone(), settings.clone());
         models.push(bench_model(
-            &pool, &registry, id, config, cancel, &mut steps,
+            &pool, &current, &id, config, quality, cancel, &mut steps,
         ));
-        pool.unload(id);
+        pool.unload(&id);
     }
+    // Results in the order asked for.
+    models.sort_by_key(|m| config.models.iter().position(|id| *id == m.model));
     BenchRun {
         id: uuid::Uuid::new_v4().to_string(),
         started_at_ms,
@@ -115,11 +134,23 @@ impl Steps<'_> {
     }
 }
 
+/// What the perplexity pass also does for a model.
+enum Quality {
+    None,
+    /// Keep the logits: other models are compared with this one.
+    Record(RowObserver),
+    /// Compare with the reference's kept logits.
+    Compare(String, Arc<Mutex<quality::ReferenceRows>>),
+    /// The reference has no logits (it failed or was cancelled).
+    Missing(String),
+}
+
 fn bench_model(
     pool: &WorkerPool,
     registry: &Registry,
     id: &str,
     config: &BenchConfig,
+    quality: Quality,
     cancel: &AtomicBool,
     steps: &mut Steps<'_>,
 ) -> ModelBench {
@@ -203,10 +234,39 @@ fn bench_model(
         && result.error.is_none()
         && !cancel.load(Ordering::Relaxed)
     {
-        steps.next(id, format!("perplexity on {PERPLEXITY_TEXT_NAME}"));
-        match perplexity(pool, id, config.perplexity_tokens as usize) {
+        let (observer, comparison) = match quality {
+            Quality::Record(observer) => {
+                result.is_reference = true;
+                (Some(observer), None)
+            }
+            Quality::Compare(reference, rows) => {
+                let (observer, comparison) = quality::comparer(rows);
+                (Some(observer), Some((reference, comparison)))
+            }
+            Quality::Missing(reference) => {
+                result.error = Some(format!(
+                    "not compared with `{reference}`: it has no results to compare with"
+                ));
+                (None, None)
+            }
+            Quality::None => (None, None),
+        };
+        let phase = match &comparison {
+            Some((reference, _)) => {
+                format!("perplexity on {PERPLEXITY_TEXT_NAME}, KL divergence against {reference}")
+            }
+            None => format!("perplexity on {PERPLEXITY_TEXT_NAME}"),
+        };
+        steps.next(id, phase);
+        match perplexity(pool, id, config.perplexity_tokens as usize, observer) {
             Ok(p) => result.perplexity = Some(p),
             Err(e) => result.error = Some(e),
+        }
+        if let (Some((reference, comparison)), None) = (comparison, &result.error) {
+            match quality::finish(&comparison, &reference) {
+                Ok(divergence) => result.divergence = Some(divergence),
+                Err(e) => result.error = Some(e),
+            }
         }
     }
     result
@@ -281,13 +341,18 @@ fn summarise(prompt: &str, samples: Vec<Sample>) -> PromptBench {
     }
 }
 
-fn perplexity(pool: &WorkerPool, id: &str, max_tokens: usize) -> Result<PerplexityResult, String> {
+fn perplexity(
+    pool: &WorkerPool,
+    id: &str,
+    max_tokens: usize,
+    rows: Option<RowObserver>,
+) -> Result<PerplexityResult, String> {
     let window = ScoreWindow {
         tokens: PERPLEXITY_WINDOW,
         max_text_tokens: max_tokens,
     };
     let scoring = pool
-        .score(id, Arc::from(PERPLEXITY_TEXT), window)
+        .score(id, Arc::from(PERPLEXITY_TEXT), window, rows)
         .map_err(|e| e.to_string())?;
     let score = scoring
         .result

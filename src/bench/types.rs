@@ -29,6 +29,11 @@ pub struct BenchConfig {
     /// Text tokens scored for perplexity; 0 skips it.
     #[serde(default = "default_perplexity_tokens")]
     pub perplexity_tokens: u32,
+    /// The model the others' next-token distributions are compared with (KL divergence, top-1
+    /// agreement) on the perplexity text; `None`: for each base model (family and size) with
+    /// several variants in the run, the one with the most bits per weight.
+    #[serde(default)]
+    pub kl_reference: Option<String>,
 }
 
 fn default_repeats() -> u32 {
@@ -48,6 +53,7 @@ impl BenchConfig {
             repeats: default_repeats(),
             max_tokens: default_max_tokens(),
             perplexity_tokens: default_perplexity_tokens(),
+            kl_reference: None,
         }
     }
 
@@ -71,6 +77,18 @@ impl BenchConfig {
         }
         if !(1..=MAX_BENCH_TOKENS).contains(&self.max_tokens) {
             return Err(format!("`max_tokens` must be 1 to {MAX_BENCH_TOKENS}"));
+        }
+        if let Some(reference) = &self.kl_reference {
+            if !self.models.contains(reference) {
+                return Err(format!(
+                    "`kl_reference` `{reference}` must be one of the models of the run"
+                ));
+            }
+            if self.perplexity_tokens == 0 {
+                return Err(
+                    "`kl_reference` needs `perplexity_tokens` > 0: KL divergence is measured on the perplexity text".into(),
+                );
+            }
         }
         if self.perplexity_tokens > MAX_PERPLEXITY_TOKENS {
             return Err(format!(
@@ -135,6 +153,21 @@ pub struct PerplexityResult {
     pub secs: f64,
 }
 
+/// A model's next-token distributions against the reference's, as
+/// `llama-perplexity --kl-divergence` reports them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DivergenceResult {
+    pub reference: String,
+    /// Predictions compared (the scored positions of the perplexity text).
+    pub positions: u32,
+    /// Mean KL(reference ‖ model) in nats.
+    pub mean_kl: f64,
+    pub p99_kl: f64,
+    pub max_kl: f64,
+    /// Fraction of positions where both put the same token first.
+    pub top1_agreement: f64,
+}
+
 /// Everything measured for one model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelBench {
@@ -156,6 +189,12 @@ pub struct ModelBench {
     /// Over every measured run of every prompt.
     pub decode_tok_s: Option<Stat>,
     pub perplexity: Option<PerplexityResult>,
+    /// How far its next-token distributions are from the reference's on the perplexity text.
+    #[serde(default)]
+    pub divergence: Option<DivergenceResult>,
+    /// Other models of the run were compared with this one.
+    #[serde(default)]
+    pub is_reference: bool,
     /// Why this model has no (or partial) results.
     pub error: Option<String>,
 }
@@ -270,6 +309,21 @@ mod tests {
             (
                 BenchConfig {
                     perplexity_tokens: 9000,
+                    ..ok.clone()
+                },
+                "perplexity_tokens",
+            ),
+            (
+                BenchConfig {
+                    kl_reference: Some("z".into()),
+                    ..ok.clone()
+                },
+                "kl_reference",
+            ),
+            (
+                BenchConfig {
+                    kl_reference: Some("a".into()),
+                    perplexity_tokens: 0,
                     ..ok.clone()
                 },
                 "perplexity_tokens",

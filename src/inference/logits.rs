@@ -144,6 +144,7 @@ pub fn score(
     text: &str,
     window: ScoreWindow,
     context: usize,
+    rows_seen: &mut dyn FnMut(&[f32]),
     cancelled: &mut dyn FnMut() -> bool,
 ) -> Result<TextScore, EngineError> {
     let window = window.within(context);
@@ -178,6 +179,7 @@ pub fn score(
             let rows = model.forward_all(part, offset)?;
             for (i, row) in rows.iter().enumerate() {
                 score.nll_sum += token_nll(row, sequence[offset + i + 1] as usize);
+                rows_seen(row);
                 score.scored_tokens += 1;
             }
         }
@@ -263,6 +265,7 @@ impl<M: LogitsModel, V: TokenText> ChatEngine for LogitsEngine<M, V> {
         &mut self,
         text: &str,
         window: ScoreWindow,
+        rows: &mut dyn FnMut(&[f32]),
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
         let context = self.facts.context_size;
@@ -272,6 +275,7 @@ impl<M: LogitsModel, V: TokenText> ChatEngine for LogitsEngine<M, V> {
             text,
             window,
             context,
+            rows,
             cancelled,
         )
     }

@@ -138,12 +138,14 @@ pub trait ChatEngine {
     ) -> Option<Result<GenerationStats, EngineError>> {
         None
     }
-    /// Scores a plain text (no chat template) in windows, for perplexity. `cancelled` is
-    /// polled between forward passes.
+    /// Scores a plain text (no chat template) in windows, for perplexity. `rows` sees the
+    /// logits of every scored prediction in order (the bench's KL divergence against a
+    /// reference); `cancelled` is polled between forward passes.
     fn score(
         &mut self,
         text: &str,
         window: ScoreWindow,
+        rows: &mut dyn FnMut(&[f32]),
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError>;
 }

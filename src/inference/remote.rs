@@ -453,6 +453,7 @@ impl ChatEngine for RemoteEngine {
         &mut self,
         _text: &str,
         _window: ScoreWindow,
+        _rows: &mut dyn FnMut(&[f32]),
         _cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
         Err(EngineError::Unsupported(

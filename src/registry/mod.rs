@@ -1,11 +1,15 @@
 //! The model registry: `models.toml` parsed, validated, and resolved against the files on disk.
 
+pub mod delete;
 pub mod derived;
 pub mod download;
 pub mod fetch;
 pub mod folders;
+pub mod jobs;
+pub mod live;
 pub mod ner;
 pub mod ocr;
+pub mod progress;
 
 use std::{
     collections::HashSet,
@@ -97,6 +101,21 @@ pub struct ModelEntry {
     /// `quantlab bench --bitnet`) or `"bf16"` (the checkpoint's own rows).
     #[serde(default)]
     pub output_head: Option<HeadPrecision>,
+    /// Made here (listed in the models folder's `quantized.toml`): deleting it removes the
+    /// entry with the file.
+    #[serde(skip)]
+    pub made_here: bool,
+}
+
+impl ModelEntry {
+    /// Whether its weights are already quantized (not F32, F16 or BF16): quantizing them again
+    /// loses quality twice.
+    pub fn is_quantized(&self) -> bool {
+        !matches!(
+            self.quantization.to_ascii_uppercase().as_str(),
+            "F32" | "F16" | "BF16"
+        )
+    }
 }
 
 /// A model served by an OpenAI-compatible server.
@@ -166,6 +185,8 @@ pub enum FileStatus {
 /// The registry plus the folder its files live in.
 #[derive(Clone, Debug)]
 pub struct Registry {
+    /// The models.toml this was read from (`None` when built from text).
+    pub models_file: Option<PathBuf>,
     pub default_id: String,
     pub models: Vec<ModelEntry>,
     pub models_dir: PathBuf,
@@ -182,13 +203,15 @@ impl Registry {
             source,
         })?;
         let mut registry = Self::parse(&text, models_file, models_dir)?;
+        registry.models_file = Some(models_file.to_path_buf());
         registry.add_derived(derived::read(models_dir)?)?;
         Ok(registry)
     }
 
     /// Adds models made here (see [`derived`]); an id that is already declared is refused.
     fn add_derived(&mut self, entries: Vec<ModelEntry>) -> Result<(), RegistryError> {
-        for entry in entries {
+        for mut entry in entries {
+            entry.made_here = true;
             let taken = self.models.iter().any(|m| m.id == entry.id)
                 || self.ner_models.iter().any(|m| m.id == entry.id)
                 || self.ocr_models.iter().any(|m| m.id == entry.id);
@@ -260,6 +283,7 @@ impl Registry {
             }
         }
         Ok(Self {
+            models_file: None,
             default_id: file.default,
             models: file.models,
             models_dir: models_dir.to_path_buf(),
@@ -357,6 +381,11 @@ impl Registry {
     pub fn info(&self, entry: &ModelEntry, loaded: bool) -> ModelInfo {
         let status = self.file_status(entry);
         let unavailable = self.unavailability_with(entry, &status);
+        let (on_disk_bytes, present_file) = match &status {
+            FileStatus::Present { size, path } => (Some(*size), path.is_file()),
+            FileStatus::WrongSize { size, .. } => (Some(*size), false),
+            FileStatus::Missing => (None, false),
+        };
         let size_bytes = match status {
             FileStatus::Present { size, .. } => Some(size),
             _ => entry.size,
@@ -381,6 +410,15 @@ impl Registry {
             fix: unavailable.and_then(|(_, fix)| fix),
             size_bytes,
             loaded,
+            on_disk_bytes,
+            made_here: entry.made_here,
+            can_fetch: entry.remote.is_none()
+                && !entry.made_here
+                && (entry.hub.is_some() || !entry.pypi.is_empty()),
+            can_quantize: present_file
+                && matches!(entry.engine, EngineKind::LlamaCpp | EngineKind::Candle),
+            quantized_source: entry.is_quantized(),
+            job: None,
         }
     }
 }

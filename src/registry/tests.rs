@@ -285,4 +285,27 @@ fn models_made_here_are_merged_and_may_not_repeat_an_id() {
     assert!(derived::add(dir.path(), &new("Not An Id")).is_err());
     let after = std::fs::read_to_string(dir.path().join(derived::DERIVED_FILE)).unwrap();
     assert_eq!(before, after);
+    // Removing an entry keeps the others; a second removal finds nothing.
+    assert!(derived::remove(dir.path(), "a").unwrap());
+    assert!(!derived::remove(dir.path(), "a").unwrap());
+    let left = Registry::load(&models_file, dir.path()).unwrap();
+    assert!(left.get("a-q8-0").is_some_and(|m| m.made_here));
+    assert!(
+        !left.get("a").unwrap().made_here,
+        "the declared one is not made here"
+    );
+    assert!(derived::remove(dir.path(), "a-q8-0").unwrap());
+    assert_eq!(
+        Registry::load(&models_file, dir.path())
+            .unwrap()
+            .models
+            .len(),
+        1
+    );
+    // An emptied file still takes new entries (no `models = []` left to clash with them).
+    derived::add(dir.path(), &new("a-q8-0")).unwrap();
+    assert!(Registry::load(&models_file, dir.path())
+        .unwrap()
+        .get("a-q8-0")
+        .is_some());
 }

@@ -101,7 +101,7 @@ pub async fn serve(
     );
     let app = App::new(settings, registry, store);
     if app.settings.preload_default {
-        let id = app.registry.default_id.clone();
+        let id = app.registry.current().default_id.clone();
         if let Err(e) = app.pool.preload(&id) {
             tracing::warn!("the default model will not load: {e}");
         }
@@ -160,6 +160,7 @@ pub async fn drain_and_stop(app: &App) {
     app.shutdown.advance(Phase::Stopping);
     app.pool.stop_all();
     app.bench.cancel();
+    app.model_jobs.stop_all(STOP_WAIT).await;
     if !app.shutdown.settled(STOP_WAIT, idle).await {
         tracing::warn!(
             open = app.shutdown.open(),

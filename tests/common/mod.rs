@@ -68,7 +68,7 @@ pub fn spawn_server_with(settings: Settings, registry: Registry) -> (String, Arc
             // As `serve` does: the default model loads at start-up, and the server is handed
             // over once it has (the OpenAI API answers 503 `model_loading` before).
             if app.settings.preload_default {
-                let id = app.registry.default_id.clone();
+                let id = app.registry.current().default_id.clone();
                 if app.pool.runnable(&id).is_ok() {
                     app.pool.preload(&id).expect("preload");
                     while !app.pool.is_loaded(&id) && app.pool.load_error(&id).is_none() {

@@ -315,6 +315,7 @@ impl ChatEngine for LlamaCppEngine {
         &mut self,
         text: &str,
         window: ScoreWindow,
+        rows: &mut dyn FnMut(&[f32]),
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
         let window = window.within(self.facts.context_size);
@@ -359,7 +360,9 @@ impl ChatEngine for LlamaCppEngine {
                     score.evaluated_tokens += part.len();
                     for i in (0..part.len()).filter(|&i| wanted(offset + i)) {
                         let next = sequence[offset + i + 1].0 as usize;
-                        score.nll_sum += token_nll(ctx.get_logits_ith(i as i32), next);
+                        let logits = ctx.get_logits_ith(i as i32);
+                        score.nll_sum += token_nll(logits, next);
+                        rows(logits);
                         score.scored_tokens += 1;
                     }
                 }

@@ -128,8 +128,9 @@ pub struct Quantized {
     pub requantized: bool,
 }
 
-/// Writes `input` as `kind` to `output` with `threads` threads. A source that is already
-/// quantized is refused unless `allow_requantize`.
+/// Writes `input` as `kind` to `output` with `threads` threads, calling `on_tensor(done,
+/// total)` as llama.cpp finishes each tensor. A source that is already quantized is refused
+/// unless `allow_requantize`.
 ///
 /// # Errors
 /// A damaged or non-GGUF input, a refused requantization, an existing output, or llama.cpp's
@@ -140,6 +141,7 @@ pub fn quantize(
     kind: QuantType,
     threads: usize,
     allow_requantize: bool,
+    on_tensor: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Quantized, QuantizeError> {
     let display = |path: &Path| path.display().to_string();
     let checked = gguf::open(input).map_err(|source| QuantizeError::Input {
@@ -176,12 +178,16 @@ pub fn quantize(
     // SAFETY: the default parameters are plain data; the pointers inside stay null (no
     // importance matrix, overrides or pruning), and both paths are NUL-terminated strings that
     // outlive the call.
-    let code = unsafe {
-        let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
-        params.nthread = i32::try_from(threads.max(1)).unwrap_or(1);
-        params.ftype = kind.ftype();
-        params.allow_requantize = allow_requantize;
-        llama_cpp_sys_2::llama_model_quantize(c_input.as_ptr(), c_partial.as_ptr(), &params)
+    let code = {
+        let _watch = TensorWatch::install(&on_tensor);
+        // SAFETY: as above; `_watch` keeps the log hook's target alive until after the call.
+        unsafe {
+            let mut params = llama_cpp_sys_2::llama_model_quantize_default_params();
+            params.nthread = i32::try_from(threads.max(1)).unwrap_or(1);
+            params.ftype = kind.ftype();
+            params.allow_requantize = allow_requantize;
+            llama_cpp_sys_2::llama_model_quantize(c_input.as_ptr(), c_partial.as_ptr(), &params)
+        }
     };
     if code != 0 {
         let _ = std::fs::remove_file(&partial);
@@ -214,6 +220,61 @@ pub fn quantize(
         from,
         requantized,
     })
+}
+
+/// llama.cpp's quantizer has no progress hook, but it logs `[  12/ 272] name - ...` as it
+/// starts each tensor; while installed, this reads those lines (and passes every line on to
+/// `tracing`, where llama.cpp's log normally goes).
+struct TensorWatch<'a> {
+    _target: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> TensorWatch<'a> {
+    /// `on_tensor` is a reference to the caller's `&dyn Fn`: a thin pointer C can carry.
+    fn install(on_tensor: &'a &'a (dyn Fn(u64, u64) + Sync)) -> Self {
+        let target: *const &(dyn Fn(u64, u64) + Sync) = on_tensor;
+        // SAFETY: `on_tensor` outlives the watch, and `drop` restores the tracing logger
+        // before it can dangle.
+        unsafe { llama_cpp_sys_2::llama_log_set(Some(tensor_log), target as *mut _) };
+        Self {
+            _target: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for TensorWatch<'_> {
+    fn drop(&mut self) {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    }
+}
+
+extern "C" fn tensor_log(
+    _level: llama_cpp_sys_2::ggml_log_level,
+    text: *const std::os::raw::c_char,
+    data: *mut std::os::raw::c_void,
+) {
+    if text.is_null() || data.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string and the pointer `install` registered.
+    let (text, on_tensor) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(text).to_string_lossy(),
+            &*(data as *const &(dyn Fn(u64, u64) + Sync)),
+        )
+    };
+    if let Some((done, total)) = tensor_counter(&text) {
+        on_tensor(done, total);
+    }
+    tracing::debug!(target: "llama.cpp", "{}", text.trim_end());
+}
+
+/// `(12, 272)` from a line that starts `[  12/ 272]`.
+fn tensor_counter(line: &str) -> Option<(u64, u64)> {
+    let inner = line.trim_start().strip_prefix('[')?;
+    let (counter, _) = inner.split_once(']')?;
+    let (done, total) = counter.split_once('/')?;
+    Some((done.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
 /// Bits per weight of a GGUF as stored: tensor bytes × 8 ÷ tensor elements. `None` when the
@@ -276,6 +337,14 @@ mod tests {
         assert_eq!(QuantType::parse("q4_k_m"), Some(QuantType::Q4KM));
         assert_eq!(QuantType::parse("Q1_0"), None);
         assert_eq!(file_type_name(3), "Q4_1");
+        assert_eq!(
+            tensor_counter("[  12/ 272]  blk.0.attn_q.weight - [ 576, 576]"),
+            Some((12, 272))
+        );
+        assert_eq!(
+            tensor_counter("llama_model_quantize_impl: model size"),
+            None
+        );
         assert_eq!(
             partial_path(Path::new("/m/a.gguf")),
             Path::new("/m/a.gguf.partial")

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     config::Settings,
     error::AppError,
-    registry::{ModelEntry, Registry},
+    registry::{live::LiveRegistry, ModelEntry, Registry},
 };
 
 /// Seconds a client is told to wait when a queue is full. A short reply on the default model
@@ -94,16 +94,19 @@ struct Worker {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Sees each scored prediction's logits, in order, on the worker's thread.
+pub type RowObserver = Box<dyn FnMut(&[f32]) + Send>;
+
 /// The loaded models and their queues.
 pub struct WorkerPool {
-    registry: Arc<Registry>,
+    registry: LiveRegistry,
     settings: Settings,
     workers: Mutex<HashMap<String, Worker>>,
     signals: Arc<PoolSignals>,
 }
 
 impl WorkerPool {
-    pub fn new(registry: Arc<Registry>, settings: Settings) -> Self {
+    pub fn new(registry: LiveRegistry, settings: Settings) -> Self {
         Self {
             registry,
             settings,
@@ -112,29 +115,30 @@ impl WorkerPool {
         }
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.current()
     }
 
     /// The model entry for `id` if it exists and can run here.
-    pub fn runnable(&self, id: &str) -> Result<&ModelEntry, AppError> {
-        let entry = self.registry.get(id).ok_or_else(|| {
+    pub fn runnable(&self, id: &str) -> Result<ModelEntry, AppError> {
+        let registry = self.registry.current();
+        let entry = registry.get(id).ok_or_else(|| {
             AppError::NotFound(format!(
                 "unknown model `{id}`; GET /api/models lists the ids"
             ))
         })?;
-        if let Some((reason, fix)) = self.registry.unavailability(entry) {
+        if let Some((reason, fix)) = registry.unavailability(entry) {
             let fix = fix.map(|f| format!(" Run `{f}`.")).unwrap_or_default();
             return Err(AppError::ModelUnavailable(format!(
                 "model `{id}` is not available: {reason}{fix}"
             )));
         }
-        Ok(entry)
+        Ok(entry.clone())
     }
 
     /// Starts loading a model in the background (used for the default model at start-up).
     pub fn preload(&self, id: &str) -> Result<(), AppError> {
-        let entry = self.runnable(id)?.clone();
+        let entry = self.runnable(id)?;
         let mut workers = self.lock();
         self.worker_for(&mut workers, &entry);
         Ok(())
@@ -175,6 +179,11 @@ impl WorkerPool {
         })
     }
 
+    /// Replies and scorings waiting or running for one model.
+    pub fn active_for(&self, id: &str) -> usize {
+        self.lock().get(id).map_or(0, |w| w.queue.active())
+    }
+
     /// Replies and scorings waiting or running, over every model.
     pub fn active_jobs(&self) -> usize {
         self.lock().values().map(|w| w.queue.active()).sum()
@@ -213,18 +222,21 @@ impl WorkerPool {
         Ok(Generation { replies, cancel })
     }
 
-    /// Queues the scoring of a plain text (no chat template), for perplexity.
+    /// Queues the scoring of a plain text (no chat template), for perplexity; `rows`, when
+    /// given, sees the logits of every scored prediction.
     pub fn score(
         &self,
         model_id: &str,
         text: Arc<str>,
         window: ScoreWindow,
+        rows: Option<RowObserver>,
     ) -> Result<Scoring, AppError> {
         let (reply, result) = oneshot::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let job = ScoreJob {
             text,
             window,
+            rows,
             cancel: cancel.clone(),
             reply,
         };
@@ -238,7 +250,7 @@ impl WorkerPool {
                 "the server is shutting down and takes no new requests; retry in a moment".into(),
             ));
         }
-        let entry = self.runnable(model_id)?.clone();
+        let entry = self.runnable(model_id)?;
         let mut workers = self.lock();
         let queue = self.worker_for(&mut workers, &entry);
         match queue.push(job) {
@@ -290,7 +302,7 @@ impl WorkerPool {
             model_id: entry.id.clone(),
             engine: entry.engine,
             instruct: entry.instruct,
-            path: self.registry.file_path(entry),
+            path: self.registry.current().file_path(entry),
             context_size: self.settings.context_size.min(entry.context_length),
             threads: self.settings.threads,
             remote: entry.remote.clone(),

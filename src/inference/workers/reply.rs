@@ -96,6 +96,7 @@ pub(super) struct ReplyJob {
 pub(super) struct ScoreJob {
     pub text: Arc<str>,
     pub window: ScoreWindow,
+    pub rows: Option<super::RowObserver>,
     pub cancel: Arc<AtomicBool>,
     pub reply: oneshot::Sender<Result<TextScore, String>>,
 }

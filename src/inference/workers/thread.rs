@@ -171,10 +171,15 @@ pub(super) fn run_worker(
     }
 }
 
-fn score(engine: &mut dyn ChatEngine, job: ScoreJob, signals: &PoolSignals) {
+fn score(engine: &mut dyn ChatEngine, mut job: ScoreJob, signals: &PoolSignals) {
     let cancel = job.cancel.clone();
+    let mut ignore = |_: &[f32]| {};
+    let rows: &mut dyn FnMut(&[f32]) = match job.rows.as_mut() {
+        Some(observer) => observer,
+        None => &mut ignore,
+    };
     let result = engine
-        .score(&job.text, job.window, &mut || {
+        .score(&job.text, job.window, rows, &mut || {
             cancel.load(Ordering::Relaxed) || signals.stopping.load(Ordering::Relaxed)
         })
         .map_err(|e| e.to_string());

@@ -1,0 +1,216 @@
+//! Managing models over HTTP: `POST /api/models/{id}/fetch` and `POST /api/models/{id}/quantize`
+//! run a job and stream its progress as SSE (the job is cancelled when the client goes away),
+//! `DELETE /api/models/{id}/job` cancels one started elsewhere (the Models page), and
+//! `DELETE /api/models/{id}/files` deletes a model's weights. `GET /api/models` (see `rest`)
+//! shows each model's state and job.
+
+use std::{convert::Infallible, sync::Arc};
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::sse::{Event, KeepAlive, Sse},
+    Json,
+};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::json::ApiJson;
+use crate::{
+    error::AppError,
+    inference::llama_cpp::quantize::QuantType,
+    registry::{
+        delete::{DeleteError, Deleted},
+        jobs::JobRequest,
+    },
+    state::{App, AppState},
+    types::ModelJob,
+};
+
+impl From<DeleteError> for AppError {
+    fn from(error: DeleteError) -> Self {
+        let message = error.to_string();
+        match error {
+            DeleteError::Remote(_) | DeleteError::OutsideModelsFolder { .. } => {
+                AppError::BadRequest(message)
+            }
+            DeleteError::NothingThere(_) => AppError::NotFound(message),
+            DeleteError::Io { .. } | DeleteError::Registry(_) => AppError::internal(message),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizeBody {
+    /// A llama.cpp type name, e.g. `Q8_0` or `Q4_K_M`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Required to quantize a file that is already quantized (quality is lost twice).
+    #[serde(default)]
+    pub allow_requantize: bool,
+}
+
+/// The request's type, or a 400 that lists the types offered.
+pub fn quant_type(text: &str) -> Result<QuantType, AppError> {
+    QuantType::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = QuantType::ALL.iter().map(|k| k.label()).collect();
+        AppError::BadRequest(format!(
+            "unknown quantization type `{text}`; one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// A quantization of an already quantized file must be asked for knowingly.
+pub fn check_requantize(app: &App, id: &str, allow: bool) -> Result<(), AppError> {
+    let registry = app.registry.current();
+    let Some(entry) = registry.get(id) else {
+        return Ok(()); // the job's own check answers 404
+    };
+    if entry.is_quantized() && !allow {
+        return Err(AppError::BadRequest(format!(
+            "`{id}` is already quantized ({}): quantizing it again loses quality twice. Send \"allow_requantize\": true to accept that",
+            entry.quantization
+        )));
+    }
+    Ok(())
+}
+
+/// Cancels the job when the stream is dropped before the job ended (the client went away).
+struct CancelOnDrop {
+    app: Arc<App>,
+    id: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.app.model_jobs.cancel(&self.id);
+    }
+}
+
+fn job_stream(
+    app: Arc<App>,
+    id: String,
+    request: JobRequest,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let receiver = app.model_jobs.start(&id, request)?;
+    let guard = CancelOnDrop { app, id };
+    // The latest state each time it changes: a slow client may miss steps, never the end, and
+    // the stream closes right after the end (the job's sender lives on for `GET /api/models`).
+    let states = futures::stream::unfold(Some((receiver, true)), |state| async move {
+        let (mut receiver, first) = state?;
+        if !first && receiver.changed().await.is_err() {
+            return None;
+        }
+        let job = receiver.borrow_and_update().clone();
+        let next = job.running().then_some((receiver, false));
+        Some((job, next))
+    });
+    let stream = states.map(move |job: ModelJob| {
+        let _keep_alive = &guard;
+        let name = if job.running() { "progress" } else { "end" };
+        let data = serde_json::to_string(&job).unwrap_or_default();
+        Ok(Event::default().event(name).data(data))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub async fn fetch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    job_stream(state.app.clone(), id, JobRequest::Fetch)
+}
+
+pub async fn quantize(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<QuantizeBody>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let kind = quant_type(&body.kind)?;
+    check_requantize(&state.app, &id, body.allow_requantize)?;
+    job_stream(
+        state.app.clone(),
+        id,
+        JobRequest::Quantize {
+            kind,
+            allow_requantize: body.allow_requantize,
+        },
+    )
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    if state.app.model_jobs.cancel(&id) {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(AppError::NotFound(format!(
+            "no download or quantization is running for `{id}`"
+        )))
+    }
+}
+
+pub async fn delete_files(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, AppError> {
+    let app = state.app.clone();
+    tokio::task::spawn_blocking(move || delete_model(&app, &id))
+        .await
+        .map_err(|e| AppError::internal(format!("delete task failed: {e}")))?
+        .map(Json)
+}
+
+/// Deletes a model's weights once nothing uses them: not while a job runs for it, nor while it
+/// is answering; a loaded copy is unloaded first.
+pub fn delete_model(app: &App, id: &str) -> Result<Deleted, AppError> {
+    let registry = app.registry.current();
+    let entry = registry.get(id).cloned().ok_or_else(|| {
+        AppError::NotFound(format!(
+            "unknown model `{id}`; GET /api/models lists the ids"
+        ))
+    })?;
+    if app.model_jobs.is_running(id) {
+        return Err(AppError::Conflict(format!(
+            "`{id}` has a download or quantization running; cancel it first"
+        )));
+    }
+    if entry.made_here {
+        // quantized.toml is rewritten: not while a quantization may append to it.
+        if let Some(other) = app.model_jobs.quantizing() {
+            return Err(AppError::Conflict(format!(
+                "a quantization of `{other}` is running; delete `{id}` when it ends"
+            )));
+        }
+    }
+    let sharing: Vec<String> = registry
+        .models
+        .iter()
+        .filter(|m| m.remote.is_none() && registry.file_path(m) == registry.file_path(&entry))
+        .map(|m| m.id.clone())
+        .collect();
+    for user in &sharing {
+        if app.pool.active_for(user) > 0 {
+            return Err(AppError::Conflict(format!(
+                "`{user}` is answering right now; delete it when its replies end"
+            )));
+        }
+    }
+    for user in &sharing {
+        app.pool.unload(user);
+        app.model_jobs.forget(user);
+    }
+    let deleted = crate::registry::delete::delete_files(&registry, &entry)?;
+    if deleted.unlisted {
+        app.registry.reload().map_err(|e| {
+            AppError::internal(format!(
+                "the files were deleted but the registry could not be read again: {e}"
+            ))
+        })?;
+    }
+    tracing::info!(model = id, path = %deleted.path.display(), bytes = deleted.freed_bytes, "deleted");
+    Ok(deleted)
+}

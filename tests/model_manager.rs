@@ -1,0 +1,313 @@
+//! Managing models through the running binary (`quantlab serve` on a models folder of its
+//! own): quantize with streamed progress and serve the result without a restart, refuse what
+//! makes no sense, cancel (explicitly and by hanging up) leaving nothing half-written, delete,
+//! and download from the offline pack with progress.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::binary::{command, Binary};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+const SOURCE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOLLM: &str = "smollm2-135m-instruct";
+const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
+const QWEN_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn serve(models: &Path) -> Binary {
+    let mut command = command();
+    command.env("QUANTLAB_MODELS_DIR", models);
+    let mut server = Binary::serve(command, &["--threads", "2"]);
+    server.wait_listening().await;
+    server
+}
+
+async fn model(server: &Binary, id: &str) -> Option<Value> {
+    let list: Value = reqwest::get(format!("{}/api/models", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .cloned()
+}
+
+async fn post(server: &Binary, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", server.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn delete(server: &Binary, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .delete(format!("{}{path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The events of a finished job stream, each as (name, job).
+async fn job_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    assert_eq!(response.status(), 200);
+    common::parse_sse(&response.text().await.unwrap())
+        .into_iter()
+        .filter(|e| e.event.is_some())
+        .map(|e| (e.event.unwrap(), serde_json::from_str(&e.data).unwrap()))
+        .collect()
+}
+
+async fn chat(server: &Binary, id: &str) -> (u16, String) {
+    let response = post(
+        server,
+        "/api/chat/stream",
+        json!({
+            "model": id,
+            "messages": [{ "role": "user", "content": "Name a colour." }],
+            "temperature": 0.0,
+            "max_tokens": 6
+        }),
+    )
+    .await;
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_running_server_quantizes_serves_and_deletes_models() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::models_dir().join(SOURCE), dir.path().join(SOURCE)).unwrap();
+    let server = serve(dir.path()).await;
+    let quantize = format!("/api/models/{SMOLLM}/quantize");
+
+    // Refusals: requantizing without consent, an unknown type, an unknown model.
+    let refused = post(&server, &quantize, json!({ "type": "Q8_0" })).await;
+    assert_eq!(refused.status(), 400);
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("loses quality twice"), "{message}");
+    let refused = post(&server, &quantize, json!({ "type": "Q9_9" })).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("Q4_K_M"));
+    let refused = post(
+        &server,
+        "/api/models/nope/quantize",
+        json!({ "type": "Q8_0" }),
+    )
+    .await;
+    assert_eq!(refused.status(), 404);
+    assert_eq!(names(dir.path()), [SOURCE], "a refusal writes nothing");
+
+    // A quantization streams llama.cpp's per-tensor progress and ends with the new model.
+    let events = job_events(
+        post(
+            &server,
+            &quantize,
+            json!({ "type": "Q8_0", "allow_requantize": true }),
+        )
+        .await,
+    )
+    .await;
+    let tensors: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|(_, job)| job["phase"] == "quantizing tensors")
+        .map(|(_, job)| {
+            (
+                job["done"].as_u64().unwrap(),
+                job["total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!tensors.is_empty(), "no tensor progress: {events:?}");
+    assert!(tensors
+        .iter()
+        .all(|&(done, total)| done <= total && total > 100));
+    assert!(tensors.windows(2).all(|w| w[0].0 <= w[1].0), "{tensors:?}");
+    let (name, end) = events.last().unwrap();
+    assert_eq!(name, "end");
+    assert_eq!(end["state"], "finished", "{end}");
+    let made = "smollm2-135m-instruct-q8-0";
+    assert_eq!(end["made"], made);
+    assert!(!names(dir.path()).iter().any(|n| n.ends_with(".partial")));
+
+    // Listed and served at once, no restart.
+    let listed = model(&server, made).await.expect("listed");
+    assert_eq!(listed["available"], true, "{listed}");
+    assert_eq!(listed["made_here"], true);
+    assert_eq!(listed["quantization"], "Q8_0");
+    assert!(listed["on_disk_bytes"].as_u64().unwrap() > 100_000_000);
+    let (status, reply) = chat(&server, made).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("event: metrics"), "{reply}");
+    // The same quantization again is a conflict, not an overwrite.
+    let again = post(
+        &server,
+        &quantize,
+        json!({ "type": "Q8_0", "allow_requantize": true }),
+    )
+    .await;
+    assert_eq!(again.status(), 409);
+
+    // Deleting a model made here removes its file and its listing.
+    let (status, deleted) = delete(&server, &format!("/api/models/{made}/files")).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["unlisted"], true);
+    assert!(deleted["freed_bytes"].as_u64().unwrap() > 100_000_000);
+    assert!(model(&server, made).await.is_none());
+    assert_eq!(chat(&server, made).await.0, 404);
+    let registry = std::fs::read_to_string(dir.path().join("quantized.toml")).unwrap();
+    assert!(!registry.contains(made), "{registry}");
+
+    // Deleting a declared model's weights leaves it listed, ready to download again; the
+    // candle entry that runs the same file is named.
+    let (status, deleted) = delete(&server, &format!("/api/models/{SMOLLM}/files")).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["unlisted"], false);
+    assert!(deleted["also_affected"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("smollm2-135m-instruct-candle")));
+    assert!(!dir.path().join(SOURCE).exists());
+    let listed = model(&server, SMOLLM).await.expect("still listed");
+    assert_eq!(listed["available"], false);
+    assert_eq!(listed["can_fetch"], true);
+    let (status, body) = delete(&server, &format!("/api/models/{SMOLLM}/files")).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = delete(&server, &format!("/api/models/{SMOLLM}/job")).await;
+    assert_eq!(status, 404, "nothing is running: {body}");
+}
+
+#[tokio::test]
+async fn a_cancelled_quantization_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // A link to the real file: the source is only read.
+    std::os::unix::fs::symlink(
+        std::fs::canonicalize(common::models_dir().join(QWEN_FILE)).unwrap(),
+        dir.path().join(QWEN_FILE),
+    )
+    .unwrap();
+    let server = serve(dir.path()).await;
+    let quantize = format!("/api/models/{QWEN}/quantize");
+    let body = json!({ "type": "Q2_K", "allow_requantize": true });
+
+    // Cancelled by DELETE /job once llama.cpp is at work: the stream ends `cancelled`.
+    let response = post(&server, &quantize, body.clone()).await;
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    let mut cancelled = false;
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("progress keeps coming")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if !cancelled && text.contains("\"phase\":\"quantizing tensors\"") {
+            // Another quantization meanwhile is refused: one at a time.
+            let busy = post(
+                &server,
+                &format!("/api/models/{QWEN}/quantize"),
+                json!({ "type": "Q4_0", "allow_requantize": true }),
+            )
+            .await;
+            assert_eq!(busy.status(), 409);
+            let (status, _) = delete(&server, &format!("/api/models/{QWEN}/job")).await;
+            assert_eq!(status, 202);
+            cancelled = true;
+        }
+    }
+    assert!(cancelled, "never saw tensor progress: {text}");
+    let events = common::parse_sse(&text);
+    let end: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+    assert_eq!(end["state"], "cancelled", "{end}");
+    assert_eq!(
+        names(dir.path()),
+        [QWEN_FILE],
+        "nothing half-written is kept"
+    );
+    assert!(model(&server, "qwen2.5-coder-0.5b-instruct-q2-k")
+        .await
+        .is_none());
+
+    // Cancelled by hanging up: the job stops too.
+    let response = post(&server, &quantize, body).await;
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("\"phase\":\"quantizing tensors\"") {
+        let chunk = stream.next().await.expect("progress").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = model(&server, QWEN).await.unwrap()["job"]["state"].clone();
+        if state != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "cancelled");
+    assert_eq!(names(dir.path()), [QWEN_FILE]);
+    // The source is untouched and still serves.
+    assert_eq!(chat(&server, QWEN).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_model_downloads_from_the_offline_pack_with_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let fetch = format!("/api/models/{SMOLLM}/fetch");
+    let events = job_events(post(&server, &fetch, json!({})).await).await;
+    let phases: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, job)| job["phase"].as_str())
+        .collect();
+    assert!(phases.iter().any(|p| p.contains("from PyPI")), "{phases:?}");
+    let extracting: Vec<&Value> = events
+        .iter()
+        .map(|(_, job)| job)
+        .filter(|job| job["phase"] == "extracting and checking sha256")
+        .collect();
+    assert!(!extracting.is_empty(), "{events:?}");
+    assert!(extracting.iter().all(|job| job["total"] == 98_362_432));
+    let (name, end) = events.last().unwrap();
+    assert_eq!(
+        (name.as_str(), &end["state"]),
+        ("end", &json!("finished")),
+        "{end}"
+    );
+    assert_eq!(
+        names(dir.path()),
+        [SOURCE],
+        "only the verified file, no work folder"
+    );
+    let listed = model(&server, SMOLLM).await.unwrap();
+    assert_eq!(listed["available"], true, "{listed}");
+    assert_eq!(chat(&server, SMOLLM).await.0, 200);
+
+    // Already there: a conflict. Nothing to download for a remote or made model: 400.
+    assert_eq!(post(&server, &fetch, json!({})).await.status(), 409);
+    assert_eq!(
+        post(&server, "/api/models/nope/fetch", json!({}))
+            .await
+            .status(),
+        404
+    );
+}
