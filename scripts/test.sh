@@ -80,7 +80,12 @@ restart_and_check_votes() {
 MODELS_E2E_DIR="$(mktemp -d)"
 cp models/SmolLM2-135M-Instruct.Q4_1.gguf "$MODELS_E2E_DIR/"
 MODELS_E2E_PORT="$(free_port)"
-start_server "$MODELS_E2E_PORT" QUANTLAB_MODELS_DIR="$MODELS_E2E_DIR"
+# The spec adds a GGUF "from the hub": a stand-in hub it starts on this port serves the offline
+# pack's file, so hf-hub's download, cache and the checks all run for real.
+export QUANTLAB_E2E_HUB_PORT="$(free_port)"
+export QUANTLAB_E2E_HUB_FILE="$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+start_server "$MODELS_E2E_PORT" QUANTLAB_MODELS_DIR="$MODELS_E2E_DIR" \
+  HF_ENDPOINT="http://127.0.0.1:$QUANTLAB_E2E_HUB_PORT" HF_HOME="$(mktemp -d)"
 export QUANTLAB_E2E_MODELS_URL="http://127.0.0.1:$MODELS_E2E_PORT"
 
 PORT="${QUANTLAB_TEST_PORT:-3999}"

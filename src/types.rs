@@ -331,7 +331,7 @@ pub struct ModelInfo {
 /// What a download or quantization of a model is doing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelJob {
-    /// `fetch` or `quantize`.
+    /// `fetch`, `quantize`, `verify` or `add`.
     pub kind: String,
     /// For a quantization, the type being made.
     #[serde(default)]
@@ -344,12 +344,15 @@ pub struct ModelJob {
     /// Why it failed, for a person.
     #[serde(default)]
     pub error: Option<String>,
-    /// The model a finished quantization registered.
+    /// The model a finished quantization or addition listed.
     #[serde(default)]
     pub made: Option<String>,
+    /// What a finished job found, in words (a verification's verdict, what an addition is).
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Running,
@@ -470,9 +473,40 @@ pub struct QuantOption {
     pub nominal_bits: f32,
 }
 
+/// A NER or OCR model (a folder of files) as the Models page shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FolderModelInfo {
+    pub id: String,
+    /// `NER` or `OCR`.
+    pub task: String,
+    pub name: String,
+    /// What it labels or reads.
+    pub detail: String,
+    pub license: String,
+    pub source: String,
+    pub default: bool,
+    pub available: bool,
+    /// Why it cannot run, with the fix.
+    pub reason: Option<String>,
+    pub on_disk_bytes: Option<u64>,
+    pub can_fetch: bool,
+    pub job: Option<ModelJob>,
+}
+
+/// A GGUF being added from the hub: listed only once it is downloaded and checked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingModel {
+    pub id: String,
+    pub job: ModelJob,
+}
+
 /// Everything the Models page shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelsOverview {
     pub models: Vec<ModelInfo>,
     pub quant_types: Vec<QuantOption>,
+    /// NER and OCR models.
+    pub folders: Vec<FolderModelInfo>,
+    /// Additions from the hub that are running, or failed and were not listed.
+    pub adding: Vec<PendingModel>,
 }

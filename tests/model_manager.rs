@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use common::binary::{command, Binary};
+use common::models_api::{chat, delete, job_events, model, names, post, serve};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -15,82 +15,6 @@ const SOURCE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const SMOLLM: &str = "smollm2-135m-instruct";
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
 const QWEN_FILE: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-async fn serve(models: &Path) -> Binary {
-    let mut command = command();
-    command.env("QUANTLAB_MODELS_DIR", models);
-    let mut server = Binary::serve(command, &["--threads", "2"]);
-    server.wait_listening().await;
-    server
-}
-
-async fn model(server: &Binary, id: &str) -> Option<Value> {
-    let list: Value = reqwest::get(format!("{}/api/models", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == id)
-        .cloned()
-}
-
-async fn post(server: &Binary, path: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}{path}", server.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn delete(server: &Binary, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .delete(format!("{}{path}", server.url))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// The events of a finished job stream, each as (name, job).
-async fn job_events(response: reqwest::Response) -> Vec<(String, Value)> {
-    assert_eq!(response.status(), 200);
-    common::parse_sse(&response.text().await.unwrap())
-        .into_iter()
-        .filter(|e| e.event.is_some())
-        .map(|e| (e.event.unwrap(), serde_json::from_str(&e.data).unwrap()))
-        .collect()
-}
-
-async fn chat(server: &Binary, id: &str) -> (u16, String) {
-    let response = post(
-        server,
-        "/api/chat/stream",
-        json!({
-            "model": id,
-            "messages": [{ "role": "user", "content": "Name a colour." }],
-            "temperature": 0.0,
-            "max_tokens": 6
-        }),
-    )
-    .await;
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
-}
 
 #[tokio::test]
 async fn a_running_server_quantizes_serves_and_deletes_models() {

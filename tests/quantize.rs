@@ -67,14 +67,7 @@ fn requantizing_needs_consent_and_the_results_load_and_drift_as_bits_fall() {
         stderr.contains("already quantized (Q4_1)") && stderr.contains("loses quality twice"),
         "{stderr}"
     );
-    let files = |dir: &Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let files = common::models_api::names;
     assert_eq!(files(dir.path()), [SOURCE], "a refusal leaves nothing");
 
     for kind in ["Q8_0", "Q2_K"] {

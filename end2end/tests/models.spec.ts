@@ -1,3 +1,6 @@
+import crypto from "node:crypto";
+import fs from "node:fs";
+import http from "node:http";
 import { expect, test } from "@playwright/test";
 import { openSidebarIfPhone } from "./helpers";
 
@@ -111,4 +114,114 @@ test("a person deletes, downloads, quantizes, compares, benches and deletes a mo
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
   }
   expect(errors).toEqual([]);
+});
+
+// A stand-in for the Hugging Face hub (scripts/test.sh points the models server's HF_ENDPOINT
+// at this port): it speaks the part of the protocol hf-hub uses and serves the offline pack's
+// real GGUF, whole and cut short.
+async function startHub(): Promise<http.Server> {
+  const port = Number(process.env.QUANTLAB_E2E_HUB_PORT);
+  const whole = fs.readFileSync(process.env.QUANTLAB_E2E_HUB_FILE ?? "");
+  const files: Record<string, Buffer> = {
+    "e2e/SmolLM2-GGUF/smollm2-e2e.Q4_1.gguf": whole,
+    "e2e/SmolLM2-GGUF/broken-e2e.Q4_1.gguf": whole.subarray(0, 4 << 20),
+  };
+  const server = http.createServer((req, res) => {
+    const match = /^\/([^/]+\/[^/]+)\/resolve\/main\/(.+)$/.exec(req.url ?? "");
+    const data = match ? files[`${match[1]}/${decodeURIComponent(match[2])}`] : undefined;
+    if (!data) {
+      res.writeHead(404, { Connection: "close" });
+      res.end("Entry not found");
+      return;
+    }
+    const range = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? "");
+    const start = range ? Number(range[1]) : 0;
+    const end = range && range[2] ? Number(range[2]) : data.length - 1;
+    res.writeHead(206, {
+      "Content-Range": `bytes ${start}-${end}/${data.length}`,
+      "Content-Length": end - start + 1,
+      etag: `"${crypto.createHash("sha256").update(data).digest("hex")}"`,
+      "x-repo-commit": "0123456789abcdef0123456789abcdef01234567",
+      Connection: "close",
+    });
+    res.end(data.subarray(start, end + 1));
+  });
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return server;
+}
+
+test("a person adds a GGUF from the hub, verifies and deletes it; a damaged one is refused; NER and OCR models are listed", async ({ page }, info) => {
+  expect(process.env.QUANTLAB_E2E_HUB_PORT, "scripts/test.sh sets the stand-in hub's port").toBeTruthy();
+  test.setTimeout(240_000);
+  const hub = await startHub();
+  try {
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto("/models");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    const add = async (file: string) => {
+      await page.getByTestId("add-repo").fill("e2e/SmolLM2-GGUF");
+      await page.getByTestId("add-file").fill(file);
+      await page.getByTestId("add-submit").click();
+    };
+
+    // A download cut short is refused with the reason, and not listed.
+    await add("broken-e2e.Q4_1.gguf");
+    const broken = page.getByTestId("pending-broken-e2e.q4-1");
+    await expect(broken.getByTestId("model-job")).toHaveAttribute("data-job-state", "failed", { timeout: 60_000 });
+    await expect(broken).toContainText("truncated");
+    await expect(page.getByTestId("model-row-broken-e2e.q4-1")).toHaveCount(0);
+    await broken.getByTestId("pending-dismiss").click();
+    await expect(broken).toHaveCount(0);
+
+    // The whole file is listed from its own metadata and offered in Chat.
+    await add("smollm2-e2e.Q4_1.gguf");
+    await expect(page.getByTestId("models-notice")).toContainText("Adding `smollm2-e2e.q4-1`");
+    const row = page.getByTestId("model-row-smollm2-e2e.q4-1");
+    await expect(row).toHaveAttribute("data-state", /^Ready/, { timeout: 120_000 });
+    await expect(row).toContainText("Hugging Face e2e/SmolLM2-GGUF");
+    await expect(row).toContainText("135M");
+    await expect(row).toContainText("Q4_1");
+
+    // Its sha256 is checked against the one recorded when it was added.
+    await row.getByTestId("model-verify").click();
+    await expect(row.getByTestId("model-job")).toHaveAttribute("data-job-kind", "verify");
+    await expect(row.getByTestId("model-job")).toHaveAttribute("data-job-state", "finished", { timeout: 60_000 });
+    await expect(row.getByTestId("model-job")).toContainText("matches the published checksum");
+
+    await page.goto("/");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    await openSidebarIfPhone(page);
+    await expect(page.locator('#model-select option[value="smollm2-e2e.q4-1"]')).toBeAttached();
+
+    // NER and OCR models are on the page with their state and source.
+    await page.goto("/models");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    const ner = page.getByTestId("folder-row-rampart");
+    await expect(ner).toContainText("NER");
+    await expect(ner).toContainText("PyPI");
+    await expect(page.getByTestId("folder-row-ppocr-v6-small")).toContainText("OCR");
+    // This server's models folder starts without them: the first run downloads the NER model
+    // from the offline pack, and every run checks its files' sha256.
+    if ((await ner.getAttribute("data-state")) === "Not downloaded") {
+      await ner.getByTestId("model-fetch").click();
+      await expect(ner).toHaveAttribute("data-state", "Ready", { timeout: 120_000 });
+    }
+    await ner.getByTestId("model-verify").click();
+    await expect(ner.getByTestId("model-job")).toHaveAttribute("data-job-state", "finished", { timeout: 60_000 });
+    await expect(ner.getByTestId("model-job")).toContainText("match their published sha256");
+
+    // Deleting it takes it off the list again.
+    await row.getByTestId("model-delete").click();
+    await expect(row).toContainText("It will leave the list too.");
+    await row.getByTestId("model-delete-confirm").click();
+    await expect(page.getByTestId("models-notice")).toContainText("removed it from the list");
+    await expect(row).toHaveCount(0);
+    if (info.project.name === "phone") {
+      expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    }
+    expect(errors).toEqual([]);
+  } finally {
+    await new Promise((resolve) => hub.close(resolve));
+  }
 });

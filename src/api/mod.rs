@@ -84,6 +84,8 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
         .route("/api/chat/stream", post(rest::chat_stream))
         .route("/api/models/{id}/fetch", post(models::fetch))
         .route("/api/models/{id}/quantize", post(models::quantize))
+        .route("/api/models/{id}/verify", post(models::verify))
+        .route("/api/models", get(rest::models).post(models::add))
         .route("/api/compare", post(compare::compare))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
@@ -99,7 +101,6 @@ pub fn routes(state: crate::state::AppState) -> axum::Router<crate::state::AppSt
             "/login",
             get(security::login_get).post(security::login_post),
         )
-        .route("/api/models", get(rest::models))
         .route("/api/models/{id}/files", delete(models::delete_files))
         .route("/api/models/{id}/job", delete(models::cancel))
         .route("/api/arena/battles/{id}", get(arena::get))

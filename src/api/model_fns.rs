@@ -12,6 +12,8 @@ pub async fn models_page() -> Result<ModelsOverview, AppError> {
     let state = expect_context::<crate::state::AppState>();
     Ok(ModelsOverview {
         models: crate::api::model_list(&state.app),
+        folders: folder_list(&state.app),
+        adding: state.app.model_jobs.pending(&state.app.registry.current()),
         quant_types: QuantType::ALL
             .iter()
             .map(|kind| QuantOption {
@@ -20,6 +22,44 @@ pub async fn models_page() -> Result<ModelsOverview, AppError> {
             })
             .collect(),
     })
+}
+
+/// NER and OCR models with their jobs.
+#[cfg(feature = "ssr")]
+fn folder_list(app: &crate::state::App) -> Vec<crate::types::FolderModelInfo> {
+    let mut list = app.registry.current().folder_infos();
+    for info in &mut list {
+        info.job = app.model_jobs.status(&info.id);
+    }
+    list
+}
+
+#[server(prefix = "/ui", endpoint = "model_add")]
+pub async fn start_model_add(
+    repo: String,
+    file: String,
+    revision: String,
+    id: String,
+) -> Result<String, AppError> {
+    use crate::{api::models::AddBody, registry::jobs::JobRequest};
+    let state = expect_context::<crate::state::AppState>();
+    let (id, hub) = AddBody {
+        repo,
+        file,
+        revision: Some(revision),
+        id: Some(id),
+    }
+    .into_request();
+    state.app.model_jobs.start(&id, JobRequest::Add(hub))?;
+    Ok(id)
+}
+
+#[server(prefix = "/ui", endpoint = "model_verify")]
+pub async fn start_model_verify(id: String) -> Result<(), AppError> {
+    use crate::registry::jobs::JobRequest;
+    let state = expect_context::<crate::state::AppState>();
+    state.app.model_jobs.start(&id, JobRequest::Verify)?;
+    Ok(())
 }
 
 #[server(prefix = "/ui", endpoint = "model_fetch")]
@@ -81,4 +121,12 @@ pub async fn delete_model_files(id: String) -> Result<String, AppError> {
         ));
     }
     Ok(message)
+}
+
+/// Forgets how a job for `id` ended (a failed addition's message, once read).
+#[server(prefix = "/ui", endpoint = "model_dismiss")]
+pub async fn dismiss_model_job(id: String) -> Result<(), AppError> {
+    let state = expect_context::<crate::state::AppState>();
+    state.app.model_jobs.forget(&id);
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Managing models over HTTP: `POST /api/models/{id}/fetch` and `POST /api/models/{id}/quantize`
 //! run a job and stream its progress as SSE (the job is cancelled when the client goes away),
-//! `DELETE /api/models/{id}/job` cancels one started elsewhere (the Models page), and
+//! `POST /api/models` adds a GGUF from the hub (SSE too), `POST /api/models/{id}/verify` checks
+//! the files' sha256 (SSE), `DELETE /api/models/{id}/job` cancels one started elsewhere (the Models page), and
 //! `DELETE /api/models/{id}/files` deletes a model's weights. `GET /api/models` (see `rest`)
 //! shows each model's state and job.
 
@@ -21,6 +22,7 @@ use crate::{
     inference::llama_cpp::quantize::QuantType,
     registry::{
         delete::{DeleteError, Deleted},
+        hub_add::HubFile,
         jobs::JobRequest,
     },
     state::{App, AppState},
@@ -138,6 +140,58 @@ pub async fn quantize(
             allow_requantize: body.allow_requantize,
         },
     )
+}
+
+/// The body of `POST /api/models`: a GGUF file of a hub repository to add.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBody {
+    pub repo: String,
+    pub file: String,
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The id to list it under (default: from the file name).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl AddBody {
+    /// The hub file and the id it will be listed under.
+    pub fn into_request(self) -> (String, HubFile) {
+        let hub = HubFile {
+            repo: self.repo.trim().to_string(),
+            file: self.file.trim().trim_start_matches('/').to_string(),
+            revision: self
+                .revision
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "main".into()),
+        };
+        let id = self
+            .id
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| hub.default_id());
+        (id, hub)
+    }
+}
+
+/// Adds a GGUF from the hub: SSE progress, then one `end` event whose `made` is the new id.
+pub async fn add(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<AddBody>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let (id, hub) = body.into_request();
+    job_stream(state.app.clone(), id, JobRequest::Add(hub))
+}
+
+/// Hashes a model's files against their published sha256: SSE progress, then `end` (its
+/// `message` says what matched; a mismatch ends `failed`).
+pub async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    job_stream(state.app.clone(), id, JobRequest::Verify)
 }
 
 pub async fn cancel(

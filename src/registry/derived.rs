@@ -1,4 +1,5 @@
-//! Models made here, such as another quantization of a declared one. They are listed in
+//! The user registry: models added here rather than declared in models.toml, namely other
+//! quantizations of a declared one and GGUF files added from the hub. They are listed in
 //! `quantized.toml` inside the models folder, beside their files, in models.toml's
 //! `[[models]]` format. The registry merges them at start-up, so they appear wherever a
 //! declared model does (Chat, Compare, Arena, Bench, the APIs) and survive restarts.
@@ -12,6 +13,8 @@ use crate::types::EngineKind;
 
 /// The file, inside the models folder, that lists the models made here.
 pub const DERIVED_FILE: &str = "quantized.toml";
+
+const HEADER: &str = "# Models added here: quantizations made by `quantlab models quantize` and GGUF files\n# added from the hub by `quantlab models add`. Same format as models.toml.\n";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,80 +58,72 @@ pub fn quantized_names(entry: &ModelEntry, label: &str) -> (String, String) {
     (id, format!("{stem}.{label}.gguf"))
 }
 
-/// What a new entry says; the rest is copied from the model it was made from.
-pub struct NewModel<'a> {
-    pub source: &'a ModelEntry,
+/// A new entry of the user registry: a subset of [`ModelEntry`]'s fields, same names.
+#[derive(Serialize)]
+pub struct NewModel {
     pub id: String,
     pub name: String,
+    pub family: String,
+    pub parameters: String,
     pub quantization: String,
     pub bits_per_weight: f32,
+    pub context_length: u32,
+    pub engine: EngineKind,
+    pub instruct: bool,
+    pub license: String,
     pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance_note: Option<String>,
     pub file: String,
     pub sha256: String,
     pub size: u64,
+    /// Where it came from, for a model added from the hub (it can be fetched again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<WrittenHub>,
 }
 
-/// The fields written for a derived model: a subset of [`ModelEntry`]'s, same names.
+/// A hub source as models.toml writes it.
 #[derive(Serialize)]
-struct Written<'a> {
-    id: &'a str,
-    name: &'a str,
-    family: &'a str,
-    parameters: &'a str,
-    quantization: &'a str,
-    bits_per_weight: f32,
-    context_length: u32,
-    engine: EngineKind,
-    instruct: bool,
-    license: &'a str,
-    description: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provenance_note: Option<&'a str>,
-    file: &'a str,
-    sha256: &'a str,
-    size: u64,
+pub struct WrittenHub {
+    pub repo: String,
+    pub file: String,
+    pub revision: String,
 }
 
 /// Appends `model` to the derived file (written whole under a temporary name, then renamed).
 ///
 /// # Errors
 /// The file cannot be read or written, or the entry would be invalid.
-pub fn add(models_dir: &Path, model: &NewModel<'_>) -> Result<PathBuf, RegistryError> {
+pub fn add(models_dir: &Path, model: &NewModel) -> Result<PathBuf, RegistryError> {
+    #[derive(Serialize)]
+    struct OneModel<'a> {
+        models: [&'a NewModel; 1],
+    }
     let path = models_dir.join(DERIVED_FILE);
-    let written = Written {
-        id: &model.id,
-        name: &model.name,
-        family: &model.source.family,
-        parameters: &model.source.parameters,
-        quantization: &model.quantization,
-        bits_per_weight: model.bits_per_weight,
-        context_length: model.source.context_length,
-        engine: EngineKind::LlamaCpp,
-        instruct: model.source.instruct,
-        license: &model.source.license,
-        description: &model.description,
-        provenance_note: model.provenance_note.as_deref(),
-        file: &model.file,
-        sha256: &model.sha256,
-        size: model.size,
-    };
-    let table = toml::to_string(&written)
+    // Written as `[[models]]` with its own sub-tables (`[models.hub]`), appended as text so the
+    // existing entries and comments stay as they were.
+    let table = toml::to_string(&OneModel { models: [model] })
         .map_err(|e| RegistryError::Invalid(format!("cannot write the entry: {e}")))?;
-    // The new entry must read back as a valid model before it is written.
-    let entry: ModelEntry = toml::from_str(&table).map_err(|source| RegistryError::Parse {
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => HEADER.into(),
+        Err(source) => return Err(RegistryError::Read { path, source }),
+    };
+    let text = format!("{}\n\n{table}", existing.trim_end());
+    // The whole new file must read back, every entry valid, before it replaces the old one.
+    let parsed: DerivedFile = toml::from_str(&text).map_err(|source| RegistryError::Parse {
         path: path.clone(),
         source: Box::new(source),
     })?;
-    validate_entry(&entry)?;
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "# Models made by `quantlab models quantize`; same format as models.toml.\n".into()
-        }
-        Err(source) => return Err(RegistryError::Read { path, source }),
-    };
-    let text = format!("{}\n[[models]]\n{table}", existing.trim_end());
+    for entry in &parsed.models {
+        validate_entry(entry)?;
+    }
+    if !parsed.models.iter().any(|m| m.id == model.id) {
+        return Err(RegistryError::Invalid(format!(
+            "the entry for `{}` did not read back",
+            model.id
+        )));
+    }
     let temporary = models_dir.join(format!("{DERIVED_FILE}.partial"));
     let write = |source| RegistryError::Read {
         path: path.clone(),
@@ -170,8 +165,7 @@ pub fn remove(models_dir: &Path, id: &str) -> Result<bool, RegistryError> {
     }
     let body = toml::to_string(&document)
         .map_err(|e| RegistryError::Invalid(format!("cannot write {}: {e}", path.display())))?;
-    let text =
-        format!("# Models made by `quantlab models quantize`; same format as models.toml.\n{body}");
+    let text = format!("{HEADER}{body}");
     let temporary = models_dir.join(format!("{DERIVED_FILE}.partial"));
     let write = |source| RegistryError::Read {
         path: path.clone(),

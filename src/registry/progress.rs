@@ -20,6 +20,10 @@ pub struct ProgressLine {
     pub phase: String,
     pub done: u64,
     pub total: u64,
+    /// The job's result in words, on its last line (what a verification proved, what an
+    /// addition listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// How the CLI shows progress.
@@ -62,12 +66,28 @@ pub fn report(phase: &str, done: u64, total: u64) {
         return;
     }
     *last = Some((phase.to_string(), now));
-    let line = ProgressLine {
+    write_line(&ProgressLine {
         phase: phase.to_string(),
         done,
         total,
-    };
-    if let Ok(text) = serde_json::to_string(&line) {
+        outcome: None,
+    });
+}
+
+/// Reports the job's result in words (JSON format only), as its last line.
+pub fn outcome(message: &str) {
+    if json() {
+        write_line(&ProgressLine {
+            phase: "done".to_string(),
+            done: 0,
+            total: 0,
+            outcome: Some(message.to_string()),
+        });
+    }
+}
+
+fn write_line(line: &ProgressLine) {
+    if let Ok(text) = serde_json::to_string(line) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
@@ -89,6 +109,7 @@ mod tests {
             phase: "quantize".into(),
             done: 3,
             total: 272,
+            outcome: None,
         };
         let text = serde_json::to_string(&line).unwrap();
         assert_eq!(parse(&text), Some(line));

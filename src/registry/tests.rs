@@ -257,17 +257,24 @@ fn models_made_here_are_merged_and_may_not_repeat_an_id() {
     std::fs::write(&models_file, MINIMAL).unwrap();
     let reg = Registry::load(&models_file, dir.path()).unwrap();
     assert_eq!(reg.models.len(), 1, "no derived file, nothing added");
+    let source = reg.get("a").unwrap();
     let new = |id: &str| derived::NewModel {
-        source: reg.get("a").unwrap(),
         id: id.to_string(),
         name: "A · Q8_0".into(),
+        family: source.family.clone(),
+        parameters: source.parameters.clone(),
         quantization: "Q8_0".into(),
         bits_per_weight: 8.5,
+        context_length: source.context_length,
+        engine: EngineKind::LlamaCpp,
+        instruct: source.instruct,
+        license: source.license.clone(),
         description: "made here".into(),
         provenance_note: Some("requantized".into()),
         file: "a.Q8_0.gguf".into(),
         sha256: "0".repeat(64),
         size: 7,
+        hub: None,
     };
     derived::add(dir.path(), &new("a-q8-0")).unwrap();
     let merged = Registry::load(&models_file, dir.path()).unwrap();
@@ -308,4 +315,24 @@ fn models_made_here_are_merged_and_may_not_repeat_an_id() {
         .unwrap()
         .get("a-q8-0")
         .is_some());
+    // A model added from the hub keeps its source (its own `[models.hub]` table), through
+    // another entry's removal too, so it can be downloaded again.
+    let mut added = new("from-hub");
+    added.file = "from-hub.gguf".into();
+    added.hub = Some(derived::WrittenHub {
+        repo: "owner/name".into(),
+        file: "q/from-hub.gguf".into(),
+        revision: "main".into(),
+    });
+    derived::add(dir.path(), &added).unwrap();
+    derived::add(dir.path(), &new("after-hub")).unwrap();
+    assert!(derived::remove(dir.path(), "a-q8-0").unwrap());
+    let reg = Registry::load(&models_file, dir.path()).unwrap();
+    let hub = reg.get("from-hub").unwrap().hub.as_ref().expect("hub kept");
+    assert_eq!(
+        (hub.repo.as_str(), hub.file.as_str()),
+        ("owner/name", "q/from-hub.gguf")
+    );
+    assert!(reg.get("after-hub").unwrap().hub.is_none());
+    assert!(reg.info(reg.get("from-hub").unwrap(), false).can_fetch);
 }

@@ -4,6 +4,8 @@
 
 pub mod binary;
 pub mod client;
+pub mod mock_hub;
+pub mod models_api;
 pub mod tiny_bitnet;
 
 use std::{

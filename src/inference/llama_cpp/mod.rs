@@ -18,6 +18,7 @@ use llama_cpp_2::{
 };
 
 mod batch;
+pub mod inspect;
 pub mod quantize;
 mod sampling;
 

@@ -300,7 +300,7 @@ pub fn partial_path(output: &Path) -> PathBuf {
 }
 
 /// llama.cpp's name for a `general.file_type`.
-fn file_type_name(file_type: u32) -> String {
+pub fn file_type_name(file_type: u32) -> String {
     let name = match file_type {
         0 => "F32",
         1 => "F16",
@@ -318,7 +318,19 @@ fn file_type_name(file_type: u32) -> String {
         16 => "Q5_K_S",
         17 => "Q5_K_M",
         18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
         30 => "IQ4_XS",
+        31 => "IQ1_M",
         32 => "BF16",
         other => return format!("file type {other}"),
     };

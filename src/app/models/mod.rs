@@ -1,6 +1,10 @@
-//! The Models page: every chat model with its state, size on disk, source and licence;
-//! download, quantize (llama.cpp's types) and delete from the browser. Jobs run in the server,
-//! so the page polls while one runs and a reload finds it still going.
+//! The Models page: every model with its state, size on disk, source and licence; download,
+//! verify (sha256), quantize (llama.cpp's types), add a GGUF from the hub (`add`) and delete
+//! from the browser; NER and OCR models below (`folders`). Jobs run in the server, so the page
+//! polls while one runs and a reload finds it still going.
+
+mod add;
+mod folders;
 
 use std::time::Duration;
 
@@ -10,8 +14,9 @@ use super::widgets::{format_bytes, TopBar};
 use crate::{
     api::model_fns::{
         cancel_model_job, delete_model_files, models_page, start_model_fetch, start_model_quantize,
+        start_model_verify,
     },
-    types::{JobState, ModelInfo, ModelJob, QuantOption},
+    types::{FolderModelInfo, JobState, ModelInfo, ModelJob, PendingModel, QuantOption},
 };
 
 const POLL_EVERY: Duration = Duration::from_millis(600);
@@ -21,6 +26,8 @@ const POLL_EVERY: Duration = Duration::from_millis(600);
 struct Shared {
     models: RwSignal<Vec<ModelInfo>>,
     quant_types: RwSignal<Vec<QuantOption>>,
+    folders: RwSignal<Vec<FolderModelInfo>>,
+    adding: RwSignal<Vec<PendingModel>>,
     notice: RwSignal<Option<String>>,
     error: RwSignal<Option<String>>,
     /// Whether a poll is already scheduled, so actions never start a second loop.
@@ -36,9 +43,14 @@ impl Shared {
                     let running = page
                         .models
                         .iter()
-                        .any(|m| m.job.as_ref().is_some_and(ModelJob::running));
+                        .filter_map(|m| m.job.as_ref())
+                        .chain(page.folders.iter().filter_map(|m| m.job.as_ref()))
+                        .chain(page.adding.iter().map(|p| &p.job))
+                        .any(ModelJob::running);
                     self.models.set(page.models);
                     self.quant_types.set(page.quant_types);
+                    self.folders.set(page.folders);
+                    self.adding.set(page.adding);
                     if running && !self.polling.get_value() {
                         self.polling.set_value(true);
                         set_timeout(
@@ -77,6 +89,8 @@ pub fn ModelsPage() -> impl IntoView {
     let shared = Shared {
         models: RwSignal::new(Vec::new()),
         quant_types: RwSignal::new(Vec::new()),
+        folders: RwSignal::new(Vec::new()),
+        adding: RwSignal::new(Vec::new()),
         notice: RwSignal::new(None),
         error: RwSignal::new(None),
         polling: StoredValue::new(false),
@@ -89,31 +103,51 @@ pub fn ModelsPage() -> impl IntoView {
             <main class="tool models-page">
                 <section class="tool-form" aria-label="About models">
                     <h2 class="models-title">"Models"</h2>
-                    <p class="hint">"Download a model, make other quantizations of a GGUF with llama.cpp's quantizer, and delete what you no longer need. New quantizations appear in Chat, Compare, Arena and Bench at once; the Bench measures what each bit buys."</p>
+                    <p class="hint">"Download a model, check its sha256, make other quantizations of a GGUF with llama.cpp's quantizer, add a GGUF from the Hugging Face hub, and delete what you no longer need. New models appear in Chat, Compare, Arena and Bench at once; the Bench measures what each bit buys."</p>
                     {move || shared.notice.get().map(|n| view! { <p class="saved" role="status" data-testid="models-notice">{n}</p> })}
                     {move || shared.error.get().map(|e| view! { <p class="error" role="alert" data-testid="models-error">{e}</p> })}
                 </section>
                 {move || (shared.models.with(Vec::is_empty) && shared.error.with(Option::is_none)).then(|| view! { <p class="loading">"Loading models…"</p> })}
+                <add::AddFromHub shared=shared />
                 <div class="model-rows">
                     <For each=move || shared.models.get() key=|m| m.id.clone() let:model>
                         <ModelRow id=model.id shared=shared />
                     </For>
                 </div>
+                <folders::FolderModels shared=shared />
             </main>
         </div>
     }
 }
 
+/// A row's name and its state badge.
+fn row_head(name: String, state: &'static str, badge: &'static str) -> impl IntoView {
+    view! {
+        <div class="model-card-head">
+            <strong class="wrap">{name}</strong>
+            <span class=badge data-testid="model-state">{state}</span>
+        </div>
+    }
+}
+
 fn state_label(model: &ModelInfo) -> (&'static str, &'static str) {
-    if model.available {
-        if model.loaded {
-            ("Ready · loaded", "badge badge-loaded")
-        } else {
-            ("Ready", "badge badge-available")
-        }
-    } else if model.on_disk_bytes.is_some() {
+    if model.available && model.loaded {
+        return ("Ready · loaded", "badge badge-loaded");
+    }
+    files_state(model.available, model.on_disk_bytes, model.can_fetch)
+}
+
+/// The state of a model's files, and its badge's class.
+fn files_state(
+    available: bool,
+    on_disk_bytes: Option<u64>,
+    can_fetch: bool,
+) -> (&'static str, &'static str) {
+    if available {
+        ("Ready", "badge badge-available")
+    } else if on_disk_bytes.is_some() {
         ("Incomplete", "badge badge-unavailable")
-    } else if model.can_fetch {
+    } else if can_fetch {
         ("Not downloaded", "badge")
     } else {
         ("Unavailable", "badge badge-unavailable")
@@ -124,6 +158,8 @@ fn job_line(job: &ModelJob) -> String {
     let what = match (job.kind.as_str(), &job.target) {
         ("quantize", Some(target)) => format!("Quantizing to {target}"),
         ("quantize", None) => "Quantizing".to_string(),
+        ("verify", _) => "Checking".to_string(),
+        ("add", Some(target)) => format!("Adding {target}"),
         _ => "Downloading".to_string(),
     };
     let amount = match job.fraction() {
@@ -171,6 +207,11 @@ fn ModelRow(id: String, shared: Shared) -> impl IntoView {
             })
         });
     };
+    let id_verify = id.clone();
+    let verify = move |_| {
+        let id = id_verify.clone();
+        shared.act(async move { start_model_verify(id).await.map(|()| None) });
+    };
     let id_delete = id.clone();
     let delete = move |_| {
         confirm_delete.set(false);
@@ -198,10 +239,7 @@ fn ModelRow(id: String, shared: Shared) -> impl IntoView {
             );
             view! {
                 <article class="model-row" data-testid=testid.clone() data-state=state>
-                    <div class="model-card-head">
-                        <strong class="wrap">{m.name.clone()}</strong>
-                        <span class=badge data-testid="model-state">{state}</span>
-                    </div>
+                    {row_head(m.name.clone(), state, badge)}
                     <p class="model-facts">
                         <code>{m.id.clone()}</code>
                         {format!(" · {} · {} · {:.2} bits/weight · {} · {}", m.parameters, m.quantization, m.bits_per_weight, m.engine.as_str(), size)}
@@ -217,6 +255,9 @@ fn ModelRow(id: String, shared: Shared) -> impl IntoView {
                         })}
                         {(!running && m.can_fetch && !m.available).then(|| view! {
                             <button class="send" data-testid="model-fetch" on:click=fetch.clone()>"Download"</button>
+                        })}
+                        {(!running && m.on_disk_bytes.is_some() && !m.source.starts_with("remote")).then(|| view! {
+                            <button class="msg-action" data-testid="model-verify" title="Hash the file and compare it with its published sha256" on:click=verify.clone()>"Verify sha256"</button>
                         })}
                         {(!running && m.can_quantize).then(|| view! {
                             <label class="tool-field">"Quantize to"
@@ -256,6 +297,31 @@ fn ModelRow(id: String, shared: Shared) -> impl IntoView {
     }
 }
 
+/// What the job is called in a sentence.
+fn job_noun(kind: &str) -> &'static str {
+    match kind {
+        "quantize" => "quantization",
+        "verify" => "sha256 check",
+        "add" => "addition",
+        _ => "download",
+    }
+}
+
+fn finished_text(job: &ModelJob) -> String {
+    if let Some(message) = &job.message {
+        return message.clone();
+    }
+    match (job.kind.as_str(), &job.made) {
+        ("quantize", Some(made)) => {
+            format!(
+                "Made {made}: it is listed below and offered in Chat, Compare, Arena and Bench."
+            )
+        }
+        ("add", Some(made)) => format!("Added {made}."),
+        _ => "Downloaded and verified.".to_string(),
+    }
+}
+
 fn job_view(job: &ModelJob) -> impl IntoView {
     match job.state {
         JobState::Running => {
@@ -272,21 +338,18 @@ fn job_view(job: &ModelJob) -> impl IntoView {
             .into_any()
         }
         JobState::Failed => view! {
-            <p class="error" role="alert" data-testid="model-job" data-job-state="failed">
-                {format!("The {} failed: {}", if job.kind == "quantize" { "quantization" } else { "download" }, job.error.clone().unwrap_or_default())}
+            <p class="error wrap" role="alert" data-testid="model-job" data-job-state="failed" data-job-kind=job.kind.clone()>
+                {format!("The {} failed: {}", job_noun(&job.kind), job.error.clone().unwrap_or_default())}
             </p>
         }
         .into_any(),
         JobState::Cancelled => view! {
-            <p class="hint" data-testid="model-job" data-job-state="cancelled">"Cancelled; nothing half-written was kept."</p>
+            <p class="hint" data-testid="model-job" data-job-state="cancelled" data-job-kind=job.kind.clone()>"Cancelled; nothing half-written was kept."</p>
         }
         .into_any(),
         JobState::Finished => view! {
-            <p class="saved" data-testid="model-job" data-job-state="finished">
-                {match &job.made {
-                    Some(made) => format!("Made {made}: it is listed below and offered in Chat, Compare, Arena and Bench."),
-                    None => "Downloaded and verified.".to_string(),
-                }}
+            <p class="saved wrap" data-testid="model-job" data-job-state="finished" data-job-kind=job.kind.clone()>
+                {finished_text(job)}
             </p>
         }
         .into_any(),
