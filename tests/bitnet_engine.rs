@@ -412,22 +412,7 @@ file = "tiny-bitnet"
         .await
         .unwrap();
     assert_eq!(models[0]["available"], true, "{models}");
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/chat/stream"))
-        .json(&serde_json::json!({
-            "model": "tiny-bitnet",
-            "messages": [{ "role": "user", "content": "Hello" }],
-            "temperature": 0.0,
-            "max_tokens": 8
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let events = common::parse_sse(&response.text().await.unwrap());
-    let (last, _) = events.split_last().expect("events");
-    assert_eq!(last.event.as_deref(), Some("metrics"), "{events:?}");
-    let metrics: serde_json::Value = serde_json::from_str(&last.data).unwrap();
+    let (_, metrics) = common::chat_reply(&url, Some("tiny-bitnet"), "Hello", 8).await;
     assert_eq!(metrics["engine"], "bitnet");
     // The default head is int8, and the line names the kernels that ran.
     let detail = metrics["engine_detail"].as_str().unwrap_or_default();

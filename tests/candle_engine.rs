@@ -40,18 +40,7 @@ fn chat_prompt(facts: &EngineFacts, question: &str) -> String {
         .expect("template renders")
 }
 
-#[derive(Default)]
-struct Collect(String);
-
-impl TokenSink for Collect {
-    fn cancelled(&mut self) -> bool {
-        false
-    }
-    fn piece(&mut self, text: &str) -> ControlFlow<()> {
-        self.0.push_str(text);
-        ControlFlow::Continue(())
-    }
-}
+use common::CollectText as Collect;
 
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
@@ -239,23 +228,14 @@ fn a_prompt_longer_than_the_context_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chat_api_streams_a_candle_reply_labelled_with_its_engine() {
     let url = common::shared_server();
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/chat/stream"))
-        .json(&serde_json::json!({
-            "model": "smollm2-135m-instruct-candle",
-            "messages": [{ "role": "user", "content": "Name a colour." }],
-            "temperature": 0.0,
-            "max_tokens": 12
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let events = common::parse_sse(&response.text().await.unwrap());
-    let (last, tokens) = events.split_last().expect("events");
-    assert_eq!(last.event.as_deref(), Some("metrics"), "{events:?}");
+    let (tokens, metrics) = common::chat_reply(
+        url,
+        Some("smollm2-135m-instruct-candle"),
+        "Name a colour.",
+        12,
+    )
+    .await;
     assert!(!tokens.is_empty());
-    let metrics: serde_json::Value = serde_json::from_str(&last.data).unwrap();
     assert_eq!(metrics["engine"], "candle");
     assert_eq!(metrics["model"], "smollm2-135m-instruct-candle");
     assert!(

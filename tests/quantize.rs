@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::{ops::ControlFlow, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
 use quantlab::{
     bench::divergence::Divergence,
-    inference::{
-        candle::CandleEngine, llama_cpp::LlamaCppEngine, ChatEngine, ResolvedSampling, TokenSink,
-    },
+    inference::{candle::CandleEngine, llama_cpp::LlamaCppEngine, ChatEngine, ResolvedSampling},
 };
 
 const SOURCE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -35,17 +33,7 @@ fn quantize(models: &Path, args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
-struct Collect(String);
-
-impl TokenSink for Collect {
-    fn cancelled(&mut self) -> bool {
-        false
-    }
-    fn piece(&mut self, text: &str) -> ControlFlow<()> {
-        self.0.push_str(text);
-        ControlFlow::Continue(())
-    }
-}
+use common::CollectText as Collect;
 
 fn mean_kl(reference: &[Vec<f32>], tested: &[Vec<f32>]) -> f64 {
     let mut divergence = Divergence::default();
@@ -187,22 +175,13 @@ async fn a_quantization_is_registered_and_served() {
         .unwrap_or_else(|| panic!("not listed: {models}"));
     assert_eq!(entry["available"], true, "{entry}");
     assert_eq!(entry["quantization"], "Q8_0", "{entry}");
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/chat/stream", server.url))
-        .json(&serde_json::json!({
-            "model": "smollm2-135m-instruct-q8-0",
-            "messages": [{ "role": "user", "content": "Name a colour." }],
-            "temperature": 0.0,
-            "max_tokens": 8
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let events = common::parse_sse(&response.text().await.unwrap());
-    let last = events.last().expect("events");
-    assert_eq!(last.event.as_deref(), Some("metrics"), "{events:?}");
-    let metrics: serde_json::Value = serde_json::from_str(&last.data).unwrap();
+    let (_, metrics) = common::chat_reply(
+        &server.url,
+        Some("smollm2-135m-instruct-q8-0"),
+        "Name a colour.",
+        8,
+    )
+    .await;
     assert_eq!(metrics["model"], "smollm2-135m-instruct-q8-0");
     assert!(
         metrics["generated_tokens"].as_u64().unwrap() > 0,

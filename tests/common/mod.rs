@@ -146,3 +146,51 @@ pub fn sampling(
         seed,
     }
 }
+
+/// A token sink that keeps the reply's text.
+#[derive(Default)]
+pub struct CollectText(pub String);
+
+impl quantlab::inference::TokenSink for CollectText {
+    fn cancelled(&mut self) -> bool {
+        false
+    }
+    fn piece(&mut self, text: &str) -> std::ops::ControlFlow<()> {
+        self.0.push_str(text);
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Streams a greedy chat reply from `POST /api/chat/stream` (status 200, ending in `metrics`):
+/// the events before the metrics, and the metrics.
+pub async fn chat_reply(
+    url: &str,
+    model: Option<&str>,
+    content: &str,
+    max_tokens: u32,
+) -> (Vec<SseEvent>, serde_json::Value) {
+    let mut body = serde_json::json!({
+        "messages": [{ "role": "user", "content": content }],
+        "temperature": 0.0,
+        "max_tokens": max_tokens
+    });
+    if let Some(model) = model {
+        body["model"] = serde_json::json!(model);
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/chat/stream"))
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(response.status(), 200);
+    let mut events = parse_sse(&response.text().await.expect("a body"));
+    let last = events.pop().expect("events");
+    assert_eq!(
+        last.event.as_deref(),
+        Some("metrics"),
+        "{events:?} {last:?}"
+    );
+    let metrics = serde_json::from_str(&last.data).expect("metrics are JSON");
+    (events, metrics)
+}

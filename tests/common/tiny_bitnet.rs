@@ -431,3 +431,178 @@ pub fn reference_logits(master: &Master, tokens: &[u32], cache: Cache) -> Vec<Ve
         })
         .collect()
 }
+
+// ---- bitnet.cpp's GGUF of the same weights. ----
+
+/// How the projections are stored in a GGUF.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GgufForm {
+    /// bitnet.cpp's I2_S (type 36), one f32 scale per tensor.
+    I2s,
+    /// f32 master weights (quantized at load).
+    F32,
+}
+
+/// bitnet.cpp's I2_S bytes of ternary `t` (row-major) with `scale`: 128-value blocks of 32
+/// bytes, byte `p` holding values `p`, `32 + p`, `64 + p`, `96 + p` in bits 7-6, 5-4, 3-2, 1-0
+/// as `t + 1`; then the f32 scale at `n / 4`, in a 32-byte tail.
+pub fn i2s_bytes(t: &[i8], scale: f32) -> Vec<u8> {
+    assert_eq!(t.len() % 128, 0);
+    let mut out = vec![0u8; t.len() / 4 + 32];
+    for (i, &v) in t.iter().enumerate() {
+        let (block, within) = (i / 128, i % 128);
+        out[block * 32 + within % 32] |= ((v + 1) as u8) << (6 - 2 * (within / 32));
+    }
+    out[t.len() / 4..t.len() / 4 + 4].copy_from_slice(&scale.to_le_bytes());
+    out
+}
+
+/// The GGUF name of a transformers tensor of the tiny model.
+fn gguf_name(name: &str) -> String {
+    name.replace("model.embed_tokens", "token_embd")
+        .replace("model.norm", "output_norm")
+        .replace("model.layers.", "blk.")
+        .replace(".input_layernorm", ".attn_norm")
+        .replace(".post_attention_layernorm", ".ffn_norm")
+        .replace(".self_attn.attn_sub_norm", ".attn_sub_norm")
+        .replace(".mlp.ffn_sub_norm", ".ffn_sub_norm")
+        .replace(".self_attn.q_proj", ".attn_q")
+        .replace(".self_attn.k_proj", ".attn_k")
+        .replace(".self_attn.v_proj", ".attn_v")
+        .replace(".self_attn.o_proj", ".attn_output")
+        .replace(".mlp.gate_proj", ".ffn_gate")
+        .replace(".mlp.up_proj", ".ffn_up")
+        .replace(".mlp.down_proj", ".ffn_down")
+}
+
+struct GgufWriter {
+    header: Vec<u8>,
+    keys: u64,
+}
+
+impl GgufWriter {
+    fn string(out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
+    }
+    fn key(&mut self, key: &str, kind: u32) {
+        Self::string(&mut self.header, key);
+        self.header.extend_from_slice(&kind.to_le_bytes());
+        self.keys += 1;
+    }
+    fn text(&mut self, key: &str, value: &str) {
+        self.key(key, 8);
+        Self::string(&mut self.header, value);
+    }
+    fn u32(&mut self, key: &str, value: u32) {
+        self.key(key, 4);
+        self.header.extend_from_slice(&value.to_le_bytes());
+    }
+    fn f32(&mut self, key: &str, value: f32) {
+        self.key(key, 6);
+        self.header.extend_from_slice(&value.to_le_bytes());
+    }
+    fn texts(&mut self, key: &str, values: &[String]) {
+        self.key(key, 9);
+        self.header.extend_from_slice(&8u32.to_le_bytes());
+        self.header
+            .extend_from_slice(&(values.len() as u64).to_le_bytes());
+        for v in values {
+            Self::string(&mut self.header, v);
+        }
+    }
+    fn i32s(&mut self, key: &str, values: &[i32]) {
+        self.key(key, 9);
+        self.header.extend_from_slice(&5u32.to_le_bytes());
+        self.header
+            .extend_from_slice(&(values.len() as u64).to_le_bytes());
+        for v in values {
+            self.header.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// The tiny tokenizer's tokens in id order: the 256 byte-level characters, then the specials.
+fn gguf_tokens() -> Vec<String> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut shifted = 0u32;
+    let mut tokens: Vec<String> = (0u8..=255)
+        .map(|b| {
+            if printable(b) {
+                char::from(b).to_string()
+            } else {
+                shifted += 1;
+                char::from_u32(255 + shifted).unwrap().to_string()
+            }
+        })
+        .collect();
+    tokens.extend(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"].map(String::from));
+    tokens
+}
+
+/// Writes `master` as bitnet.cpp's GGUF (architecture `bitnet-b1.58`, its tensor names, the
+/// tokenizer and chat template in the metadata), projections in `form`.
+pub fn write_gguf(path: &Path, master: &Master, form: GgufForm) {
+    let arch = "bitnet-b1.58";
+    let mut w = GgufWriter {
+        header: Vec::new(),
+        keys: 0,
+    };
+    w.text("general.architecture", arch);
+    w.text("general.name", "tiny bitnet");
+    w.u32(&format!("{arch}.block_count"), LAYERS as u32);
+    w.u32(&format!("{arch}.embedding_length"), HIDDEN as u32);
+    w.u32(&format!("{arch}.feed_forward_length"), INTERMEDIATE as u32);
+    w.u32(&format!("{arch}.attention.head_count"), HEADS as u32);
+    w.u32(&format!("{arch}.attention.head_count_kv"), KV_HEADS as u32);
+    w.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), EPS);
+    w.f32(&format!("{arch}.rope.freq_base"), THETA);
+    w.u32(&format!("{arch}.context_length"), POSITIONS as u32);
+    w.u32(&format!("{arch}.vocab_size"), VOCAB as u32);
+    w.text("tokenizer.ggml.model", "gpt2");
+    let tokens = gguf_tokens();
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| if i < 256 { 1 } else { 3 })
+        .collect();
+    w.texts("tokenizer.ggml.tokens", &tokens);
+    w.i32s("tokenizer.ggml.token_type", &types);
+    w.u32("tokenizer.ggml.bos_token_id", BOS);
+    w.u32("tokenizer.ggml.eos_token_id", EOT);
+    w.text("tokenizer.chat_template", CHAT_TEMPLATE);
+
+    // Tensor directory and data, each tensor at a 32-byte aligned offset.
+    let mut directory = Vec::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (name, shape, values) in &master.tensors {
+        let (kind, bytes): (u32, Vec<u8>) = if is_projection(name) && form == GgufForm::I2s {
+            let (t, scale) = weight_quant(values);
+            (36, i2s_bytes(&t, scale))
+        } else if name.contains("embed_tokens") {
+            (30, bf16_bytes(values))
+        } else {
+            (0, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
+        while !data.len().is_multiple_of(32) {
+            data.push(0);
+        }
+        GgufWriter::string(&mut directory, &gguf_name(name));
+        directory.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            directory.extend_from_slice(&(*d as u64).to_le_bytes());
+        }
+        directory.extend_from_slice(&kind.to_le_bytes());
+        directory.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        data.extend_from_slice(&bytes);
+    }
+    let mut file = b"GGUF".to_vec();
+    file.extend_from_slice(&3u32.to_le_bytes());
+    file.extend_from_slice(&(master.tensors.len() as u64).to_le_bytes());
+    file.extend_from_slice(&w.keys.to_le_bytes());
+    file.extend_from_slice(&w.header);
+    file.extend_from_slice(&directory);
+    while !file.len().is_multiple_of(32) {
+        file.push(0);
+    }
+    file.extend_from_slice(&data);
+    std::fs::write(path, file).unwrap();
+}

@@ -42,6 +42,10 @@ pub enum CheckpointKind {
     Packed,
     /// bf16/f16/f32 weights, quantized at load.
     FullPrecision,
+    /// bitnet.cpp's GGUF with I2_S projections.
+    I2sGguf,
+    /// A GGUF with full-precision projections, quantized at load.
+    FullPrecisionGguf,
 }
 
 impl CheckpointKind {
@@ -49,6 +53,8 @@ impl CheckpointKind {
         match self {
             CheckpointKind::Packed => "packed ternary",
             CheckpointKind::FullPrecision => "full precision, quantized at load",
+            CheckpointKind::I2sGguf => "bitnet.cpp GGUF, I2_S",
+            CheckpointKind::FullPrecisionGguf => "GGUF, full precision, quantized at load",
         }
     }
 }
@@ -226,7 +232,9 @@ impl Checkpoint {
                     &weight, view.data, rows, cols, scale,
                 )?)
             }
-            CheckpointKind::FullPrecision => {
+            CheckpointKind::FullPrecision
+            | CheckpointKind::I2sGguf
+            | CheckpointKind::FullPrecisionGguf => {
                 let values = self.floats(&weight, &[rows, cols])?;
                 Ok(TernaryMatrix::quantize(&weight, rows, cols, &values)?)
             }

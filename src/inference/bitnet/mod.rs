@@ -7,6 +7,8 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf_file;
+pub mod gguf_model;
 pub mod head;
 pub mod kernels;
 pub mod model;
@@ -79,13 +81,29 @@ pub struct BitnetSummary {
     pub head: HeadPrecision,
 }
 
+type Loaded = (BitnetConfig, HubVocab, weights::Weights, CheckpointKind);
+
+/// Configuration, vocabulary and weights from bitnet.cpp's GGUF.
+fn read_gguf(path: &Path) -> Result<Loaded, gguf_model::GgufModelError> {
+    let file = gguf_file::GgufFile::open(path)?;
+    let config = gguf_model::config(&file)?;
+    let vocab = gguf_model::vocab(&file, &config)?;
+    let weights = gguf_model::weights(&file, &config)?;
+    let kind = if gguf_model::is_i2s(&file) {
+        CheckpointKind::I2sGguf
+    } else {
+        CheckpointKind::FullPrecisionGguf
+    };
+    Ok((config, vocab, weights, kind))
+}
+
 /// The BitNet engine: our ternary forward pass and the hub's vocabulary.
 pub type BitnetEngine = LogitsEngine<BitnetModel, HubVocab>;
 
 impl LogitsEngine<BitnetModel, HubVocab> {
     /// Loads a checkpoint folder (config.json, model.safetensors or its shards, tokenizer.json,
-    /// and optionally tokenizer_config.json and generation_config.json), with the output head
-    /// in `head`'s precision.
+    /// and optionally tokenizer_config.json and generation_config.json) or bitnet.cpp's GGUF
+    /// file (I2_S), with the output head in `head`'s precision.
     ///
     /// # Errors
     /// `EngineError::Load` naming the file and what is wrong with it.
@@ -99,18 +117,22 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             path: dir.display().to_string(),
             detail,
         };
-        if !dir.is_dir() {
+        let (config, vocab, weights, kind) = if dir.is_file() {
+            read_gguf(dir).map_err(|e| load_error(e.to_string()))?
+        } else if dir.is_dir() {
+            let config = BitnetConfig::read(&dir.join("config.json"))
+                .map_err(|e| load_error(e.to_string()))?;
+            let vocab = HubVocab::load(dir, &config).map_err(|e| load_error(e.to_string()))?;
+            let (weights, kind) = Checkpoint::open(dir)
+                .and_then(|checkpoint| checkpoint.weights(&config))
+                .map_err(|e| load_error(e.to_string()))?;
+            (config, vocab, weights, kind)
+        } else {
             return Err(load_error(
-                "not a folder: a BitNet model is a checkpoint folder (config.json, model.safetensors, tokenizer.json)"
+                "not found: a BitNet model is a checkpoint folder (config.json, model.safetensors, tokenizer.json) or bitnet.cpp's GGUF file"
                     .into(),
             ));
-        }
-        let config =
-            BitnetConfig::read(&dir.join("config.json")).map_err(|e| load_error(e.to_string()))?;
-        let vocab = HubVocab::load(dir, &config).map_err(|e| load_error(e.to_string()))?;
-        let (weights, kind) = Checkpoint::open(dir)
-            .and_then(|checkpoint| checkpoint.weights(&config))
-            .map_err(|e| load_error(e.to_string()))?;
+        };
         let weights = weights.with_head(head);
         let context = (context_size as usize)
             .min(config.max_position_embeddings)

@@ -23,6 +23,14 @@ pub enum TernaryError {
     BadCode { name: String },
     #[error("{name}: weight scale {scale} is not a positive finite number")]
     BadScale { name: String, scale: f32 },
+    #[error("{name}: an I2_S {rows}x{cols} matrix needs {rows}·{cols} divisible by 128 and {expected} bytes, found {found}")]
+    I2sSize {
+        name: String,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
     #[error("cannot stack matrices with {0} and {1} columns")]
     StackColumns(usize, usize),
 }
@@ -116,6 +124,48 @@ impl TernaryMatrix {
                         });
                     }
                     matrix.set_code(lane * packed_rows + p, col, code);
+                }
+            }
+        }
+        Ok(matrix)
+    }
+
+    /// From bitnet.cpp's `I2_S` (its x86 layout): the matrix flattened row-major into blocks of
+    /// 128 values, each block 32 bytes where byte `p` holds values `p`, `32 + p`, `64 + p` and
+    /// `96 + p` in bits 7-6, 5-4, 3-2 and 1-0, as codes `t + 1`; after the `rows · cols / 4`
+    /// code bytes, one little-endian f32 scale for the whole tensor.
+    pub fn from_i2s(
+        name: &str,
+        data: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, TernaryError> {
+        const I2S_BLOCK: usize = 128;
+        let count = rows * cols;
+        let code_bytes = count / 4;
+        let scale = data
+            .get(code_bytes..code_bytes + 4)
+            .filter(|_| count.is_multiple_of(I2S_BLOCK))
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| TernaryError::I2sSize {
+                name: name.to_string(),
+                rows,
+                cols,
+                expected: code_bytes + 4,
+                found: data.len(),
+            })?;
+        let mut matrix = Self::zeros(rows, cols, check_scale(name, scale)?);
+        for (block, bytes) in data[..code_bytes].chunks_exact(I2S_BLOCK / 4).enumerate() {
+            for (p, &byte) in bytes.iter().enumerate() {
+                for group in 0..4 {
+                    let code = (byte >> (6 - 2 * group)) & 3;
+                    if code == 3 {
+                        return Err(TernaryError::BadCode {
+                            name: name.to_string(),
+                        });
+                    }
+                    let index = block * I2S_BLOCK + group * (I2S_BLOCK / 4) + p;
+                    matrix.set_code(index / cols, index % cols, code);
                 }
             }
         }
@@ -404,5 +454,46 @@ mod tests {
         let mut acts = QuantizedRows::default();
         acts.quantize(&[127.0, 0.5, 1.5, -2.5], 4);
         assert_eq!(&acts.row(0)[..4], &[127, 0, 2, -2]);
+    }
+
+    #[test]
+    fn i2s_blocks_interleave_four_runs_of_32_and_keep_one_scale() {
+        // 2 rows x 128 columns: two blocks. Value v at flat index i is ((i * 7) % 3) - 1.
+        let (rows, cols) = (2, 128);
+        let value = |i: usize| ((i * 7) % 3) as i8 - 1;
+        let mut data = vec![0u8; rows * cols / 4];
+        for i in 0..rows * cols {
+            let (block, within) = (i / 128, i % 128);
+            let (group, p) = (within / 32, within % 32);
+            data[block * 32 + p] |= ((value(i) + 1) as u8) << (6 - 2 * group);
+        }
+        data.extend_from_slice(&0.25f32.to_le_bytes());
+        data.extend_from_slice(&[0u8; 28]);
+        let matrix = TernaryMatrix::from_i2s("w", &data, rows, cols).unwrap();
+        for i in 0..rows * cols {
+            assert_eq!(matrix.value(i / cols, i % cols), value(i), "index {i}");
+        }
+        assert_eq!(matrix.parts, vec![(rows, 0.25)]);
+        // A code 3, a missing scale, a size not in whole blocks, a zero scale: refused.
+        let mut bad = data.clone();
+        bad[5] |= 0b1100_0000;
+        assert!(matches!(
+            TernaryMatrix::from_i2s("w", &bad, rows, cols),
+            Err(TernaryError::BadCode { .. })
+        ));
+        assert!(matches!(
+            TernaryMatrix::from_i2s("w", &data[..64], rows, cols),
+            Err(TernaryError::I2sSize { .. })
+        ));
+        assert!(matches!(
+            TernaryMatrix::from_i2s("w", &data, 1, 96),
+            Err(TernaryError::I2sSize { .. })
+        ));
+        let mut zero = data.clone();
+        zero[64..68].copy_from_slice(&0f32.to_le_bytes());
+        assert!(matches!(
+            TernaryMatrix::from_i2s("w", &zero, rows, cols),
+            Err(TernaryError::BadScale { .. })
+        ));
     }
 }

@@ -80,7 +80,17 @@ impl HubVocab {
         })?;
         let settings = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let generation = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+        Ok(Self::from_parts(tokenizer, &settings, &generation, config))
+    }
 
+    /// A vocabulary from a tokenizer and the two settings files' contents (`tokenizer_config`:
+    /// BOS/EOS strings and the chat template; `generation_config`: the ids that end a reply).
+    pub fn from_parts(
+        tokenizer: Tokenizer,
+        settings: &Value,
+        generation: &Value,
+        config: &BitnetConfig,
+    ) -> Self {
         let byte_level = tokenizer
             .get_decoder()
             .and_then(|d| serde_json::to_string(d).ok())
@@ -123,7 +133,7 @@ impl HubVocab {
                 .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
             _ => None,
         };
-        Ok(Self {
+        Self {
             tokenizer,
             pieces,
             end_of_turn,
@@ -132,7 +142,7 @@ impl HubVocab {
             bos_text,
             eos_text,
             chat_template,
-        })
+        }
     }
 
     /// Ids for a rendered prompt: special tokens written in the text become their ids (the

@@ -1,0 +1,405 @@
+//! A BitNet model from bitnet.cpp's GGUF (`ggml-model-i2_s.gguf`, as
+//! `microsoft/BitNet-b1.58-2B-4T-gguf` publishes it): the configuration from the
+//! `bitnet-b1.58.*` metadata, the ternary projections from `I2_S` tensors (or full-precision ones,
+//! quantized here as the reference does), and the tokenizer and chat template from the
+//! `tokenizer.*` metadata. bitnet.cpp's converter writes q and k in the checkpoint's own row order
+//! (it does not permute them as llama's converter does), so they load as they are.
+
+use serde_json::{json, Value as Json};
+use tokenizers::Tokenizer;
+
+use super::{
+    config::BitnetConfig,
+    gguf_file::{GgufFile, GgufFileError, Value, TYPE_BF16, TYPE_F16, TYPE_F32, TYPE_I2_S},
+    head::Table,
+    ternary::{TernaryError, TernaryMatrix},
+    vocab::HubVocab,
+    weights::{Layer, Weights},
+};
+
+/// The architectures bitnet.cpp writes for BitNet b1.58 models.
+const ARCHITECTURES: [&str; 3] = ["bitnet-b1.58", "bitnet", "bitnet-25"];
+
+/// Llama 3's pre-tokenizer split (its tokenizer.json), for `tokenizer.ggml.pre = llama-bpe`.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GgufModelError {
+    #[error(transparent)]
+    File(#[from] GgufFileError),
+    #[error("not a BitNet b1.58 GGUF (architecture `{0}`); run it on llama.cpp")]
+    NotBitnet(String),
+    #[error("the configuration in the metadata is not one this engine runs: {0}")]
+    Config(String),
+    #[error("tensor `{name}` has shape {dims:?} and type {kind}, expected {expected}")]
+    Shape {
+        name: String,
+        dims: Vec<u64>,
+        kind: u32,
+        expected: String,
+    },
+    #[error(transparent)]
+    Ternary(#[from] TernaryError),
+    #[error("the tokenizer in the metadata cannot be used: {0}")]
+    Tokenizer(String),
+}
+
+fn metadata_f64(file: &GgufFile, key: &str) -> Option<f64> {
+    file.get(key).and_then(Value::as_f64)
+}
+
+/// The configuration the metadata describes, in transformers' terms.
+///
+/// # Errors
+/// Not a BitNet file, a size missing, or a configuration the engine does not run.
+pub fn config(file: &GgufFile) -> Result<BitnetConfig, GgufModelError> {
+    let arch = file
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(GgufModelError::NotBitnet(arch));
+    }
+    let key = |name: &str| format!("{arch}.{name}");
+    let heads = file.usize(&key("attention.head_count"))?;
+    let vocab = match file.usize(&key("vocab_size")) {
+        Ok(size) => size,
+        Err(_) => file.strings("tokenizer.ggml.tokens")?.len(),
+    };
+    let value = json!({
+        "architectures": ["BitNetForCausalLM"],
+        "model_type": "bitnet",
+        "hidden_size": file.usize(&key("embedding_length"))?,
+        "intermediate_size": file.usize(&key("feed_forward_length"))?,
+        "num_hidden_layers": file.usize(&key("block_count"))?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": file.usize(&key("attention.head_count_kv")).unwrap_or(heads),
+        "head_dim": file.usize(&key("attention.key_length")).ok(),
+        "vocab_size": vocab,
+        "max_position_embeddings": file.usize(&key("context_length")).unwrap_or(4096),
+        "rms_norm_eps": metadata_f64(file, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        "rope_theta": metadata_f64(file, &key("rope.freq_base")).unwrap_or(500_000.0),
+        "hidden_act": "relu2",
+        "tie_word_embeddings": !file.tensors.contains_key("output.weight"),
+        "bos_token_id": file.usize("tokenizer.ggml.bos_token_id").ok(),
+        "eos_token_id": file.usize("tokenizer.ggml.eos_token_id").ok(),
+    });
+    let config: BitnetConfig =
+        serde_json::from_value(value).map_err(|e| GgufModelError::Config(e.to_string()))?;
+    config
+        .check()
+        .map_err(|e| GgufModelError::Config(e.to_string()))?;
+    Ok(config)
+}
+
+fn shape_error(name: &str, dims: &[u64], kind: u32, expected: String) -> GgufModelError {
+    GgufModelError::Shape {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        kind,
+        expected,
+    }
+}
+
+/// Tensor `name`, which must have `dims` (GGUF order).
+fn tensor_of<'a>(
+    file: &'a GgufFile,
+    name: &str,
+    dims: &[u64],
+) -> Result<(&'a super::gguf_file::TensorInfo, &'a [u8]), GgufModelError> {
+    let (info, data) = file.tensor(name)?;
+    if info.dims != dims {
+        return Err(shape_error(
+            name,
+            &info.dims,
+            info.kind,
+            format!("{dims:?}"),
+        ));
+    }
+    Ok((info, data))
+}
+
+/// A float tensor of `dims` (GGUF order) as f32.
+fn floats(file: &GgufFile, name: &str, dims: &[u64]) -> Result<Vec<f32>, GgufModelError> {
+    let (info, data) = tensor_of(file, name, dims)?;
+    Ok(match info.kind {
+        TYPE_F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        TYPE_F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        TYPE_BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        kind => {
+            return Err(shape_error(
+                name,
+                &info.dims,
+                kind,
+                "F32, F16 or BF16".into(),
+            ))
+        }
+    })
+}
+
+/// A `[rows, cols]` table (embedding or head) as bf16 bits: BF16 as stored, F16 and F32 rounded
+/// to bf16 (the head runs in bf16 or int8 either way).
+fn table(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Table, GgufModelError> {
+    let dims = [cols as u64, rows as u64];
+    let (info, data) = file.tensor(name)?;
+    if info.kind == TYPE_BF16 && info.dims == dims {
+        return Ok(Table::Bf16(
+            data.chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ));
+    }
+    Ok(Table::Bf16(
+        floats(file, name, &dims)?
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_bits())
+            .collect(),
+    ))
+}
+
+/// A projection with `rows` outputs and `cols` inputs: I2_S as stored, or full precision
+/// quantized as the reference quantizes a bf16 checkpoint.
+fn projection(
+    file: &GgufFile,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<TernaryMatrix, GgufModelError> {
+    let dims = [cols as u64, rows as u64];
+    let (info, data) = tensor_of(file, name, &dims)?;
+    if info.kind == TYPE_I2_S {
+        return Ok(TernaryMatrix::from_i2s(name, data, rows, cols)?);
+    }
+    let values = floats(file, name, &dims)?;
+    Ok(TernaryMatrix::quantize(name, rows, cols, &values)?)
+}
+
+/// Whether the projections are stored as I2_S.
+pub fn is_i2s(file: &GgufFile) -> bool {
+    file.tensors
+        .get("blk.0.attn_q.weight")
+        .is_some_and(|t| t.kind == TYPE_I2_S)
+}
+
+/// Every weight the forward pass needs, checked against `config`.
+///
+/// # Errors
+/// A tensor missing, of the wrong shape or type, or damaged.
+pub fn weights(file: &GgufFile, config: &BitnetConfig) -> Result<Weights, GgufModelError> {
+    let (hidden, inter, kv, vocab) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.kv_size(),
+        config.vocab_size,
+    );
+    let norm = |name: String, size: usize| floats(file, &name, &[size as u64]);
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let p = format!("blk.{i}");
+        let qkv = TernaryMatrix::stack(vec![
+            projection(file, &format!("{p}.attn_q.weight"), hidden, hidden)?,
+            projection(file, &format!("{p}.attn_k.weight"), kv, hidden)?,
+            projection(file, &format!("{p}.attn_v.weight"), kv, hidden)?,
+        ])?;
+        let gate_up = TernaryMatrix::stack(vec![
+            projection(file, &format!("{p}.ffn_gate.weight"), inter, hidden)?,
+            projection(file, &format!("{p}.ffn_up.weight"), inter, hidden)?,
+        ])?;
+        layers.push(Layer {
+            input_norm: norm(format!("{p}.attn_norm.weight"), hidden)?,
+            post_attention_norm: norm(format!("{p}.ffn_norm.weight"), hidden)?,
+            attn_sub_norm: norm(format!("{p}.attn_sub_norm.weight"), hidden)?,
+            ffn_sub_norm: norm(format!("{p}.ffn_sub_norm.weight"), inter)?,
+            qkv,
+            o: projection(file, &format!("{p}.attn_output.weight"), hidden, hidden)?,
+            gate_up,
+            down: projection(file, &format!("{p}.ffn_down.weight"), hidden, inter)?,
+        });
+    }
+    let output = if config.tie_word_embeddings {
+        None
+    } else {
+        Some(table(file, "output.weight", vocab, hidden)?)
+    };
+    Ok(Weights {
+        config: config.clone(),
+        embedding: table(file, "token_embd.weight", vocab, hidden)?,
+        output,
+        final_norm: norm("output_norm.weight".into(), hidden)?,
+        layers,
+    })
+}
+
+/// The tokenizer the metadata describes (a byte-level BPE, `tokenizer.ggml.model = gpt2`), as
+/// the tokenizers crate would read the same tokenizer from a tokenizer.json.
+fn tokenizer(file: &GgufFile) -> Result<Tokenizer, GgufModelError> {
+    let model = file
+        .get("tokenizer.ggml.model")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if model != "gpt2" {
+        return Err(GgufModelError::Tokenizer(format!(
+            "tokenizer.ggml.model is `{model}`; byte-level BPE (`gpt2`) is read"
+        )));
+    }
+    let tokens = file.strings("tokenizer.ggml.tokens")?;
+    let merges = match file.get("tokenizer.ggml.merges") {
+        Some(_) => file.strings("tokenizer.ggml.merges")?,
+        None => Vec::new(),
+    };
+    let types: Vec<i64> = match file.get("tokenizer.ggml.token_type") {
+        Some(Value::List(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::Int(t) => *t,
+                _ => 1,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let pre = file
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    build_tokenizer(&tokens, &merges, &types, pre)
+}
+
+/// A byte-level BPE from its tokens (in id order), merges, llama.cpp token types (3 control,
+/// 4 user-defined) and pre-tokenizer name.
+fn build_tokenizer(
+    tokens: &[&str],
+    merges: &[&str],
+    types: &[i64],
+    pre: &str,
+) -> Result<Tokenizer, GgufModelError> {
+    let mut vocab = serde_json::Map::with_capacity(tokens.len());
+    let mut added = Vec::new();
+    for (id, token) in tokens.iter().enumerate() {
+        vocab.insert((*token).to_string(), json!(id));
+        // llama.cpp's token types: 3 control (special), 4 user-defined.
+        let kind = types.get(id).copied().unwrap_or(1);
+        if kind == 3 || kind == 4 {
+            added.push(
+                json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": kind == 3}),
+            );
+        }
+    }
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre_tokenizer = match pre {
+        "llama-bpe" | "llama3" | "llama-v3" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+            byte_level(false),
+        ]}),
+        "default" | "gpt2" => byte_level(true),
+        other => {
+            return Err(GgufModelError::Tokenizer(format!(
+                "pre-tokenizer `{other}` is not one this engine reproduces (llama-bpe, gpt2)"
+            )))
+        }
+    };
+    let document = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": pre != "default" && pre != "gpt2", "vocab": vocab, "merges": merges}
+    });
+    document
+        .to_string()
+        .parse::<Tokenizer>()
+        .map_err(|e| GgufModelError::Tokenizer(e.to_string()))
+}
+
+/// The vocabulary: tokenizer, BOS/EOS and chat template from the metadata.
+///
+/// # Errors
+/// A tokenizer this engine cannot reproduce.
+pub fn vocab(file: &GgufFile, config: &BitnetConfig) -> Result<HubVocab, GgufModelError> {
+    let tokenizer = tokenizer(file)?;
+    let text_of = |key: &str| {
+        file.usize(key)
+            .ok()
+            .and_then(|id| tokenizer.id_to_token(id as u32))
+    };
+    let mut settings = serde_json::Map::new();
+    if let Some(bos) = text_of("tokenizer.ggml.bos_token_id") {
+        settings.insert("bos_token".into(), Json::String(bos));
+    }
+    if let Some(eos) = text_of("tokenizer.ggml.eos_token_id") {
+        settings.insert("eos_token".into(), Json::String(eos));
+    }
+    if let Some(template) = file.get("tokenizer.chat_template").and_then(Value::as_str) {
+        settings.insert("chat_template".into(), Json::String(template.to_string()));
+    }
+    let mut generation = serde_json::Map::new();
+    if let Ok(eot) = file.usize("tokenizer.ggml.eot_token_id") {
+        generation.insert("eos_token_id".into(), json!(eot));
+    }
+    Ok(HubVocab::from_parts(
+        tokenizer,
+        &Json::Object(settings),
+        &Json::Object(generation),
+        config,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 256 byte-level characters GPT-2's byte encoder maps bytes to, in byte order.
+    fn byte_tokens() -> Vec<String> {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut shifted = 0u32;
+        (0u8..=255)
+            .map(|b| {
+                if printable(b) {
+                    char::from(b).to_string()
+                } else {
+                    shifted += 1;
+                    char::from_u32(255 + shifted).unwrap_or('?').to_string()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn llama3_pre_tokenizer_splits_digits_in_threes_and_takes_whole_words() {
+        let mut owned = byte_tokens();
+        owned.extend(["Hello", "\u{120}world", "123", "45", "<|eot_id|>"].map(String::from));
+        let tokens: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let mut types = vec![1i64; tokens.len()];
+        types[tokens.len() - 1] = 3;
+        let tokenizer = build_tokenizer(&tokens, &[], &types, "llama-bpe").unwrap();
+        let ids = tokenizer
+            .encode("Hello world 12345<|eot_id|>", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let space = owned.iter().position(|t| t == "\u{120}").unwrap() as u32;
+        // Whole words from the vocabulary (merges ignored), a lone space, 123 then 45, and the
+        // special token as one id.
+        assert_eq!(ids, vec![256, 257, space, 258, 259, 260]);
+        assert!(matches!(
+            build_tokenizer(&tokens, &[], &types, "qwen2"),
+            Err(GgufModelError::Tokenizer(_))
+        ));
+    }
+}
