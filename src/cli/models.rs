@@ -7,7 +7,7 @@ use super::{load_registry, CommonArgs};
 use crate::{
     app::widgets_format_bytes as format_bytes,
     config::Settings,
-    registry::{fetch::FetchFrom, progress::ProgressFormat, Registry},
+    registry::{fetch::FetchFrom, leftovers::WorkLock, progress::ProgressFormat, Registry},
 };
 
 #[derive(Subcommand, Debug)]
@@ -106,6 +106,7 @@ pub fn run(common: &CommonArgs, command: ModelsCommand) -> anyhow::Result<()> {
             crate::registry::progress::set_format(progress);
             let bars = progress == ProgressFormat::Bars;
             let registry = load_registry(common)?;
+            let _working = WorkLock::working(&registry.models_dir);
             let targets: Vec<_> = if offline_pack {
                 registry
                     .models
@@ -163,6 +164,7 @@ pub fn run(common: &CommonArgs, command: ModelsCommand) -> anyhow::Result<()> {
         } => {
             crate::registry::progress::set_format(progress);
             let registry = load_registry(common)?;
+            let _working = WorkLock::working(&registry.models_dir);
             let entry = registry.get(&id).with_context(|| {
                 format!("unknown model `{id}`; `quantlab models list` shows the ids")
             })?;
@@ -248,6 +250,7 @@ fn add_from_hub(common: &CommonArgs, args: AddArgs) -> anyhow::Result<()> {
     use crate::registry::hub_add::{self, HubFile};
     crate::registry::progress::set_format(args.progress);
     let registry = load_registry(common)?;
+    let _working = WorkLock::working(&registry.models_dir);
     let hub = HubFile {
         repo: args.repo,
         file: args.file,

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod folders;
 pub mod hub_add;
 pub mod jobs;
+pub mod leftovers;
 pub mod live;
 pub mod ner;
 pub mod ocr;

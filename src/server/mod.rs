@@ -85,6 +85,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let leptos_options = leptos_options(addr)?;
     let addr = leptos_options.site_addr;
+    for path in crate::registry::leftovers::sweep(&settings.models_dir) {
+        tracing::info!(path = %path.display(), "removed what an interrupted download or quantization left");
+    }
     let store = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || crate::storage::open_store(&settings))
