@@ -54,40 +54,49 @@ pub fn sweep(models_dir: &Path) -> Vec<PathBuf> {
     let Some(_exclusive) = lock(models_dir, libc::LOCK_EX) else {
         return Vec::new();
     };
-    let mut removed = Vec::new();
-    for folder in sweep_dir(models_dir, true, &mut removed) {
-        sweep_dir(&folder, false, &mut removed);
+    let mut removed = remove_matching(models_dir, is_leftover);
+    let folders: Vec<PathBuf> = std::fs::read_dir(models_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|kind| kind.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    for folder in folders {
+        removed.extend(remove_matching(&folder, is_leftover));
     }
     removed
 }
 
-/// Removes the leftovers directly in `dir`; returns its sub-folders when `top`.
-fn sweep_dir(dir: &Path, top: bool, removed: &mut Vec<PathBuf>) -> Vec<PathBuf> {
-    let mut folders = Vec::new();
+/// Removes the entries of `dir` whose name and kind (`true` for a folder) `matches` picks, and
+/// returns them. Links are not followed: a link is removed as a file, never what it points to
+/// (a model linked from hf-hub's cache is not ours to remove).
+pub fn remove_matching(dir: &Path, matches: impl Fn(&str, bool) -> bool) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return folders;
+        return Vec::new();
     };
+    let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Not following links: a model linked from hf-hub's cache is not ours to sweep.
         let Ok(kind) = entry.file_type() else {
             continue;
         };
-        if is_leftover(&name, kind.is_dir()) {
-            let gone = if kind.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            if gone.is_ok() {
-                removed.push(path);
-            }
-        } else if kind.is_dir() && top {
-            folders.push(path);
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !matches(&name, kind.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if kind.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if gone.is_ok() {
+            removed.push(path);
         }
     }
-    folders
+    removed
 }
 
 #[cfg(test)]

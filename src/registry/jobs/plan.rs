@@ -8,7 +8,7 @@ use crate::{
     inference::llama_cpp::quantize::{partial_path, QuantType},
     registry::{
         hub_add::{self, HubFile},
-        verify, Registry,
+        leftovers, verify, Registry,
     },
     types::EngineKind,
 };
@@ -212,36 +212,20 @@ impl Leftovers {
                 work_prefix,
                 folder,
             } => {
-                remove_matching(models_dir, |name| name.starts_with(work_prefix.as_str()));
-                remove_matching(&models_dir.join(folder), |name| {
+                leftovers::remove_matching(models_dir, |name, _| {
+                    name.starts_with(work_prefix.as_str())
+                });
+                leftovers::remove_matching(&models_dir.join(folder), |name, _| {
                     name.starts_with('.') && name.ends_with(".partial")
                 });
             }
             Leftovers::Fetch { work_prefix, file } => {
                 let temporary = format!(".{file}.");
-                remove_matching(models_dir, |name| {
+                leftovers::remove_matching(models_dir, |name, _| {
                     name.starts_with(work_prefix.as_str())
                         || (name.starts_with(&temporary)
                             && (name.ends_with(".partial") || name.ends_with(".link")))
                 });
-            }
-        }
-    }
-}
-
-/// Removes the entries of `dir` whose names `matches` picks (files and folders).
-fn remove_matching(dir: &Path, matches: impl Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if matches(&name) {
-            let path = entry.path();
-            if path.is_dir() {
-                let _ = std::fs::remove_dir_all(&path);
-            } else {
-                let _ = std::fs::remove_file(&path);
             }
         }
     }
