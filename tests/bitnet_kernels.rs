@@ -3,6 +3,8 @@
 //! set this CPU runs (each test prints which ran, and one checks that list against the CPU's
 //! own flags, so a kernel family cannot drop out silently).
 
+mod common;
+
 use quantlab::inference::bitnet::{
     kernels::{bf16_dots, f16_axpy, f16_dot, i8_dots, Isa, I8_LIMIT},
     ternary::{QuantizedRows, TernaryMatrix},
@@ -271,4 +273,56 @@ fn kernel_families_are_named_as_printed() {
     }
     assert_eq!(Isa::from_label("avx512vnni"), Some(Isa::Avx512Vnni));
     assert_eq!(Isa::from_label("sse9"), None);
+}
+
+/// At load the engine times one decode step on each family from AVX2 up and keeps the
+/// fastest; the families compute the same logits, so the choice never changes an answer.
+#[test]
+fn the_fastest_kernel_family_is_chosen_by_measurement_and_answers_alike() {
+    use quantlab::inference::bitnet::{model::Model, weights::Weights};
+    let config = common::tiny_bitnet::small_config();
+    config.check().unwrap();
+    let tokens = [5u32, 17, 900, 3];
+    // From AVX2 up the families share their float kernels (head, attention) and their ternary
+    // products are exact, so any choice among them gives AVX2's logits bit for bit.
+    let baseline = if Isa::all_available().contains(&Isa::Avx2) {
+        Isa::Avx2
+    } else {
+        Isa::Portable
+    };
+    let mut reference = Model::new(Weights::random(&config, 7), 64, 2, baseline).unwrap();
+    let expected = reference.forward_last(&tokens, 0).to_vec();
+
+    let mut model = Model::new(Weights::random(&config, 7), 64, 2, Isa::best()).unwrap();
+    let timings = model.choose_fastest_isa();
+    let candidates: Vec<Isa> = Isa::all_available()
+        .into_iter()
+        .filter(|&isa| isa >= Isa::Avx2)
+        .collect();
+    if candidates.len() < 2 {
+        assert!(timings.is_empty(), "no choice to make: {timings:?}");
+        assert_eq!(model.isa(), Isa::best());
+    } else {
+        let timed: Vec<Isa> = timings.iter().map(|&(isa, _)| isa).collect();
+        assert_eq!(timed, candidates, "every family from AVX2 up is timed");
+        let fastest = timings
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(isa, _)| isa);
+        assert_eq!(Some(model.isa()), fastest);
+    }
+    eprintln!(
+        "kernel families timed: {:?}; chosen: {}",
+        timings
+            .iter()
+            .map(|(isa, s)| format!("{} {:.3} ms", isa.label(), s * 1e3))
+            .collect::<Vec<_>>(),
+        model.isa().label()
+    );
+    assert_eq!(
+        model.forward_last(&tokens, 0).to_vec(),
+        expected,
+        "the chosen family's logits are {}'s own",
+        baseline.label()
+    );
 }

@@ -2,13 +2,15 @@
 //! scores, KV cache, logits) is sized at load. Counted by a global allocator, so this binary
 //! holds this one test only (another test's allocations would be counted too).
 
+mod common;
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     sync::atomic::{AtomicUsize, Ordering},
 };
 
 use quantlab::inference::bitnet::{
-    config::BitnetConfig, head::HeadPrecision, kernels::Isa, model::Model, weights::Weights,
+    head::HeadPrecision, kernels::Isa, model::Model, weights::Weights,
 };
 
 struct Counting;
@@ -35,13 +37,7 @@ static COUNTING: Counting = Counting;
 
 #[test]
 fn decode_steps_allocate_nothing() {
-    let mut config = BitnetConfig::b1_58_2b_4t();
-    config.hidden_size = 256;
-    config.intermediate_size = 640;
-    config.num_hidden_layers = 2;
-    config.num_attention_heads = 4;
-    config.num_key_value_heads = Some(2);
-    config.vocab_size = 1000;
+    let config = common::tiny_bitnet::small_config();
     let heads = [HeadPrecision::Bf16, HeadPrecision::Int8];
     for (isa, head) in Isa::all_available()
         .into_iter()

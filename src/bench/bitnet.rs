@@ -32,7 +32,7 @@ pub struct BitnetBenchArgs {
     pub kl_positions: usize,
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
+pub(super) const GIB: f64 = (1u64 << 30) as f64;
 const SEED: u64 = 0x5EED;
 
 /// Prefill and decode of one model on one kernel family.
@@ -199,7 +199,7 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
 
 /// The kernel families decode is measured on: AVX2 (the baseline every x86 machine of the
 /// fleet has) and the best this CPU runs.
-fn decode_families() -> Vec<Isa> {
+pub(super) fn decode_families() -> Vec<Isa> {
     let all = Isa::all_available();
     let best = *all.last().unwrap_or(&Isa::Portable);
     let mut families: Vec<Isa> = all.into_iter().filter(|&isa| isa == Isa::Avx2).collect();
@@ -268,7 +268,7 @@ fn measure_interleaved(
     speeds
 }
 
-fn bench_tokens(count: usize, vocab: u32) -> Vec<u32> {
+pub(super) fn bench_tokens(count: usize, vocab: u32) -> Vec<u32> {
     (0..count as u32).map(|i| (i * 7919 + 13) % vocab).collect()
 }
 
@@ -327,7 +327,7 @@ fn kernel_seconds(model: &Model, isa: Isa, tokens: usize) -> f64 {
 }
 
 /// Bytes per second the pool's threads read from a buffer far larger than the caches.
-fn read_bandwidth() -> f64 {
+pub(super) fn read_bandwidth() -> f64 {
     const WORDS: usize = (1 << 30) / 8;
     let buffer: Vec<u64> = (0..WORDS as u64).collect();
     let mut best = 0f64;

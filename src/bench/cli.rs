@@ -74,6 +74,14 @@ pub struct BenchArgs {
     /// scripts/build-llama-server.sh under ~/.cache/quantlab/upstream).
     #[arg(long, env = "QUANTLAB_LLAMA_SERVER", requires = "concurrency")]
     pub llama_server: Option<PathBuf>,
+    /// With --bitnet: instead, bitnet.cpp side by side with our engine on one I2_S file, in one
+    /// run: this is a bitnet.cpp checkout built by scripts/bitnet-cpp.sh (which also writes the
+    /// 2B4T-sized dummy model used by default). `--repeats` sets the repetitions.
+    #[arg(long, requires = "bitnet")]
+    pub bitnet_cpp: Option<PathBuf>,
+    /// With --bitnet-cpp: the I2_S GGUF both engines run (default: the script's dummy model).
+    #[arg(long, requires = "bitnet_cpp")]
+    pub bitnet_gguf: Option<PathBuf>,
     /// With --bitnet: prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 128, requires = "bitnet")]
     pub prompt_tokens: usize,
@@ -105,10 +113,21 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         {
             bail!("--tokens and --prompt-tokens must be 1 to 4096, --kl-positions 0 to 4096");
         }
+        let threads = common
+            .threads
+            .map_or_else(Settings::default_threads, |t| t.max(1)) as usize;
+        if let Some(checkout) = args.bitnet_cpp {
+            return super::bitnet_cpp::run(&super::bitnet_cpp::BitnetCppArgs {
+                checkout,
+                model: args.bitnet_gguf,
+                threads,
+                prompt_tokens: args.prompt_tokens,
+                decode_tokens: args.tokens as usize,
+                repetitions: args.repeats.clamp(1, 20) as usize,
+            });
+        }
         return super::bitnet::run(&super::bitnet::BitnetBenchArgs {
-            threads: common
-                .threads
-                .map_or_else(Settings::default_threads, |t| t.max(1)) as usize,
+            threads,
             decode_tokens: args.tokens as usize,
             prompt_tokens: args.prompt_tokens,
             kl_positions: args.kl_positions,

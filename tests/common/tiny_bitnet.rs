@@ -337,8 +337,34 @@ impl Cache {
     }
 }
 
-/// Logits after every token of `tokens`.
+/// The gate's activation in the feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// BitNet b1.58 2B4T: `relu(g)²`.
+    Relu2,
+    /// bitnet.cpp's `bitnet` graph (1bitLLM's reproductions): `g · sigmoid(g)`.
+    Silu,
+}
+
+/// Logits after every token of `tokens`, with 2B4T's activation.
 pub fn reference_logits(master: &Master, tokens: &[u32], cache: Cache) -> Vec<Vec<f32>> {
+    reference_logits_with(master, tokens, cache, Activation::Relu2)
+}
+
+/// `‖a − b‖ / ‖b‖`.
+pub fn relative_l2(a: &[f32], b: &[f32]) -> f32 {
+    let diff: f32 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let norm: f32 = b.iter().map(|y| y * y).sum();
+    (diff / norm).sqrt()
+}
+
+/// Logits after every token of `tokens`, with the gate's `activation`.
+pub fn reference_logits_with(
+    master: &Master,
+    tokens: &[u32],
+    cache: Cache,
+    activation: Activation,
+) -> Vec<Vec<f32>> {
     let quantized: HashMap<String, (Vec<i8>, f32)> = master
         .tensors
         .iter()
@@ -406,7 +432,10 @@ pub fn reference_logits(master: &Master, tokens: &[u32], cache: Cache) -> Vec<Ve
             let product: Vec<f32> = gate
                 .iter()
                 .zip(&up)
-                .map(|(g, u)| g.max(0.0).powi(2) * u)
+                .map(|(&g, u)| match activation {
+                    Activation::Relu2 => g.max(0.0).powi(2) * u,
+                    Activation::Silu => g / (1.0 + (-g).exp()) * u,
+                })
                 .collect();
             let normed = rms_norm(
                 &product,
@@ -543,7 +572,11 @@ fn gguf_tokens() -> Vec<String> {
 /// Writes `master` as bitnet.cpp's GGUF (architecture `bitnet-b1.58`, its tensor names, the
 /// tokenizer and chat template in the metadata), projections in `form`.
 pub fn write_gguf(path: &Path, master: &Master, form: GgufForm) {
-    let arch = "bitnet-b1.58";
+    write_gguf_as(path, master, form, "bitnet-b1.58");
+}
+
+/// [`write_gguf`] under another of bitnet.cpp's architecture names (`bitnet` is its SiLU graph).
+pub fn write_gguf_as(path: &Path, master: &Master, form: GgufForm, arch: &str) {
     let mut w = GgufWriter {
         header: Vec::new(),
         keys: 0,
@@ -605,4 +638,17 @@ pub fn write_gguf(path: &Path, master: &Master, form: GgufForm) {
     }
     file.extend_from_slice(&data);
     std::fs::write(path, file).unwrap();
+}
+
+/// 2B4T's configuration shrunk to a few hundred columns (grouped-query attention kept), for
+/// tests that build random weights in memory.
+pub fn small_config() -> quantlab::inference::bitnet::config::BitnetConfig {
+    let mut config = quantlab::inference::bitnet::config::BitnetConfig::b1_58_2b_4t();
+    config.hidden_size = 256;
+    config.intermediate_size = 640;
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.num_key_value_heads = Some(2);
+    config.vocab_size = 1000;
+    config
 }

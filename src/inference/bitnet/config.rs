@@ -39,6 +39,27 @@ pub struct RopeParameters {
     pub rope_type: Option<String>,
 }
 
+/// The activation of the gated feed-forward block: BitNet b1.58 2B4T squares a ReLU; the
+/// 2024 reproductions (bitnet.cpp's `bitnet` architecture) use SiLU as Llama does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu2,
+    Silu,
+}
+
+impl Activation {
+    #[inline]
+    pub fn apply(self, gate: f32) -> f32 {
+        match self {
+            Activation::Relu2 => {
+                let relu = gate.max(0.0);
+                relu * relu
+            }
+            Activation::Silu => gate / (1.0 + (-gate).exp()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct BitnetConfig {
     #[serde(default)]
@@ -121,9 +142,9 @@ impl BitnetConfig {
             )));
         }
         let unsupported = |what: String| Err(ConfigError::Unsupported(what));
-        if self.hidden_act != "relu2" {
+        if self.activation().is_none() {
             return unsupported(format!(
-                "hidden_act `{}` (BitNet b1.58 uses relu2)",
+                "hidden_act `{}` (BitNet b1.58 uses relu2; 1bitLLM's reproductions silu)",
                 self.hidden_act
             ));
         }
@@ -186,6 +207,15 @@ impl BitnetConfig {
                     .to_string()
             });
         scaling.or_else(|| self.rope_parameters.as_ref()?.rope_type.clone())
+    }
+
+    /// The gate's activation; `None` for one the engine does not run.
+    pub fn activation(&self) -> Option<Activation> {
+        match self.hidden_act.as_str() {
+            "relu2" => Some(Activation::Relu2),
+            "silu" => Some(Activation::Silu),
+            _ => None,
+        }
     }
 
     pub fn kv_heads(&self) -> usize {

@@ -17,8 +17,15 @@ use super::{
     weights::{Layer, Weights},
 };
 
-/// The architectures bitnet.cpp writes for BitNet b1.58 models.
-const ARCHITECTURES: [&str; 3] = ["bitnet-b1.58", "bitnet", "bitnet-25"];
+/// The architectures bitnet.cpp writes for BitNet b1.58 models, with their feed-forward
+/// activation: `bitnet` is its 2024 graph for 1bitLLM's reproductions (and what its
+/// `generate-dummy-bitnet-model.py` writes), gated SiLU as in Llama; the 2B4T graphs square a
+/// ReLU. All three rotate halves of each head (NEOX order) on unpermuted q and k.
+const ARCHITECTURES: [(&str, &str); 3] = [
+    ("bitnet-b1.58", "relu2"),
+    ("bitnet-25", "relu2"),
+    ("bitnet", "silu"),
+];
 
 /// Llama 3's pre-tokenizer split (its tokenizer.json), for `tokenizer.ggml.pre = llama-bpe`.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -58,9 +65,9 @@ pub fn config(file: &GgufFile) -> Result<BitnetConfig, GgufModelError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if !ARCHITECTURES.contains(&arch.as_str()) {
+    let Some(&(_, activation)) = ARCHITECTURES.iter().find(|(name, _)| *name == arch) else {
         return Err(GgufModelError::NotBitnet(arch));
-    }
+    };
     let key = |name: &str| format!("{arch}.{name}");
     let heads = file.usize(&key("attention.head_count"))?;
     let vocab = match file.usize(&key("vocab_size")) {
@@ -80,7 +87,7 @@ pub fn config(file: &GgufFile) -> Result<BitnetConfig, GgufModelError> {
         "max_position_embeddings": file.usize(&key("context_length")).unwrap_or(4096),
         "rms_norm_eps": metadata_f64(file, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
         "rope_theta": metadata_f64(file, &key("rope.freq_base")).unwrap_or(500_000.0),
-        "hidden_act": "relu2",
+        "hidden_act": activation,
         "tie_word_embeddings": !file.tensors.contains_key("output.weight"),
         "bos_token_id": file.usize("tokenizer.ggml.bos_token_id").ok(),
         "eos_token_id": file.usize("tokenizer.ggml.eos_token_id").ok(),

@@ -137,9 +137,23 @@ impl LogitsEngine<BitnetModel, HubVocab> {
         let context = (context_size as usize)
             .min(config.max_position_embeddings)
             .max(16);
-        let isa = Isa::detect();
-        let model = Model::new(weights, context, threads as usize, isa)
+        let mut model = Model::new(weights, context, threads as usize, Isa::detect())
             .map_err(|e| load_error(e.to_string()))?;
+        if Isa::requested().is_none() {
+            let timings = model.choose_fastest_isa();
+            if !timings.is_empty() {
+                let measured: Vec<String> = timings
+                    .iter()
+                    .map(|(isa, seconds)| format!("{} {:.1} ms", isa.label(), seconds * 1e3))
+                    .collect();
+                tracing::info!(
+                    chosen = model.isa().label(),
+                    measured = %measured.join(", "),
+                    "BitNet kernels chosen by one timed decode step each"
+                );
+            }
+        }
+        let isa = model.isa();
         let weights = model.weights();
         let summary = BitnetSummary {
             kind,

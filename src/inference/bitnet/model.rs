@@ -14,6 +14,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{
+    config::Activation,
     head::{HeadActs, Table},
     kernels::{f16_axpy, f16_dot, Isa},
     ternary::QuantizedRows,
@@ -41,6 +42,7 @@ struct Scratch {
 
 pub struct Model {
     weights: Weights,
+    activation: Activation,
     isa: Isa,
     pool: Arc<rayon::ThreadPool>,
     context: usize,
@@ -56,8 +58,12 @@ pub struct Model {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start the BitNet thread pool: {0}")]
-pub struct PoolError(String);
+pub enum ModelError {
+    #[error("cannot start the BitNet thread pool: {0}")]
+    Pool(String),
+    #[error("hidden_act `{0}` is not one this engine runs")]
+    Activation(String),
+}
 
 impl Model {
     pub fn new(
@@ -65,13 +71,16 @@ impl Model {
         context: usize,
         threads: usize,
         isa: Isa,
-    ) -> Result<Self, PoolError> {
+    ) -> Result<Self, ModelError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("bitnet-{i}"))
             .build()
-            .map_err(|e| PoolError(e.to_string()))?;
+            .map_err(|e| ModelError::Pool(e.to_string()))?;
         let c = &weights.config;
+        let activation = c
+            .activation()
+            .ok_or_else(|| ModelError::Activation(c.hidden_act.clone()))?;
         let (hidden, inter, head) = (c.hidden_size, c.intermediate_size, c.head_size());
         let half = head / 2;
         let mut cos = Vec::with_capacity(context * half);
@@ -103,6 +112,7 @@ impl Model {
         let vocab = c.vocab_size;
         Ok(Self {
             weights,
+            activation,
             isa,
             pool: Arc::new(pool),
             context,
@@ -141,6 +151,50 @@ impl Model {
             );
         }
         self.weights.output = output;
+    }
+
+    /// Times one decode step on every kernel family from AVX2 up, in alternating rounds, and
+    /// keeps the fastest; returns each family's median seconds (empty when there is no choice).
+    /// The rank of a family says little about its speed on a given CPU: on an AMD EPYC
+    /// (Zen 4) the 512-bit VNNI kernels decoded 10–20% slower than AVX2 from memory, though
+    /// faster on a matrix held in cache. The families compute the same logits, so the choice
+    /// changes only the speed.
+    pub fn choose_fastest_isa(&mut self) -> Vec<(Isa, f64)> {
+        const ROUNDS: usize = 3;
+        let candidates: Vec<Isa> = Isa::all_available()
+            .into_iter()
+            .filter(|&isa| isa >= Isa::Avx2)
+            .collect();
+        if candidates.len() < 2 {
+            return Vec::new();
+        }
+        let started = self.isa;
+        // Token 0 at position 0: every vocabulary has it, and the next request starts anew.
+        let token = [0u32];
+        self.forward_last(&token, 0); // warm-up: weights paged in, threads awake
+        let mut times = vec![Vec::with_capacity(ROUNDS); candidates.len()];
+        for _ in 0..ROUNDS {
+            for (isa, times) in candidates.iter().zip(&mut times) {
+                self.set_isa(*isa);
+                let clock = std::time::Instant::now();
+                self.forward_last(&token, 0);
+                times.push(clock.elapsed().as_secs_f64());
+            }
+        }
+        let medians: Vec<(Isa, f64)> = candidates
+            .into_iter()
+            .zip(times)
+            .map(|(isa, mut times)| {
+                times.sort_by(f64::total_cmp);
+                (isa, times[ROUNDS / 2])
+            })
+            .collect();
+        let fastest = medians
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(started, |&(isa, _)| isa);
+        self.set_isa(fastest);
+        medians
     }
 
     /// Runs the next steps on another kernel family (for benchmarks that compare them).
@@ -302,14 +356,14 @@ impl Model {
         layer
             .gate_up
             .matmul(self.isa, &s.hidden_acts, &mut s.gate_up);
+        let activation = self.activation;
         for (row, out) in s.gate_up[..n * 2 * inter]
             .chunks_exact(2 * inter)
             .zip(s.product.chunks_exact_mut(inter))
         {
             let (gate, up) = row.split_at(inter);
             for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                let relu = g.max(0.0);
-                *o = relu * relu * u;
+                *o = activation.apply(g) * u;
             }
         }
         let product = &mut s.product[..n * inter];

@@ -32,23 +32,32 @@ impl Isa {
     /// The fastest kernels this CPU runs, unless `QUANTLAB_BITNET_ISA` names a slower one
     /// this CPU also runs (for comparisons).
     pub fn detect() -> Self {
-        let best = Self::all_available()
+        Self::requested().unwrap_or_else(Self::best)
+    }
+
+    /// The most capable family this CPU runs (not always the fastest: see
+    /// `Model::choose_fastest_isa`).
+    pub fn best() -> Self {
+        Self::all_available()
             .into_iter()
             .max()
-            .unwrap_or(Isa::Portable);
-        match std::env::var("QUANTLAB_BITNET_ISA") {
-            Ok(name) => match Self::from_label(&name) {
-                Some(chosen) if chosen <= best => chosen,
-                _ => {
-                    tracing::warn!(
-                        requested = %name,
-                        using = best.label(),
-                        "QUANTLAB_BITNET_ISA names no kernel family this CPU runs"
-                    );
-                    best
-                }
-            },
-            Err(_) => best,
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// The family `QUANTLAB_BITNET_ISA` names, if this CPU runs it.
+    pub fn requested() -> Option<Self> {
+        let name = std::env::var("QUANTLAB_BITNET_ISA").ok()?;
+        let best = Self::best();
+        match Self::from_label(&name) {
+            Some(chosen) if chosen <= best => Some(chosen),
+            _ => {
+                tracing::warn!(
+                    requested = %name,
+                    using = best.label(),
+                    "QUANTLAB_BITNET_ISA names no kernel family this CPU runs"
+                );
+                None
+            }
         }
     }
 
