@@ -57,13 +57,8 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
     let weights = Weights::random(&config, SEED);
     let bf16_resident = resident_bytes().unwrap_or(0).saturating_sub(before);
     println!(
-        "model: BitNet b1.58 2B4T shapes ({} layers, hidden {}, FFN {}, {} heads / {} kv, vocab {}), random ternary weights built in {:.1} s",
-        config.num_hidden_layers,
-        config.hidden_size,
-        config.intermediate_size,
-        config.num_attention_heads,
-        config.kv_heads(),
-        config.vocab_size,
+        "model: BitNet b1.58 2B4T shapes ({}), random ternary weights built in {:.1} s",
+        shapes(&config),
         started.elapsed().as_secs_f64()
     );
     let ternary = weights.ternary_bytes() as f64;
@@ -165,7 +160,7 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         let int8_head_only = bf16.weights().embedding.to_int8(hidden);
         bf16.set_output_head(Some(int8_head_only));
         let head_only = divergence(&reference, &mut bf16);
-        bf16.set_output_head(None);
+        bf16.set_output_head(None); // the int8 copy made for this measurement is dropped
         print_divergence("int8 head alone (same hidden states)", &head_only, started);
         println!(
             "  (random layers amplify any change to their input, the int8 embedding rows here, far more than trained ones do; the head alone is the quantization's own cost)"
@@ -195,6 +190,19 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A model's sizes, as the benches print them.
+pub(super) fn shapes(config: &BitnetConfig) -> String {
+    format!(
+        "{} layers, hidden {}, FFN {}, {} heads / {} kv, vocab {}",
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_attention_heads,
+        config.kv_heads(),
+        config.vocab_size
+    )
 }
 
 /// The kernel families decode is measured on: AVX2 (the baseline every x86 machine of the

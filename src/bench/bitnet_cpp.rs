@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use super::{
-    bitnet::{bench_tokens, decode_families, read_bandwidth, GIB},
+    bitnet::{bench_tokens, decode_families, read_bandwidth, shapes, GIB},
     stats::Stat,
 };
 use crate::inference::{
@@ -204,15 +204,10 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
     let resident = resident_bytes().unwrap_or(0).saturating_sub(before);
     let c = weights.config.clone();
     println!(
-        "model: {} ({} `{architecture}`: {} layers, hidden {}, FFN {}, {} heads / {} kv, vocab {}), loaded by our engine in {:.1} s",
+        "model: {} ({} `{architecture}`: {}), loaded by our engine in {:.1} s",
         model_path.display(),
         if i2s { "I2_S" } else { "full precision" },
-        c.num_hidden_layers,
-        c.hidden_size,
-        c.intermediate_size,
-        c.num_attention_heads,
-        c.kv_heads(),
-        c.vocab_size,
+        shapes(&c),
         started.elapsed().as_secs_f64()
     );
     let ternary = weights.ternary_bytes() as f64;
@@ -239,7 +234,9 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
     let int8_head = ours.weights().embedding.to_int8(c.hidden_size);
     let int8_bytes = int8_head.bytes() as f64;
     let best = *families.last().unwrap_or(&Isa::Portable);
-    let mut our_rows: Vec<(Isa, Option<&Table>, Row)> = families
+    // Each row holds the output head it runs with (`None`: the tied embedding) while it is
+    // not being measured; the table moves into the model and back, never copied.
+    let mut our_rows: Vec<(Isa, Option<Table>, Row)> = families
         .iter()
         .map(|&isa| {
             let label = format!("quantlab {}, bf16 head", isa.label());
@@ -248,16 +245,21 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
         .collect();
     our_rows.push((
         best,
-        Some(&int8_head),
+        Some(int8_head),
         Row::new(
             format!("quantlab {}, int8 head", best.label()),
             ternary + int8_bytes + kv_bytes,
         ),
     ));
-    for (isa, head, _) in &our_rows {
+    let mut measure = |isa: Isa, head: &mut Option<Table>| {
+        ours.set_output_head(head.take());
+        let speeds = our_speeds(&mut ours, isa, args);
+        *head = ours.set_output_head(None);
+        speeds
+    };
+    for (isa, head, _) in &mut our_rows {
         // Warm-up: pages touched, caches and frequency settled.
-        ours.set_output_head(head.cloned());
-        our_speeds(&mut ours, *isa, args);
+        measure(*isa, head);
     }
 
     let bandwidth_before = pool.install(read_bandwidth);
@@ -272,8 +274,7 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
         their_row.push((speeds.prefill_tok_s, speeds.decode_tok_s));
         theirs = Some(speeds);
         for (isa, head, row) in &mut our_rows {
-            ours.set_output_head(head.cloned());
-            row.push(our_speeds(&mut ours, *isa, args));
+            row.push(measure(*isa, head));
         }
     }
     let bandwidth = pool.install(read_bandwidth).max(bandwidth_before);

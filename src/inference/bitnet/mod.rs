@@ -137,9 +137,15 @@ impl LogitsEngine<BitnetModel, HubVocab> {
         let context = (context_size as usize)
             .min(config.max_position_embeddings)
             .max(16);
-        let mut model = Model::new(weights, context, threads as usize, Isa::detect())
-            .map_err(|e| load_error(e.to_string()))?;
-        if Isa::requested().is_none() {
+        let requested = Isa::requested();
+        let mut model = Model::new(
+            weights,
+            context,
+            threads as usize,
+            requested.unwrap_or_else(Isa::best),
+        )
+        .map_err(|e| load_error(e.to_string()))?;
+        if requested.is_none() {
             let timings = model.choose_fastest_isa();
             if !timings.is_empty() {
                 let measured: Vec<String> = timings

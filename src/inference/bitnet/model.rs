@@ -138,11 +138,12 @@ impl Model {
     }
 
     /// Gives the model its own output head (untied from the embedding), or ties it back with
-    /// `None`: the bench measures a head alone this way, on hidden states that stay the same.
+    /// `None`, and returns the head it had: the bench measures a head alone this way, on hidden
+    /// states that stay the same, and hands the table back and forth without copying it.
     ///
     /// # Panics
     /// If the table has another size than the embedding.
-    pub fn set_output_head(&mut self, output: Option<Table>) {
+    pub fn set_output_head(&mut self, output: Option<Table>) -> Option<Table> {
         if let Some(table) = &output {
             assert_eq!(
                 table.values(),
@@ -150,7 +151,7 @@ impl Model {
                 "an output head has the embedding's shape"
             );
         }
-        self.weights.output = output;
+        std::mem::replace(&mut self.weights.output, output)
     }
 
     /// Times one decode step on every kernel family from AVX2 up, in alternating rounds, and

@@ -29,8 +29,9 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest kernels this CPU runs, unless `QUANTLAB_BITNET_ISA` names a slower one
-    /// this CPU also runs (for comparisons).
+    /// The most capable kernels this CPU runs, unless `QUANTLAB_BITNET_ISA` names a slower
+    /// one this CPU also runs (for comparisons). The engine times the candidates at load
+    /// instead (`Model::choose_fastest_isa`).
     pub fn detect() -> Self {
         Self::requested().unwrap_or_else(Self::best)
     }
