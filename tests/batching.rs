@@ -15,10 +15,9 @@ use quantlab::{
     inference::{
         batch::{Batch, BatchEngine},
         llama_cpp::LlamaCppEngine,
-        template::PromptFormat,
         ChatEngine, GenerationStats, ResolvedSampling, TokenSink,
     },
-    types::{ChatMessage, Role},
+    types::Role,
 };
 
 const CONTEXT: u32 = 1024;
@@ -55,23 +54,6 @@ impl TokenSink for Collect {
 fn engine(slots: usize) -> LlamaCppEngine {
     let path = common::models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     LlamaCppEngine::load_with_slots(&path, CONTEXT, 2, slots).expect("the default model loads")
-}
-
-fn render(engine: &LlamaCppEngine, conversation: &[(Role, &str)]) -> String {
-    let facts = engine.facts();
-    let format = PromptFormat::Chat {
-        template: facts.chat_template.clone().expect("a chat template"),
-        bos_token: facts.bos_token.clone(),
-        eos_token: facts.eos_token.clone(),
-    };
-    let messages: Vec<ChatMessage> = conversation
-        .iter()
-        .map(|(role, content)| ChatMessage {
-            role: *role,
-            content: content.to_string(),
-        })
-        .collect();
-    format.render(&messages).expect("renders")
 }
 
 /// Runs every prompt together (all admitted at once) and returns texts and stats in order.
@@ -124,7 +106,7 @@ fn a_reply_is_the_same_text_alone_and_in_company() {
             } else {
                 sampling(0.8, 7 + i as u32, 40)
             };
-            (render(&engine, &[(Role::User, q)]), s)
+            (common::render_chat(engine.facts(), &[(Role::User, q)]), s)
         })
         .collect();
     let company = together(&mut engine, &prompts);
@@ -141,7 +123,10 @@ fn a_reply_is_the_same_text_alone_and_in_company() {
 fn a_later_turn_reuses_the_earlier_ones_and_answers_the_same() {
     let mut cached = engine(2);
     let greedy = sampling(0.0, 1, 32);
-    let first = render(&cached, &[(Role::User, "What is the capital of France?")]);
+    let first = common::render_chat(
+        cached.facts(),
+        &[(Role::User, "What is the capital of France?")],
+    );
     let (answer, stats) = alone(&mut cached, &first, &greedy);
     assert_eq!(stats.cached_prompt_tokens, 0);
     let second_turn = [
@@ -149,7 +134,7 @@ fn a_later_turn_reuses_the_earlier_ones_and_answers_the_same() {
         (Role::Assistant, answer.as_str()),
         (Role::User, "And of Italy?"),
     ];
-    let second = render(&cached, &second_turn);
+    let second = common::render_chat(cached.facts(), &second_turn);
     let (reused, stats) = alone(&mut cached, &second, &greedy);
     assert!(
         stats.cached_prompt_tokens + 20 >= stats.prompt_tokens && stats.cached_prompt_tokens > 10,
@@ -173,16 +158,16 @@ fn the_slot_sharing_the_longest_prefix_is_reused() {
     let mut engine = engine(2);
     let greedy = sampling(0.0, 1, 8);
     let system = "You are a terse assistant who answers with one word. ".repeat(8);
-    let a = render(
-        &engine,
+    let a = common::render_chat(
+        engine.facts(),
         &[(Role::System, &system), (Role::User, "Capital of Spain?")],
     );
-    let b = render(&engine, &[(Role::User, "Name a fruit.")]);
+    let b = common::render_chat(engine.facts(), &[(Role::User, "Name a fruit.")]);
     // Two slots now hold different prompts.
     together(&mut engine, &[(a, greedy.clone()), (b, greedy.clone())]);
     // A new question under the same long system prompt finds it cached.
-    let c = render(
-        &engine,
+    let c = common::render_chat(
+        engine.facts(),
         &[(Role::System, &system), (Role::User, "Capital of Peru?")],
     );
     let (_, stats) = alone(&mut engine, &c, &greedy);
@@ -219,8 +204,8 @@ fn a_long_prompt_joins_in_chunks_while_the_others_keep_decoding() {
         log: log.clone(),
     };
     let mut batch: Batch<Logged> = Batch::default();
-    let story = render(
-        &engine,
+    let story = common::render_chat(
+        engine.facts(),
         &[(Role::User, "Tell me a long story about a cat.")],
     );
     let s = sampling(0.0, 1, 300);
@@ -229,7 +214,7 @@ fn a_long_prompt_joins_in_chunks_while_the_others_keep_decoding() {
         assert!(batch.step(&mut engine).is_empty());
     }
     let long_text = "The quick brown fox jumps over the lazy dog. ".repeat(60);
-    let long = render(&engine, &[(Role::User, &long_text)]);
+    let long = common::render_chat(engine.facts(), &[(Role::User, &long_text)]);
     let before = log.borrow().len();
     assert!(batch
         .admit(&mut engine, &long, &sampling(0.0, 1, 4), sink(1))
@@ -263,7 +248,7 @@ fn a_long_prompt_joins_in_chunks_while_the_others_keep_decoding() {
 #[test]
 fn every_slot_busy_refuses_a_new_prompt_with_a_reason() {
     let mut engine = engine(1);
-    let prompt = render(&engine, &[(Role::User, "Hi")]);
+    let prompt = common::render_chat(engine.facts(), &[(Role::User, "Hi")]);
     let s = sampling(0.0, 1, 8);
     engine.admit(&prompt, &s).expect("the only slot");
     let refused = engine.admit(&prompt, &s).expect_err("no slot left");

@@ -374,23 +374,7 @@ fn damaged_checkpoints_are_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chat_api_streams_a_bitnet_reply_labelled_with_its_engine() {
     let (dir, _) = write(Form::Packed, 21);
-    let registry_text = r#"
-default = "tiny-bitnet"
-
-[[models]]
-id = "tiny-bitnet"
-name = "Tiny BitNet"
-family = "BitNet b1.58"
-parameters = "1M"
-quantization = "ternary"
-bits_per_weight = 2.0
-context_length = 256
-engine = "bitnet"
-instruct = true
-license = "MIT"
-description = "Written by the test."
-file = "tiny-bitnet"
-"#;
+    let registry_text = tiny::REGISTRY;
     let registry = Registry::parse(registry_text, Path::new("test.toml"), dir.path()).unwrap();
     let settings = Settings {
         models_dir: dir.path().to_path_buf(),

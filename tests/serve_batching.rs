@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::time::Instant;
-
 use common::binary::{command, Binary};
-use common::client::{next_event, post_json, start_socket, Socket};
+use common::client::{post_json, read_reply, start_socket};
 use serde_json::{json, Value};
 
 fn chat_request(prompt: &str) -> Value {
@@ -19,40 +17,6 @@ fn chat_request(prompt: &str) -> Value {
         "messages": [{ "role": "user", "content": prompt }],
         "sampling": { "temperature": 0.0, "repeat_penalty": 1.0, "max_tokens": 40, "seed": 1 },
     })
-}
-
-/// A reply read to its end: its text, its metrics, and when its first and last tokens came.
-struct Streamed {
-    text: String,
-    metrics: Value,
-    first_token: Instant,
-    done: Instant,
-}
-
-async fn read_reply(mut socket: Socket) -> Streamed {
-    let mut text = String::new();
-    let mut first_token = None;
-    loop {
-        let event = next_event(&mut socket)
-            .await
-            .expect("the socket closed before the reply ended");
-        match event["type"].as_str() {
-            Some("token") => {
-                first_token.get_or_insert_with(Instant::now);
-                text.push_str(event["text"].as_str().unwrap());
-            }
-            Some("done") => {
-                return Streamed {
-                    text,
-                    metrics: event["metrics"].clone(),
-                    first_token: first_token.expect("metrics before any token"),
-                    done: Instant::now(),
-                }
-            }
-            Some("error") => panic!("the reply failed: {event}"),
-            _ => {}
-        }
-    }
 }
 
 async fn serve(parallel: &str) -> Binary {

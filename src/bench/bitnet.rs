@@ -30,6 +30,8 @@ pub struct BitnetBenchArgs {
     pub decode_tokens: usize,
     pub prompt_tokens: usize,
     pub kl_positions: usize,
+    /// Sequence counts of the batched decode measurement (empty: skipped).
+    pub sequences: Vec<usize>,
 }
 
 pub(super) const GIB: f64 = (1u64 << 30) as f64;
@@ -188,6 +190,15 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
             four * 1e3,
             portable[1] / four
         );
+    }
+    if !args.sequences.is_empty() {
+        drop(bf16);
+        super::bitnet_batch::run(
+            int8.into_weights(),
+            args.threads,
+            &args.sequences,
+            args.decode_tokens,
+        )?;
     }
     Ok(())
 }

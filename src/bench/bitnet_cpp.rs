@@ -35,6 +35,8 @@ pub struct BitnetCppArgs {
     pub decode_tokens: usize,
     /// Rounds: one run of each engine per round.
     pub repetitions: usize,
+    /// Sequence counts for the batched-decode comparison (empty: skipped).
+    pub sequences: Vec<usize>,
 }
 
 /// The file scripts/bitnet-cpp.sh writes in the checkout.
@@ -327,6 +329,29 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
     println!(
         "\n(the file's f16 head is held as bf16 by our engine: the same two bytes a value; the int8 row is our option, not bitnet.cpp's)"
     );
+    if !args.sequences.is_empty() {
+        let binary = args.checkout.join("build/bin/llama-batched-bench");
+        if !binary.is_file() {
+            println!(
+                "\nbatched decode skipped: {} is missing (scripts/bitnet-cpp.sh builds it)",
+                binary.display()
+            );
+            return Ok(());
+        }
+        drop(our_rows); // the int8 head copy
+        super::bitnet_cpp_batch::run(
+            ours.into_weights(),
+            &super::bitnet_cpp_batch::BatchedArgs {
+                binary: &binary,
+                model: &model_path,
+                threads: args.threads,
+                prompt_tokens: args.prompt_tokens,
+                decode_tokens: args.decode_tokens,
+                sequences: &args.sequences,
+                rounds: args.repetitions,
+            },
+        )?;
+    }
     Ok(())
 }
 

@@ -85,6 +85,16 @@ pub struct BenchArgs {
     /// With --bitnet: prompt tokens for the prefill measurement.
     #[arg(long, default_value_t = 128, requires = "bitnet")]
     pub prompt_tokens: usize,
+    /// With --bitnet: sequence counts decoded together in the batched-decode measurement
+    /// (1 to 16 each; one read of the weights per pass serves them all); with --bitnet-cpp,
+    /// against bitnet.cpp's llama-batched-bench on the same file.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,4",
+        requires = "bitnet"
+    )]
+    pub sequences: Vec<usize>,
     /// With --bitnet: positions over which the int8 head's next-token distributions are
     /// compared with the bf16 head's (KL divergence, top-1 agreement); 0 skips it.
     #[arg(long, default_value_t = 1024, requires = "bitnet")]
@@ -113,6 +123,9 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
         {
             bail!("--tokens and --prompt-tokens must be 1 to 4096, --kl-positions 0 to 4096");
         }
+        if args.sequences.iter().any(|&n| !(1..=16).contains(&n)) {
+            bail!("--sequences takes counts from 1 to 16, e.g. 1,2,4");
+        }
         let threads = common
             .threads
             .map_or_else(Settings::default_threads, |t| t.max(1)) as usize;
@@ -124,6 +137,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
                 prompt_tokens: args.prompt_tokens,
                 decode_tokens: args.tokens as usize,
                 repetitions: args.repeats.clamp(1, 20) as usize,
+                sequences: args.sequences,
             });
         }
         return super::bitnet::run(&super::bitnet::BitnetBenchArgs {
@@ -131,6 +145,7 @@ pub fn run(common: &CommonArgs, args: BenchArgs) -> anyhow::Result<()> {
             decode_tokens: args.tokens as usize,
             prompt_tokens: args.prompt_tokens,
             kl_positions: args.kl_positions,
+            sequences: args.sequences,
         });
     }
     let registry = crate::cli::load_registry(common)?;

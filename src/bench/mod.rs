@@ -10,7 +10,11 @@ pub mod types;
 #[cfg(feature = "ssr")]
 pub mod bitnet;
 #[cfg(feature = "ssr")]
+pub mod bitnet_batch;
+#[cfg(feature = "ssr")]
 pub mod bitnet_cpp;
+#[cfg(feature = "ssr")]
+pub mod bitnet_cpp_batch;
 #[cfg(feature = "ssr")]
 pub mod cli;
 #[cfg(feature = "ssr")]

@@ -60,6 +60,37 @@ pub trait BatchEngine {
     fn release(&mut self, slot: usize);
 }
 
+/// How many leading tokens two sequences share: the part of a slot's cache a new prompt can
+/// keep.
+pub fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The free slot a prompt goes to and how many of its leading tokens that slot's cache
+/// already holds: the slot whose history (`free`: index and history of each free slot) shares
+/// the longest prefix with `prompt`, the lowest of equals so running slots stay contiguous.
+/// The last prompt token is always evaluated (its logits give the first reply token), and
+/// nothing is kept when `cache_prompt` is off.
+///
+/// # Errors
+/// No slot is free.
+pub fn reuse_slot<'a, T: PartialEq + 'a>(
+    free: impl Iterator<Item = (usize, &'a [T])>,
+    prompt: &[T],
+    cache_prompt: bool,
+) -> Result<(usize, usize), EngineError> {
+    let (slot, shared) = free
+        .map(|(slot, history)| (slot, common_prefix(history, prompt)))
+        .max_by_key(|&(slot, shared)| (shared, std::cmp::Reverse(slot)))
+        .ok_or_else(|| EngineError::Inference("every sequence slot is busy".into()))?;
+    let keep = if cache_prompt {
+        shared.min(prompt.len().saturating_sub(1))
+    } else {
+        0
+    };
+    Ok((slot, keep))
+}
+
 /// The last thing a finished reply hears: its statistics, or why it failed.
 pub struct Finished<S> {
     pub sink: S,

@@ -6,14 +6,28 @@
 use std::time::Instant;
 
 use super::{
+    batch::{generate_one, BatchEngine},
     decode::{check_prompt, decode, DecodeStep},
+    logits_batch::SlotTable,
     sampler::{argmax, Sampler},
     score::{token_nll, ScoreWindow, TextScore},
     ChatEngine, EngineError, EngineFacts, GenerationStats, ResolvedSampling, TokenSink,
 };
 use crate::types::FinishReason;
 
+/// One token of a forward pass over several sequences: its id, the slot whose cache it extends,
+/// and its position there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotToken {
+    pub token: u32,
+    pub slot: usize,
+    pub position: usize,
+}
+
 /// A forward pass over token ids at a position (0 starts a new sequence).
+///
+/// A model may also keep several sequences in slots of one cache ([`LogitsModel::slots`]); the
+/// single-sequence calls then use slot 0.
 pub trait LogitsModel {
     /// Logits of the last of `tokens`.
     fn forward_last(&mut self, tokens: &[u32], position: usize) -> Result<&mut [f32], EngineError>;
@@ -27,6 +41,25 @@ pub trait LogitsModel {
     fn prefill_batch(&self) -> usize;
     /// Tokens per forward pass when every row of logits is kept (bounds that memory).
     fn score_batch(&self) -> usize;
+    /// Sequence slots in the cache; 0 for a model that keeps one sequence and has no
+    /// [`LogitsModel::forward_slots`].
+    fn slots(&self) -> usize {
+        0
+    }
+    /// One forward pass over tokens of several slots (at most [`LogitsModel::prefill_batch`]);
+    /// returns the logits of the rows `picks` names, one `vocab`-long row each, in that order.
+    ///
+    /// # Errors
+    /// The model has no slots, or a token leaves its slot's context.
+    fn forward_slots(
+        &mut self,
+        _tokens: &[SlotToken],
+        _picks: &[usize],
+    ) -> Result<&mut [f32], EngineError> {
+        Err(EngineError::Unsupported(
+            "this engine keeps one sequence at a time".into(),
+        ))
+    }
 }
 
 /// What an engine's vocabulary does for generation and scoring.
@@ -216,9 +249,21 @@ pub struct LogitsEngine<M, V> {
     pub(crate) model: M,
     pub(crate) vocab: V,
     pub(crate) facts: EngineFacts,
+    /// The model's sequence slots, when it has them ([`LogitsModel::slots`]).
+    pub(crate) slots: SlotTable,
 }
 
 impl<M: LogitsModel, V: TokenText> LogitsEngine<M, V> {
+    pub fn new(model: M, vocab: V, facts: EngineFacts) -> Self {
+        let slots = SlotTable::new(model.slots());
+        Self {
+            model,
+            vocab,
+            facts,
+            slots,
+        }
+    }
+
     /// Token ids for a rendered prompt, exactly as generation feeds them.
     pub fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<u32>, EngineError> {
         self.vocab.encode_prompt(prompt)
@@ -226,11 +271,13 @@ impl<M: LogitsModel, V: TokenText> LogitsEngine<M, V> {
 
     /// Teacher forcing: element i is the model's most likely next token after `tokens[..=i]`.
     pub fn top1_predictions(&mut self, tokens: &[u32]) -> Result<Vec<u32>, EngineError> {
+        self.slots.forget_slot_zero();
         top1_predictions(&mut self.model, tokens, self.facts.context_size)
     }
 
     /// The logits after every one of `tokens` (a new sequence), one row each.
     pub fn logits_for(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.slots.forget_slot_zero();
         self.model.forward_all(tokens, 0)
     }
 }
@@ -238,6 +285,14 @@ impl<M: LogitsModel, V: TokenText> LogitsEngine<M, V> {
 impl<M: LogitsModel, V: TokenText> ChatEngine for LogitsEngine<M, V> {
     fn facts(&self) -> &EngineFacts {
         &self.facts
+    }
+
+    fn batch(&mut self) -> Option<&mut dyn BatchEngine> {
+        if self.model.slots() > 0 {
+            Some(self)
+        } else {
+            None
+        }
     }
 
     fn count_tokens(&self, prompt: &str) -> Result<usize, EngineError> {
@@ -250,6 +305,10 @@ impl<M: LogitsModel, V: TokenText> ChatEngine for LogitsEngine<M, V> {
         sampling: &ResolvedSampling,
         sink: &mut dyn TokenSink,
     ) -> Result<GenerationStats, EngineError> {
+        // A model with slots runs a reply alone as it runs it in company.
+        if self.model.slots() > 0 {
+            return generate_one(self, prompt, sampling, sink);
+        }
         let context = self.facts.context_size;
         generate(
             &mut self.model,
@@ -268,6 +327,7 @@ impl<M: LogitsModel, V: TokenText> ChatEngine for LogitsEngine<M, V> {
         rows: &mut dyn FnMut(&[f32]),
         cancelled: &mut dyn FnMut() -> bool,
     ) -> Result<TextScore, EngineError> {
+        self.slots.forget_slot_zero();
         let context = self.facts.context_size;
         score(
             &mut self.model,

@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod json_grammar;
 pub mod llama_cpp;
 pub mod logits;
+pub mod logits_batch;
 pub mod logprobs;
 pub mod memory;
 pub mod remote;

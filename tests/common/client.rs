@@ -124,3 +124,38 @@ pub async fn post_with_status(url: &str, body: &Value) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// A chat reply read from `/ws/chat` to its end: its text, its metrics, and when its first and
+/// last tokens came.
+pub struct Streamed {
+    pub text: String,
+    pub metrics: Value,
+    pub first_token: std::time::Instant,
+    pub done: std::time::Instant,
+}
+
+pub async fn read_reply(mut socket: Socket) -> Streamed {
+    let mut text = String::new();
+    let mut first_token = None;
+    loop {
+        let event = next_event(&mut socket)
+            .await
+            .expect("the socket closed before the reply ended");
+        match event["type"].as_str() {
+            Some("token") => {
+                first_token.get_or_insert_with(std::time::Instant::now);
+                text.push_str(event["text"].as_str().unwrap());
+            }
+            Some("done") => {
+                return Streamed {
+                    text,
+                    metrics: event["metrics"].clone(),
+                    first_token: first_token.expect("metrics before any token"),
+                    done: std::time::Instant::now(),
+                }
+            }
+            Some("error") => panic!("the reply failed: {event}"),
+            _ => {}
+        }
+    }
+}

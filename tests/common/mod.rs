@@ -194,3 +194,23 @@ pub async fn chat_reply(
     let metrics = serde_json::from_str(&last.data).expect("metrics are JSON");
     (events, metrics)
 }
+
+/// A conversation rendered with an engine's own chat template, as the worker renders it.
+pub fn render_chat(
+    facts: &quantlab::inference::EngineFacts,
+    conversation: &[(quantlab::types::Role, &str)],
+) -> String {
+    let format = quantlab::inference::template::PromptFormat::Chat {
+        template: facts.chat_template.clone().expect("a chat template"),
+        bos_token: facts.bos_token.clone(),
+        eos_token: facts.eos_token.clone(),
+    };
+    let messages: Vec<quantlab::types::ChatMessage> = conversation
+        .iter()
+        .map(|(role, content)| quantlab::types::ChatMessage {
+            role: *role,
+            content: content.to_string(),
+        })
+        .collect();
+    format.render(&messages).expect("renders")
+}

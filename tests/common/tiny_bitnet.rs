@@ -652,3 +652,22 @@ pub fn small_config() -> quantlab::inference::bitnet::config::BitnetConfig {
     config.vocab_size = 1000;
     config
 }
+
+/// A registry with the tiny model the tests write as `tiny-bitnet` in the models folder.
+pub const REGISTRY: &str = r#"
+default = "tiny-bitnet"
+
+[[models]]
+id = "tiny-bitnet"
+name = "Tiny BitNet"
+family = "BitNet b1.58"
+parameters = "1M"
+quantization = "ternary"
+bits_per_weight = 2.0
+context_length = 256
+engine = "bitnet"
+instruct = true
+license = "MIT"
+description = "Written by the test."
+file = "tiny-bitnet"
+"#;

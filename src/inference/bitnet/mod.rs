@@ -5,6 +5,7 @@
 //! token. The tokenizer and chat template are the hub's ([`vocab`]); sampling, the decode loop
 //! and perplexity are shared with the candle engine ([`super::logits`]).
 
+pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf_file;
@@ -26,7 +27,7 @@ use model::{Model, MAX_BATCH};
 use vocab::HubVocab;
 
 use super::{
-    logits::{LogitsEngine, LogitsModel},
+    logits::{LogitsEngine, LogitsModel, SlotToken},
     EngineError, EngineFacts,
 };
 
@@ -57,6 +58,37 @@ impl LogitsModel for BitnetModel {
 
     fn score_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    fn slots(&self) -> usize {
+        self.model.slots()
+    }
+
+    fn forward_slots(
+        &mut self,
+        tokens: &[SlotToken],
+        picks: &[usize],
+    ) -> Result<&mut [f32], EngineError> {
+        let context = self.model.context();
+        if let Some(beyond) = tokens.iter().find(|t| t.position >= context) {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: beyond.position + 1,
+                context,
+            });
+        }
+        let vocab = self.model.weights().config.vocab_size;
+        let slots = self.model.slots();
+        if tokens.len() > MAX_BATCH
+            || tokens
+                .iter()
+                .any(|t| t.slot >= slots || t.token as usize >= vocab)
+            || picks.iter().any(|&p| p >= tokens.len())
+        {
+            return Err(EngineError::Inference(
+                "a forward pass named an unknown slot, token or row".into(),
+            ));
+        }
+        Ok(self.model.forward_slots(tokens, picks))
     }
 }
 
@@ -113,6 +145,21 @@ impl LogitsEngine<BitnetModel, HubVocab> {
         threads: u32,
         head: HeadPrecision,
     ) -> Result<Self, EngineError> {
+        Self::load_with_slots(dir, context_size, threads, head, 1)
+    }
+
+    /// Like [`Self::load`], with `slots` sequences of up to `context_size` tokens each that
+    /// are decoded together, one read of the weights per step for all of them.
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn load_with_slots(
+        dir: &Path,
+        context_size: u32,
+        threads: u32,
+        head: HeadPrecision,
+        slots: usize,
+    ) -> Result<Self, EngineError> {
         let load_error = |detail: String| EngineError::Load {
             path: dir.display().to_string(),
             detail,
@@ -138,11 +185,12 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             .min(config.max_position_embeddings)
             .max(16);
         let requested = Isa::requested();
-        let mut model = Model::new(
+        let mut model = Model::with_slots(
             weights,
             context,
             threads as usize,
             requested.unwrap_or_else(Isa::best),
+            slots,
         )
         .map_err(|e| load_error(e.to_string()))?;
         if requested.is_none() {
@@ -176,6 +224,8 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             ternary_mib = summary.ternary_bytes / (1 << 20),
             embedding_mib = summary.embedding_bytes / (1 << 20),
             head = summary.head.label(),
+            slots = model.slots(),
+            cache_mib_per_slot = model.cache_bytes_per_slot() >> 20,
             "BitNet model loaded"
         );
         let facts = EngineFacts {
@@ -186,11 +236,7 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             threads: threads.max(1),
             detail: format!("{} kernels, {} head", isa.label(), summary.head.label()),
         };
-        Ok(Self {
-            model: BitnetModel { model, summary },
-            vocab,
-            facts,
-        })
+        Ok(Self::new(BitnetModel { model, summary }, vocab, facts))
     }
 
     pub fn summary(&self) -> &BitnetSummary {

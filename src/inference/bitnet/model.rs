@@ -5,21 +5,24 @@
 //! `down(subnorm(relu(gate)² · up))`. The output head is the tied embedding, in bf16 or int8
 //! rows ([`super::head`]).
 //!
-//! All buffers are sized at load for [`MAX_BATCH`] tokens and the context, so a decode step
-//! allocates nothing; the key/value cache is f16, as llama.cpp and bitnet.cpp keep theirs.
+//! A forward pass takes tokens of several sequences at once, each extending its own slot of the
+//! key/value cache ([`super::cache`]): the weights are read once for all of them, which is what
+//! a decode step costs on a CPU. All buffers are sized at load for [`MAX_BATCH`] tokens, so a
+//! decode step allocates nothing once the number of sequences it serves has been seen.
 
 use std::sync::Arc;
 
-use half::f16;
 use rayon::prelude::*;
 
 use super::{
+    cache::{rotate_half, KvCache},
     config::Activation,
     head::{HeadActs, Table},
-    kernels::{f16_axpy, f16_dot, Isa},
+    kernels::Isa,
     ternary::QuantizedRows,
     weights::Weights,
 };
+use crate::inference::logits::SlotToken;
 
 /// Tokens per forward pass during prefill and scoring.
 pub const MAX_BATCH: usize = 64;
@@ -33,7 +36,8 @@ struct Scratch {
     projected: Vec<f32>,
     gate_up: Vec<f32>,
     product: Vec<f32>,
-    /// One context-long row of attention scores per head (decode) or per token (prefill).
+    /// One context-long row of attention scores per (token, head) of a decode step, or per
+    /// token of a longer pass.
     scores: Vec<f32>,
     hidden_acts: QuantizedRows,
     inner_acts: QuantizedRows,
@@ -46,14 +50,17 @@ pub struct Model {
     isa: Isa,
     pool: Arc<rayon::ThreadPool>,
     context: usize,
-    /// The last position's logits, reused between decode steps.
-    last_logits: Vec<f32>,
+    slots: usize,
+    /// The logits of the rows a pass was asked for, `[pick, vocab]`, reused between passes.
+    picked: Vec<f32>,
+    /// One group of up to 4 picked rows' logits as the head computes them, `[vocab, 4]`.
+    group: Vec<f32>,
+    /// The tokens of a single-sequence call, as slot-0 rows.
+    single: Vec<SlotToken>,
     /// cos and sin of every position × frequency, `[context, head_size / 2]` each.
     cos: Vec<f32>,
     sin: Vec<f32>,
-    /// `[layer, kv head, position, head_size]`.
-    keys: Vec<f16>,
-    values: Vec<f16>,
+    cache: KvCache,
     scratch: Scratch,
 }
 
@@ -66,12 +73,25 @@ pub enum ModelError {
 }
 
 impl Model {
+    /// A model keeping one sequence.
     pub fn new(
         weights: Weights,
         context: usize,
         threads: usize,
         isa: Isa,
     ) -> Result<Self, ModelError> {
+        Self::with_slots(weights, context, threads, isa, 1)
+    }
+
+    /// A model keeping `slots` sequences of up to `context` tokens each.
+    pub fn with_slots(
+        weights: Weights,
+        context: usize,
+        threads: usize,
+        isa: Isa,
+        slots: usize,
+    ) -> Result<Self, ModelError> {
+        let slots = slots.clamp(1, MAX_BATCH);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("bitnet-{i}"))
@@ -94,7 +114,6 @@ impl Model {
                 sin.push(angle.sin());
             }
         }
-        let cache = c.num_hidden_layers * c.kv_size() * context;
         let qkv_width = hidden + 2 * c.kv_size();
         let scratch = Scratch {
             x: vec![0.0; MAX_BATCH * hidden],
@@ -104,23 +123,26 @@ impl Model {
             projected: vec![0.0; MAX_BATCH * hidden],
             gate_up: vec![0.0; MAX_BATCH * 2 * inter],
             product: vec![0.0; MAX_BATCH * inter],
-            scores: vec![0.0; MAX_BATCH.max(c.num_attention_heads) * context],
+            scores: vec![0.0; MAX_BATCH.max(slots * c.num_attention_heads) * context],
             hidden_acts: QuantizedRows::with_capacity(MAX_BATCH, hidden),
             inner_acts: QuantizedRows::with_capacity(MAX_BATCH, inter),
             head_acts: HeadActs::with_capacity(MAX_BATCH, hidden),
         };
         let vocab = c.vocab_size;
+        let cache = KvCache::new(slots, c.num_hidden_layers, c.kv_heads(), context, head);
         Ok(Self {
             weights,
             activation,
             isa,
             pool: Arc::new(pool),
             context,
-            last_logits: vec![0.0; vocab],
+            slots,
+            picked: vec![0.0; vocab],
+            group: vec![0.0; 4 * vocab],
+            single: Vec::with_capacity(MAX_BATCH),
             cos,
             sin,
-            keys: vec![f16::ZERO; cache],
-            values: vec![f16::ZERO; cache],
+            cache,
             scratch,
         })
     }
@@ -129,12 +151,27 @@ impl Model {
         &self.weights
     }
 
+    /// The weights back, for a model with another number of slots (the bench's batched decode).
+    pub fn into_weights(self) -> Weights {
+        self.weights
+    }
+
     pub fn context(&self) -> usize {
         self.context
     }
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// Sequences the cache keeps.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Bytes of cache one sequence fills over the whole context.
+    pub fn cache_bytes_per_slot(&self) -> usize {
+        self.cache.bytes_per_slot()
     }
 
     /// Gives the model its own output head (untied from the embedding), or ties it back with
@@ -203,74 +240,101 @@ impl Model {
         self.isa = isa;
     }
 
-    /// Feeds `tokens` starting at `position` (0 starts a new sequence); returns the last
-    /// token's logits, in a buffer reused by the next call.
+    /// Feeds `tokens` starting at `position` of slot 0 (0 starts a new sequence); returns the
+    /// last token's logits, in a buffer reused by the next call.
     ///
     /// # Panics
     /// When ids reach the vocabulary size or positions leave the context: the engine checks
     /// both before calling.
     pub fn forward_last(&mut self, tokens: &[u32], position: usize) -> &mut [f32] {
-        self.check(tokens, position);
-        let pool = Arc::clone(&self.pool);
-        pool.install(|| {
-            let chunks = tokens.chunks(MAX_BATCH);
-            let count = chunks.len();
-            for (index, batch) in chunks.enumerate() {
-                self.batch(batch, position + index * MAX_BATCH);
-                if index + 1 == count {
-                    self.final_norm(batch.len() - 1..batch.len());
-                    self.last_logits_from_normed();
-                }
-            }
-        });
-        &mut self.last_logits
+        let chunks = tokens.len().div_ceil(MAX_BATCH);
+        let mut single = std::mem::take(&mut self.single);
+        for (index, batch) in tokens.chunks(MAX_BATCH).enumerate() {
+            slot_zero_rows(&mut single, batch, position + index * MAX_BATCH);
+            let picks: &[usize] = if index + 1 == chunks {
+                &[batch.len() - 1]
+            } else {
+                &[]
+            };
+            self.forward_slots(&single, picks);
+        }
+        self.single = single;
+        let vocab = self.weights.config.vocab_size;
+        &mut self.picked[..vocab]
     }
 
     /// Like [`Model::forward_last`], but every token's logits, one row each.
     pub fn forward_all(&mut self, tokens: &[u32], position: usize) -> Vec<Vec<f32>> {
-        self.check(tokens, position);
-        let pool = Arc::clone(&self.pool);
+        let vocab = self.weights.config.vocab_size;
         let mut rows = Vec::with_capacity(tokens.len());
-        pool.install(|| {
-            for (index, batch) in tokens.chunks(MAX_BATCH).enumerate() {
-                self.batch(batch, position + index * MAX_BATCH);
-                self.final_norm(0..batch.len());
-                rows.extend(self.all_logits_from_normed(batch.len()));
-            }
-        });
+        let mut single = std::mem::take(&mut self.single);
+        let every: Vec<usize> = (0..MAX_BATCH).collect();
+        for (index, batch) in tokens.chunks(MAX_BATCH).enumerate() {
+            slot_zero_rows(&mut single, batch, position + index * MAX_BATCH);
+            let logits = self.forward_slots(&single, &every[..batch.len()]);
+            rows.extend(logits.chunks_exact(vocab).map(<[f32]>::to_vec));
+        }
+        self.single = single;
         rows
     }
 
-    fn check(&self, tokens: &[u32], position: usize) {
+    /// One pass over up to [`MAX_BATCH`] tokens of any slots (a slot's tokens in order of
+    /// position); returns the logits of rows `picks`, `[pick, vocab]`. A token's logits are the
+    /// same bit for bit whatever else is in the pass.
+    ///
+    /// # Panics
+    /// Beyond [`MAX_BATCH`] tokens, on an unknown slot or token id, a position outside the
+    /// context, or a pick outside the pass: the engine checks these before calling.
+    pub fn forward_slots(&mut self, tokens: &[SlotToken], picks: &[usize]) -> &mut [f32] {
+        self.check(tokens, picks);
+        let pool = Arc::clone(&self.pool);
+        pool.install(|| {
+            self.pass(tokens);
+            if !picks.is_empty() {
+                self.final_norm(picks);
+                self.picked_logits(picks.len());
+            }
+        });
+        let vocab = self.weights.config.vocab_size;
+        &mut self.picked[..picks.len() * vocab]
+    }
+
+    fn check(&self, tokens: &[SlotToken], picks: &[usize]) {
         assert!(
-            position + tokens.len() <= self.context,
-            "inside the context"
+            tokens.len() <= MAX_BATCH,
+            "a pass holds at most MAX_BATCH tokens"
         );
         let vocab = self.weights.config.vocab_size;
         assert!(
-            tokens.iter().all(|&t| (t as usize) < vocab),
-            "known token ids"
+            tokens.iter().all(|t| (t.token as usize) < vocab
+                && t.slot < self.slots
+                && t.position < self.context),
+            "known token ids, slots and positions inside the context"
+        );
+        assert!(
+            picks.iter().all(|&p| p < tokens.len()),
+            "picks name rows of the pass"
         );
     }
 
-    fn batch(&mut self, tokens: &[u32], start: usize) {
-        let c = &self.weights.config;
-        let hidden = c.hidden_size;
-        let n = tokens.len();
+    fn pass(&mut self, tokens: &[SlotToken]) {
+        let hidden = self.weights.config.hidden_size;
         let s = &mut self.scratch;
-        for (row, &token) in s.x.chunks_exact_mut(hidden).zip(tokens) {
-            self.weights.embedding.row_into(token as usize, row);
+        for (row, t) in s.x.chunks_exact_mut(hidden).zip(tokens) {
+            self.weights.embedding.row_into(t.token as usize, row);
         }
         for layer_index in 0..self.weights.layers.len() {
-            self.attention_block(layer_index, n, start);
-            self.feed_forward_block(layer_index, n);
+            self.attention_block(layer_index, tokens);
+            self.feed_forward_block(layer_index, tokens.len());
         }
     }
 
-    fn attention_block(&mut self, layer_index: usize, n: usize, start: usize) {
+    fn attention_block(&mut self, layer_index: usize, tokens: &[SlotToken]) {
         let c = &self.weights.config;
         let layer = &self.weights.layers[layer_index];
         let (hidden, kv, head) = (c.hidden_size, c.kv_size(), c.head_size());
+        let heads = c.num_attention_heads;
+        let n = tokens.len();
         let eps = c.rms_norm_eps;
         let s = &mut self.scratch;
         rms_norm(&s.x[..n * hidden], &layer.input_norm, eps, &mut s.normed);
@@ -278,54 +342,44 @@ impl Model {
         let width = hidden + 2 * kv;
         layer.qkv.matmul(self.isa, &s.hidden_acts, &mut s.qkv);
         let half = head / 2;
-        let layer_cache = layer_index * kv * self.context;
-        for (t, row) in s.qkv[..n * width].chunks_exact_mut(width).enumerate() {
-            let position = start + t;
+        for (row, t) in s.qkv[..n * width].chunks_exact_mut(width).zip(tokens) {
             let (cos, sin) = (
-                &self.cos[position * half..][..half],
-                &self.sin[position * half..][..half],
+                &self.cos[t.position * half..][..half],
+                &self.sin[t.position * half..][..half],
             );
             let (q, rest) = row.split_at_mut(hidden);
             let (k, v) = rest.split_at_mut(kv);
             for one_head in q.chunks_exact_mut(head).chain(k.chunks_exact_mut(head)) {
                 rotate_half(one_head, cos, sin);
             }
-            for h in 0..c.kv_heads() {
-                let at = layer_cache + (h * self.context + position) * head;
-                for (slot, &value) in self.keys[at..at + head].iter_mut().zip(&k[h * head..]) {
-                    *slot = f16::from_f32(value);
-                }
-                for (slot, &value) in self.values[at..at + head].iter_mut().zip(&v[h * head..]) {
-                    *slot = f16::from_f32(value);
-                }
-            }
+            self.cache.store(t.slot, layer_index, t.position, k, v);
         }
-        let geometry = Attention {
-            heads: c.num_attention_heads,
-            group: c.num_attention_heads / c.kv_heads(),
-            head,
-            context: self.context,
-            keys: &self.keys[layer_cache..layer_cache + kv * self.context],
-            values: &self.values[layer_cache..layer_cache + kv * self.context],
-            isa: self.isa,
-        };
-        if n == 1 {
-            // One token: its heads in parallel.
-            let q = &s.qkv[..hidden];
-            s.attention[..hidden]
+        let attention = self.cache.attention(layer_index, heads, self.isa);
+        let context = self.context;
+        if n * heads * context <= s.scores.len() {
+            // A decode step: every (token, head) pair in parallel, so one sequence or a few
+            // keep every thread busy.
+            s.attention[..n * hidden]
                 .par_chunks_mut(head)
-                .zip(s.scores.par_chunks_mut(self.context))
+                .zip(s.scores.par_chunks_mut(context))
                 .enumerate()
-                .for_each(|(h, (out, scores))| geometry.head(q, h, start, scores, out));
+                .for_each(|(pair, (out, scores))| {
+                    let (row, h) = (pair / heads, pair % heads);
+                    let q = &s.qkv[row * width..row * width + hidden];
+                    let t = tokens[row];
+                    attention.head(q, h, t.slot, t.position, scores, out);
+                });
         } else {
             s.attention[..n * hidden]
                 .par_chunks_mut(hidden)
-                .zip(s.scores.par_chunks_mut(self.context))
+                .zip(s.scores.par_chunks_mut(context))
+                .zip(tokens)
                 .enumerate()
-                .for_each(|(t, (out, scores))| {
-                    let q = &s.qkv[t * width..t * width + hidden];
-                    for h in 0..geometry.heads {
-                        geometry.head(q, h, start + t, scores, &mut out[h * head..][..head]);
+                .for_each(|(row, ((out, scores), t))| {
+                    let q = &s.qkv[row * width..row * width + hidden];
+                    for h in 0..heads {
+                        let out = &mut out[h * head..][..head];
+                        attention.head(q, h, t.slot, t.position, scores, out);
                     }
                 });
         }
@@ -376,121 +430,96 @@ impl Model {
         }
     }
 
-    /// The final norm of batch rows `rows`, into the first rows of `normed`.
-    fn final_norm(&mut self, rows: std::ops::Range<usize>) {
+    /// The final norm of the rows `picks`, into the first rows of `normed`.
+    fn final_norm(&mut self, picks: &[usize]) {
         let c = &self.weights.config;
         let hidden = c.hidden_size;
         let s = &mut self.scratch;
-        rms_norm(
-            &s.x[rows.start * hidden..rows.end * hidden],
-            &self.weights.final_norm,
-            c.rms_norm_eps,
-            &mut s.normed,
-        );
+        for (i, &row) in picks.iter().enumerate() {
+            rms_norm(
+                &s.x[row * hidden..(row + 1) * hidden],
+                &self.weights.final_norm,
+                c.rms_norm_eps,
+                &mut s.normed[i * hidden..(i + 1) * hidden],
+            );
+        }
     }
 
-    fn last_logits_from_normed(&mut self) {
-        let hidden = self.weights.config.hidden_size;
-        let head = self.weights.head();
-        let acts = &mut self.scratch.head_acts;
-        acts.load(&self.scratch.normed[..hidden], hidden, head.precision());
-        let acts = &*acts;
-        let isa = self.isa;
-        self.last_logits
-            .par_chunks_mut(HEAD_CHUNK)
-            .enumerate()
-            .for_each(|(chunk, logits)| {
-                for (i, logit) in logits.iter_mut().enumerate() {
-                    [*logit] = head.dots(isa, chunk * HEAD_CHUNK + i, hidden, acts, [0]);
-                }
-            });
-    }
-
-    /// Logits of the first `n` normed rows, four at a time per read of the head.
-    fn all_logits_from_normed(&mut self, n: usize) -> Vec<Vec<f32>> {
+    /// Logits of the first `count` normed rows into `picked`, up to four rows per read of the
+    /// head (the kernels treat each row alike, so a row's logits do not depend on its group).
+    fn picked_logits(&mut self, count: usize) {
         let (hidden, vocab) = (
             self.weights.config.hidden_size,
             self.weights.config.vocab_size,
         );
+        if self.picked.len() < count * vocab {
+            self.picked.resize(count * vocab, 0.0);
+        }
         let head = self.weights.head();
-        let acts = &mut self.scratch.head_acts;
-        acts.load(&self.scratch.normed[..n * hidden], hidden, head.precision());
-        let acts = &*acts;
-        let isa = self.isa;
-        let mut rows = vec![vec![0f32; vocab]; n];
-        let mut by_row = vec![[0f32; 4]; vocab];
-        for (group, outs) in rows.chunks_mut(4).enumerate() {
-            // A short last group repeats its final row; the extra results are dropped.
-            let ts: [usize; 4] = std::array::from_fn(|k| group * 4 + k.min(outs.len() - 1));
-            by_row
-                .par_chunks_mut(HEAD_CHUNK)
-                .enumerate()
-                .for_each(|(chunk, slots)| {
-                    for (i, slot) in slots.iter_mut().enumerate() {
-                        *slot = head.dots(isa, chunk * HEAD_CHUNK + i, hidden, acts, ts);
-                    }
-                });
-            for (r, values) in by_row.iter().enumerate() {
-                for (k, out) in outs.iter_mut().enumerate() {
-                    out[r] = values[k];
+        self.scratch.head_acts.load(
+            &self.scratch.normed[..count * hidden],
+            hidden,
+            head.precision(),
+        );
+        let mut first = 0;
+        while first < count {
+            let size = (count - first).min(4);
+            let group = &mut self.group[..size * vocab];
+            let (acts, isa) = (&self.scratch.head_acts, self.isa);
+            match size {
+                1 => head_group::<1>(head, isa, acts, hidden, first, group),
+                2 => head_group::<2>(head, isa, acts, hidden, first, group),
+                3 => head_group::<3>(head, isa, acts, hidden, first, group),
+                _ => head_group::<4>(head, isa, acts, hidden, first, group),
+            }
+            for (r, values) in group.chunks_exact(size).enumerate() {
+                for (k, &value) in values.iter().enumerate() {
+                    self.picked[(first + k) * vocab + r] = value;
                 }
             }
+            first += size;
         }
-        rows
     }
+}
+
+/// `tokens` as rows of slot 0 from `start`, into `rows`.
+fn slot_zero_rows(rows: &mut Vec<SlotToken>, tokens: &[u32], start: usize) {
+    rows.clear();
+    rows.extend(
+        tokens
+            .iter()
+            .zip(start..)
+            .map(|(&token, position)| SlotToken {
+                token,
+                slot: 0,
+                position,
+            }),
+    );
+}
+
+/// The logits of activation rows `first..first + T` against every row of the head, as
+/// `[vocab, T]` in `out`.
+fn head_group<const T: usize>(
+    head: &Table,
+    isa: Isa,
+    acts: &HeadActs,
+    hidden: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    let rows: [usize; T] = std::array::from_fn(|k| first + k);
+    out.par_chunks_mut(HEAD_CHUNK * T)
+        .enumerate()
+        .for_each(|(chunk, block)| {
+            for (i, values) in block.chunks_exact_mut(T).enumerate() {
+                let dots = head.dots(isa, chunk * HEAD_CHUNK + i, hidden, acts, rows);
+                values.copy_from_slice(&dots);
+            }
+        });
 }
 
 /// Vocabulary rows per parallel task of the output head.
 const HEAD_CHUNK: usize = 256;
-
-/// What one head's attention needs to read.
-struct Attention<'a> {
-    heads: usize,
-    group: usize,
-    head: usize,
-    context: usize,
-    keys: &'a [f16],
-    values: &'a [f16],
-    isa: Isa,
-}
-
-impl Attention<'_> {
-    /// Causal attention of query head `h` at `position` over positions `0..=position`.
-    fn head(&self, q: &[f32], h: usize, position: usize, scores: &mut [f32], out: &mut [f32]) {
-        let q = &q[h * self.head..][..self.head];
-        let kv_head = h / self.group;
-        let base = kv_head * self.context * self.head;
-        let scale = 1.0 / (self.head as f32).sqrt();
-        let scores = &mut scores[..=position];
-        let mut max = f32::NEG_INFINITY;
-        for (p, score) in scores.iter_mut().enumerate() {
-            let k = &self.keys[base + p * self.head..][..self.head];
-            *score = f16_dot(self.isa, k, q) * scale;
-            max = max.max(*score);
-        }
-        let mut total = 0.0;
-        for score in scores.iter_mut() {
-            *score = (*score - max).exp();
-            total += *score;
-        }
-        out.fill(0.0);
-        for (p, &weight) in scores.iter().enumerate() {
-            let v = &self.values[base + p * self.head..][..self.head];
-            f16_axpy(self.isa, weight / total, v, out);
-        }
-    }
-}
-
-/// transformers' `rotate_half` convention: the first half of a head pairs with the second.
-fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let half = x.len() / 2;
-    let (first, second) = x.split_at_mut(half);
-    for i in 0..half {
-        let (a, b) = (first[i], second[i]);
-        first[i] = a * cos[i] - b * sin[i];
-        second[i] = b * cos[i] + a * sin[i];
-    }
-}
 
 /// `out = weight · x / sqrt(mean(x²) + eps)` for each row of `x`.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

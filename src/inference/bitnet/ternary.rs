@@ -327,9 +327,21 @@ impl TernaryMatrix {
             }
             t += 4;
         }
-        for (t, slot) in outs.iter_mut().enumerate().take(n).skip(t) {
-            let [dot] = code_dots(isa, row, &[acts.row(t)]);
-            *slot = (dot - acts.sums[t]) as f32 * acts.inverse_scales[t] * scale;
+        // The last 1 to 3 rows in one more pass over the codes (two sequences decoding
+        // together unpack each weight once, not twice).
+        let finish = |dots: &[i32], outs: &mut [f32]| {
+            for (k, &dot) in dots.iter().enumerate() {
+                outs[t + k] = (dot - acts.sums[t + k]) as f32 * acts.inverse_scales[t + k] * scale;
+            }
+        };
+        match n - t {
+            1 => finish(&code_dots(isa, row, &[acts.row(t)]), outs),
+            2 => finish(&code_dots(isa, row, &[acts.row(t), acts.row(t + 1)]), outs),
+            3 => finish(
+                &code_dots(isa, row, &[acts.row(t), acts.row(t + 1), acts.row(t + 2)]),
+                outs,
+            ),
+            _ => {}
         }
     }
 

@@ -167,11 +167,7 @@ impl LogitsEngine<CandleModel, GgufVocab> {
             threads: candle_threads(threads),
             detail: String::new(),
         };
-        let mut engine = Self {
-            model,
-            vocab,
-            facts,
-        };
+        let mut engine = Self::new(model, vocab, facts);
         let warm_up = engine.vocab.bos_id.unwrap_or(0);
         engine.model.forward_last(&[warm_up], 0)?;
         Ok(engine)

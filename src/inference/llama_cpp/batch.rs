@@ -5,12 +5,12 @@
 use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
 
 use super::{
-    common_prefix, inference_error,
+    inference_error,
     sampling::{build_sampler, sample_within},
     LlamaCppEngine, Slot, SlotWork, PREFILL_BATCH, PREFILL_CHUNK_IN_COMPANY,
 };
 use crate::inference::{
-    batch::{Admission, BatchEngine, Sampled},
+    batch::{reuse_slot, Admission, BatchEngine, Sampled},
     decode::check_prompt,
     logprobs::token_logprob,
     sampler::penalise,
@@ -33,22 +33,13 @@ impl BatchEngine for LlamaCppEngine {
     ) -> Result<Admission, EngineError> {
         let tokens = Self::tokenize(self.inner.borrow_owner(), prompt);
         check_prompt(tokens.len(), self.facts.context_size)?;
-        let slot = (0..self.slots.len())
-            .filter(|&i| matches!(self.slots[i].work, SlotWork::Idle))
-            // Without a prefix to reuse, the lowest free slot: running slots stay contiguous.
-            .max_by_key(|&i| {
-                (
-                    common_prefix(&self.slots[i].history, &tokens),
-                    std::cmp::Reverse(i),
-                )
-            })
-            .ok_or_else(|| EngineError::Inference("every sequence slot is busy".into()))?;
-        // At least the last prompt token is evaluated: its logits give the first reply token.
-        let mut keep = if sampling.cache_prompt {
-            common_prefix(&self.slots[slot].history, &tokens).min(tokens.len() - 1)
-        } else {
-            0
-        };
+        let free = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.work, SlotWork::Idle))
+            .map(|(i, s)| (i, s.history.as_slice()));
+        let (slot, mut keep) = reuse_slot(free, &tokens, sampling.cache_prompt)?;
         if keep < self.slots[slot].history.len() {
             let removed = self.inner.with_dependent_mut(|_, ctx| {
                 ctx.clear_kv_cache_seq(Some(slot as u32), Some(keep as u32), None)

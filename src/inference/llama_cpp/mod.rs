@@ -376,8 +376,3 @@ impl ChatEngine for LlamaCppEngine {
         score
     }
 }
-
-/// How many leading tokens two sequences share.
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}

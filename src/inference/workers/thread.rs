@@ -57,11 +57,12 @@ fn load_engine(spec: &WorkerSpec) -> Result<Box<dyn ChatEngine>, EngineError> {
             spec.context_size,
             spec.threads,
         )?)),
-        EngineKind::Bitnet => Ok(Box::new(BitnetEngine::load(
+        EngineKind::Bitnet => Ok(Box::new(BitnetEngine::load_with_slots(
             &spec.path,
             spec.context_size,
             spec.threads,
             spec.output_head,
+            spec.parallel,
         )?)),
         EngineKind::Remote => match &spec.remote {
             Some(source) => Ok(Box::new(RemoteEngine::load(source, spec.context_size)?)),
