@@ -396,10 +396,26 @@ async fn the_chat_api_streams_a_bitnet_reply_labelled_with_its_engine() {
     let detail = metrics["engine_detail"].as_str().unwrap_or_default();
     // The kernels are the fastest family at load, timed: one this CPU runs, from AVX2 up.
     use quantlab::inference::bitnet::kernels::Isa;
-    let candidates: Vec<String> = Isa::all_available()
+    // A family for one token and, when another wins there, one for several.
+    let families: Vec<Isa> = Isa::all_available()
         .into_iter()
         .filter(|&isa| isa >= Isa::Avx2.min(Isa::best()))
-        .map(|isa| format!("{} kernels, int8 head", isa.label()))
+        .collect();
+    let candidates: Vec<String> = families
+        .iter()
+        .flat_map(|single| {
+            families.iter().map(move |batch| {
+                if batch == single {
+                    format!("{} kernels, int8 head", single.label())
+                } else {
+                    format!(
+                        "{} kernels ({} for several tokens), int8 head",
+                        single.label(),
+                        batch.label()
+                    )
+                }
+            })
+        })
         .collect();
     assert!(candidates.iter().any(|c| c == detail), "{metrics}");
     assert!(

@@ -325,4 +325,20 @@ fn the_fastest_kernel_family_is_chosen_by_measurement_and_answers_alike() {
         "the chosen family's logits are {}'s own",
         baseline.label()
     );
+
+    // Passes of several tokens get their own choice, timed the same way; the single-token
+    // choice stays.
+    let single = model.isa();
+    let batched = model.choose_fastest_batch_isa();
+    assert_eq!(model.isa(), single);
+    if candidates.len() >= 2 {
+        let fastest = batched
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(isa, _)| isa);
+        assert_eq!(Some(model.batch_isa()), fastest, "{batched:?}");
+    }
+    eprintln!("for several tokens: {}", model.batch_isa().label());
+    // The prompt is a pass of four tokens, now on the batch family: the same logits.
+    assert_eq!(model.forward_last(&tokens, 0).to_vec(), expected);
 }

@@ -45,7 +45,17 @@ pub fn served_model(
 ) -> anyhow::Result<Model> {
     let mut model = Model::with_slots(weights, context, threads, Isa::best(), slots)?;
     model.choose_fastest_isa();
+    model.choose_fastest_batch_isa();
     Ok(model)
+}
+
+/// The families `served_model` chose, for the tables.
+pub fn kernels_chosen(model: &Model) -> String {
+    format!(
+        "{} kernels for one sequence, {} for several (timed at start, as served)",
+        model.isa().label(),
+        model.batch_isa().label()
+    )
 }
 
 /// Reads `prompt` into slots `0..count` from position 0 (no logits kept).
@@ -137,8 +147,8 @@ pub fn run(
     let c = &model.weights().config;
     let cache_per_4k = (2 * c.num_hidden_layers * c.kv_size() * 4096 * 2) as f64;
     println!(
-        "\nbatched decode, int8 head, {} kernels (timed at start, as served), {} threads, context {PROMPT}+, medians of {} passes:",
-        model.isa().label(),
+        "\nbatched decode, int8 head, {}, {} threads, context {PROMPT}+, medians of {} passes:",
+        kernels_chosen(&model),
         threads,
         ROUNDS * tokens.div_ceil(ROUNDS).max(1)
     );

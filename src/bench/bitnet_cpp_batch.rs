@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{
     bitnet::bench_tokens,
-    bitnet_batch::{prefill_slots, served_model, timed_passes},
+    bitnet_batch::{kernels_chosen, prefill_slots, served_model, timed_passes},
     stats::Stat,
 };
 use crate::inference::bitnet::weights::Weights;
@@ -109,10 +109,10 @@ pub fn run(weights: Weights, args: &BatchedArgs<'_>) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nbatched decode, same file, {} threads, each sequence pp{pp} then tg{tg}, {} rounds, medians (min–max) of aggregate tok/s; ours on {} kernels with the file's head (bf16):",
+        "\nbatched decode, same file, {} threads, each sequence pp{pp} then tg{tg}, {} rounds, medians (min–max) of aggregate tok/s; ours with the file's head (bf16), {}:",
         args.threads,
         args.rounds,
-        model.isa().label()
+        kernels_chosen(&model)
     );
     println!(
         "  {:>9} {:>21} {:>21} {:>9} {:>14} {:>14}",

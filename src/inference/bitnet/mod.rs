@@ -92,6 +92,21 @@ impl LogitsModel for BitnetModel {
     }
 }
 
+/// What the metrics line says ran: "AVX2 kernels, int8 head", naming the family of passes with
+/// several tokens (prefill, company) when it is another.
+fn kernels_detail(single: Isa, batch: Isa, head: HeadPrecision) -> String {
+    if single == batch {
+        format!("{} kernels, {} head", single.label(), head.label())
+    } else {
+        format!(
+            "{} kernels ({} for several tokens), {} head",
+            single.label(),
+            batch.label(),
+            head.label()
+        )
+    }
+}
+
 fn check_fits(tokens: usize, position: usize, context: usize) -> Result<(), EngineError> {
     if position + tokens > context {
         return Err(EngineError::PromptTooLong {
@@ -194,18 +209,24 @@ impl LogitsEngine<BitnetModel, HubVocab> {
         )
         .map_err(|e| load_error(e.to_string()))?;
         if requested.is_none() {
-            let timings = model.choose_fastest_isa();
-            if !timings.is_empty() {
+            let log = |timings: &[(Isa, f64)], chosen: Isa, what: &str| {
+                if timings.is_empty() {
+                    return;
+                }
                 let measured: Vec<String> = timings
                     .iter()
                     .map(|(isa, seconds)| format!("{} {:.1} ms", isa.label(), seconds * 1e3))
                     .collect();
                 tracing::info!(
-                    chosen = model.isa().label(),
+                    chosen = chosen.label(),
                     measured = %measured.join(", "),
-                    "BitNet kernels chosen by one timed decode step each"
+                    "BitNet kernels for {what} chosen by one timed pass each"
                 );
-            }
+            };
+            let single = model.choose_fastest_isa();
+            log(&single, model.isa(), "one token");
+            let batched = model.choose_fastest_batch_isa();
+            log(&batched, model.batch_isa(), "several tokens");
         }
         let isa = model.isa();
         let weights = model.weights();
@@ -234,7 +255,7 @@ impl LogitsEngine<BitnetModel, HubVocab> {
             bos_token: vocab.bos_text.clone(),
             eos_token: vocab.eos_text.clone(),
             threads: threads.max(1),
-            detail: format!("{} kernels, {} head", isa.label(), summary.head.label()),
+            detail: kernels_detail(isa, model.batch_isa(), summary.head),
         };
         Ok(Self::new(BitnetModel { model, summary }, vocab, facts))
     }

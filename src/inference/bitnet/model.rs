@@ -47,7 +47,12 @@ struct Scratch {
 pub struct Model {
     weights: Weights,
     activation: Activation,
+    /// The kernel family of passes with one token (decode alone), ...
     isa: Isa,
+    /// ... of passes with several (prefill, decode in company), ...
+    batch_isa: Isa,
+    /// ... and of the pass running now.
+    pass_isa: Isa,
     pool: Arc<rayon::ThreadPool>,
     context: usize,
     slots: usize,
@@ -134,6 +139,8 @@ impl Model {
             weights,
             activation,
             isa,
+            batch_isa: isa,
+            pass_isa: isa,
             pool: Arc::new(pool),
             context,
             slots,
@@ -192,12 +199,34 @@ impl Model {
     }
 
     /// Times one decode step on every kernel family from AVX2 up, in alternating rounds, and
-    /// keeps the fastest; returns each family's median seconds (empty when there is no choice).
-    /// The rank of a family says little about its speed on a given CPU: on an AMD EPYC
-    /// (Zen 4) the 512-bit VNNI kernels decoded 10–20% slower than AVX2 from memory, though
-    /// faster on a matrix held in cache. The families compute the same logits, so the choice
-    /// changes only the speed.
+    /// keeps the fastest for passes of one token and of several; returns each family's median
+    /// seconds (empty when there is no choice). The rank of a family says little about its
+    /// speed on a given CPU: on an AMD EPYC (Zen 4) the 512-bit VNNI kernels decoded 10–20%
+    /// slower than AVX2 from memory, though faster on a matrix held in cache. The families
+    /// compute the same logits, so the choice changes only the speed.
     pub fn choose_fastest_isa(&mut self) -> Vec<(Isa, f64)> {
+        let medians = self.time_families(1);
+        if let Some(fastest) = fastest(&medians) {
+            self.set_isa(fastest);
+        }
+        medians
+    }
+
+    /// Like [`Model::choose_fastest_isa`] for passes of several tokens, timed on four (one per
+    /// slot while there are slots): with more rows per weight read, arithmetic rather than
+    /// memory bounds a pass, and another family may win.
+    pub fn choose_fastest_batch_isa(&mut self) -> Vec<(Isa, f64)> {
+        let medians = self.time_families(4);
+        if let Some(fastest) = fastest(&medians) {
+            self.batch_isa = fastest;
+        }
+        medians
+    }
+
+    /// Median seconds of a pass of `rows` tokens (token 0, spread over the slots from
+    /// position 0: the next request starts anew) on every family from AVX2 up, in alternating
+    /// rounds after a warm-up; the families in use are left as they were.
+    fn time_families(&mut self, rows: usize) -> Vec<(Isa, f64)> {
         const ROUNDS: usize = 3;
         let candidates: Vec<Isa> = Isa::all_available()
             .into_iter()
@@ -206,38 +235,46 @@ impl Model {
         if candidates.len() < 2 {
             return Vec::new();
         }
-        let started = self.isa;
-        // Token 0 at position 0: every vocabulary has it, and the next request starts anew.
-        let token = [0u32];
-        self.forward_last(&token, 0); // warm-up: weights paged in, threads awake
+        let (single, batch) = (self.isa, self.batch_isa);
+        let tokens: Vec<SlotToken> = (0..rows)
+            .map(|i| SlotToken {
+                token: 0,
+                slot: i % self.slots,
+                position: i / self.slots,
+            })
+            .collect();
+        let picks: Vec<usize> = (0..rows).collect();
+        self.forward_slots(&tokens, &picks); // warm-up: weights paged in, threads awake
         let mut times = vec![Vec::with_capacity(ROUNDS); candidates.len()];
         for _ in 0..ROUNDS {
             for (isa, times) in candidates.iter().zip(&mut times) {
                 self.set_isa(*isa);
                 let clock = std::time::Instant::now();
-                self.forward_last(&token, 0);
+                self.forward_slots(&tokens, &picks);
                 times.push(clock.elapsed().as_secs_f64());
             }
         }
-        let medians: Vec<(Isa, f64)> = candidates
+        (self.isa, self.batch_isa) = (single, batch);
+        candidates
             .into_iter()
             .zip(times)
             .map(|(isa, mut times)| {
                 times.sort_by(f64::total_cmp);
                 (isa, times[ROUNDS / 2])
             })
-            .collect();
-        let fastest = medians
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(started, |&(isa, _)| isa);
-        self.set_isa(fastest);
-        medians
+            .collect()
     }
 
-    /// Runs the next steps on another kernel family (for benchmarks that compare them).
+    /// Runs the next passes, of any size, on another kernel family (for benchmarks that
+    /// compare them).
     pub fn set_isa(&mut self, isa: Isa) {
         self.isa = isa;
+        self.batch_isa = isa;
+    }
+
+    /// The family of passes with several tokens.
+    pub fn batch_isa(&self) -> Isa {
+        self.batch_isa
     }
 
     /// Feeds `tokens` starting at `position` of slot 0 (0 starts a new sequence); returns the
@@ -287,6 +324,11 @@ impl Model {
     /// context, or a pick outside the pass: the engine checks these before calling.
     pub fn forward_slots(&mut self, tokens: &[SlotToken], picks: &[usize]) -> &mut [f32] {
         self.check(tokens, picks);
+        self.pass_isa = if tokens.len() > 1 {
+            self.batch_isa
+        } else {
+            self.isa
+        };
         let pool = Arc::clone(&self.pool);
         pool.install(|| {
             self.pass(tokens);
@@ -340,7 +382,7 @@ impl Model {
         rms_norm(&s.x[..n * hidden], &layer.input_norm, eps, &mut s.normed);
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
         let width = hidden + 2 * kv;
-        layer.qkv.matmul(self.isa, &s.hidden_acts, &mut s.qkv);
+        layer.qkv.matmul(self.pass_isa, &s.hidden_acts, &mut s.qkv);
         let half = head / 2;
         for (row, t) in s.qkv[..n * width].chunks_exact_mut(width).zip(tokens) {
             let (cos, sin) = (
@@ -354,7 +396,7 @@ impl Model {
             }
             self.cache.store(t.slot, layer_index, t.position, k, v);
         }
-        let attention = self.cache.attention(layer_index, heads, self.isa);
+        let attention = self.cache.attention(layer_index, heads, self.pass_isa);
         let context = self.context;
         if n * heads * context <= s.scores.len() {
             // A decode step: every (token, head) pair in parallel, so one sequence or a few
@@ -390,7 +432,9 @@ impl Model {
             &mut s.normed,
         );
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
-        layer.o.matmul(self.isa, &s.hidden_acts, &mut s.projected);
+        layer
+            .o
+            .matmul(self.pass_isa, &s.hidden_acts, &mut s.projected);
         for (x, o) in s.x[..n * hidden].iter_mut().zip(&s.projected) {
             *x += o;
         }
@@ -410,7 +454,7 @@ impl Model {
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
         layer
             .gate_up
-            .matmul(self.isa, &s.hidden_acts, &mut s.gate_up);
+            .matmul(self.pass_isa, &s.hidden_acts, &mut s.gate_up);
         let activation = self.activation;
         for (row, out) in s.gate_up[..n * 2 * inter]
             .chunks_exact(2 * inter)
@@ -424,7 +468,9 @@ impl Model {
         let product = &mut s.product[..n * inter];
         rms_norm_in_place(product, inter, &layer.ffn_sub_norm, eps);
         s.inner_acts.quantize(product, inter);
-        layer.down.matmul(self.isa, &s.inner_acts, &mut s.projected);
+        layer
+            .down
+            .matmul(self.pass_isa, &s.inner_acts, &mut s.projected);
         for (x, d) in s.x[..n * hidden].iter_mut().zip(&s.projected) {
             *x += d;
         }
@@ -465,7 +511,7 @@ impl Model {
         while first < count {
             let size = (count - first).min(4);
             let group = &mut self.group[..size * vocab];
-            let (acts, isa) = (&self.scratch.head_acts, self.isa);
+            let (acts, isa) = (&self.scratch.head_acts, self.pass_isa);
             match size {
                 1 => head_group::<1>(head, isa, acts, hidden, first, group),
                 2 => head_group::<2>(head, isa, acts, hidden, first, group),
@@ -480,6 +526,14 @@ impl Model {
             first += size;
         }
     }
+}
+
+/// The family with the least time, if any was timed.
+fn fastest(medians: &[(Isa, f64)]) -> Option<Isa> {
+    medians
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|&(isa, _)| isa)
 }
 
 /// `tokens` as rows of slot 0 from `start`, into `rows`.
