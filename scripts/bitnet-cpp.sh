@@ -36,11 +36,11 @@ if [ ! -f "$DIR/include/bitnet-lut-kernels.h" ]; then
   cp "$(dirname "$preset")/kernel_config_tl2.ini" "$DIR/include/kernel_config.ini"
 fi
 BIN="$DIR/build/bin"
-if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x "$BIN/llama-quantize" ]; then
-  say "building llama-bench, llama-batched-bench and llama-quantize"
+if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-batched-bench" ] || [ ! -x "$BIN/llama-server" ] || [ ! -x "$BIN/llama-quantize" ]; then
+  say "building llama-bench, llama-batched-bench, llama-server and llama-quantize"
   cmake -S "$DIR" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DBITNET_X86_TL2=OFF \
-    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >&2
-  cmake --build "$DIR/build" --config Release -j "$(nproc)" --target llama-bench llama-batched-bench llama-quantize >&2
+    -DLLAMA_BUILD_SERVER=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >&2
+  cmake --build "$DIR/build" --config Release -j "$(nproc)" --target llama-bench llama-batched-bench llama-server llama-quantize >&2
 fi
 
 MODELS="$DIR/models/quantlab-dummy-2b4t"

@@ -256,17 +256,23 @@ fn chat_request(prompt: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_binary_serves_two_bitnet_replies_together_each_as_alone() {
-    let dir = write_model(33);
-    let registry = dir.path().join("models.toml");
+/// `quantlab` with the tiny model of `dir` as its only model.
+fn command_for(dir: &Path) -> std::process::Command {
+    let registry = dir.join("models.toml");
     std::fs::write(&registry, tiny::REGISTRY).unwrap();
     let mut cmd = command();
-    cmd.env("QUANTLAB_MODELS_DIR", dir.path())
+    cmd.env("QUANTLAB_MODELS_DIR", dir)
         .arg("--models-file")
         .arg(&registry)
         .arg("--conversations-dir")
-        .arg(dir.path().join("conversations"));
+        .arg(dir.join("conversations"));
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_serves_two_bitnet_replies_together_each_as_alone() {
+    let dir = write_model(33);
+    let cmd = command_for(dir.path());
     let mut server = Binary::serve(cmd, &["--parallel", "2", "--threads", "2"]);
     server.wait_ready().await;
     // Byte-level tokens: the prompts are long enough that both are still being decoded when
@@ -317,4 +323,36 @@ async fn the_binary_serves_two_bitnet_replies_together_each_as_alone() {
             > 0,
         "{answer}"
     );
+}
+
+/// A model that cannot load is reported with its reason on the OpenAI API, not as "loading"
+/// to a client that would retry forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_api_says_why_a_model_cannot_load() {
+    let dir = write_model(34);
+    std::fs::remove_file(dir.path().join("tiny-bitnet/tokenizer.json")).unwrap();
+    let cmd = command_for(dir.path());
+    let mut server = Binary::serve(cmd, &["--lazy", "--threads", "2"]);
+    server.wait_listening().await;
+    let body = json!({
+        "model": "tiny-bitnet", "messages": [{ "role": "user", "content": "Hello" }],
+        "max_tokens": 4,
+    });
+    let url = format!("{}/v1/chat/completions", server.url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, answer) = common::client::post_with_status(&url, &body).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 503, "{answer}");
+        if answer["error"]["type"] == "model_loading" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still loading: {answer}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(message.contains("tokenizer.json"), "{answer}");
+        break;
+    }
 }

@@ -35,6 +35,11 @@ pub fn refuse_while_loading(app: &App, model: &str) -> Result<(), AppError> {
     if app.pool.is_loaded(model) {
         return Ok(());
     }
+    // A file that cannot be read fails the same way on every attempt: say why, rather than
+    // "loading" to a client that retries forever. The chat page's next request tries again.
+    if let Some(reason) = app.pool.load_error(model) {
+        return Err(AppError::ModelUnavailable(reason));
+    }
     app.pool.preload(model)?;
     Err(AppError::Loading {
         message: format!("model `{model}` is loading; retry in a few seconds"),

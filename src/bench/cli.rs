@@ -59,7 +59,8 @@ pub struct BenchArgs {
     /// Instead, serve the first model to this many clients at once (e.g. 1,2,4,8) through the
     /// OpenAI-compatible API, our binary and upstream `llama-server` with the same GGUF, threads
     /// and slots: aggregate and per-reply decode tok/s, TTFT p50/p95, ratios; then the TTFT of
-    /// a growing conversation with the prompt cache (`--turns`).
+    /// a growing conversation with the prompt cache (`--turns`). A BitNet model is served too;
+    /// its upstream is bitnet.cpp's llama-server, given with `--llama-server`.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["reference", "bitnet", "ner", "ocr"])]
     pub concurrency: Vec<usize>,
     /// With --concurrency: the conversation turns whose TTFT is reported.

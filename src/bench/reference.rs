@@ -181,15 +181,26 @@ pub(super) fn llama_cpp_entry<'r>(
     registry: &'r crate::registry::Registry,
     model: &str,
 ) -> anyhow::Result<&'r crate::registry::ModelEntry> {
+    available_entry(
+        registry,
+        model,
+        &[EngineKind::LlamaCpp],
+        "this bench compares llama.cpp models with upstream llama.cpp",
+    )
+}
+
+/// The downloaded model `model`, if its engine is one of `engines` (`purpose` says why not).
+pub(super) fn available_entry<'r>(
+    registry: &'r crate::registry::Registry,
+    model: &str,
+    engines: &[EngineKind],
+    purpose: &str,
+) -> anyhow::Result<&'r crate::registry::ModelEntry> {
     let entry = registry
         .get(model)
         .with_context(|| format!("unknown model `{model}`"))?;
-    if entry.engine != EngineKind::LlamaCpp {
-        bail!(
-            "this bench compares llama.cpp models with upstream llama.cpp; `{}` uses {}",
-            entry.id,
-            entry.engine.label()
-        );
+    if !engines.contains(&entry.engine) {
+        bail!("{purpose}; `{}` uses {}", entry.id, entry.engine.label());
     }
     if let Some((reason, fix)) = registry.unavailability(entry) {
         bail!(

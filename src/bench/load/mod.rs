@@ -17,7 +17,7 @@ use self::{
     servers::{Server, Shape},
 };
 use super::stats::Stat;
-use crate::{cli::CommonArgs, config::Settings};
+use crate::{cli::CommonArgs, config::Settings, types::EngineKind};
 
 pub struct LoadArgs {
     pub model: String,
@@ -105,7 +105,13 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 
 pub fn run(common: &CommonArgs, args: LoadArgs) -> anyhow::Result<()> {
     let registry = crate::cli::load_registry(common)?;
-    let entry = super::reference::llama_cpp_entry(&registry, &args.model)?;
+    let entry = super::reference::available_entry(
+        &registry,
+        &args.model,
+        &[EngineKind::LlamaCpp, EngineKind::Bitnet],
+        "this bench serves models of the engines that batch (llama.cpp, BitNet)",
+    )?;
+    let bitnet = entry.engine == EngineKind::Bitnet;
     if args.concurrency.is_empty() || args.concurrency.iter().any(|&n| !(1..=64).contains(&n)) {
         bail!("--concurrency takes levels from 1 to 64, e.g. 1,2,4,8");
     }
@@ -128,6 +134,9 @@ pub fn run(common: &CommonArgs, args: LoadArgs) -> anyhow::Result<()> {
     };
     let upstream = if args.no_upstream {
         None
+    } else if bitnet {
+        // Upstream llama.cpp cannot read I2_S; bitnet.cpp's own llama-server can.
+        args.llama_server.clone()
     } else {
         args.llama_server
             .clone()
@@ -160,6 +169,9 @@ pub fn run(common: &CommonArgs, args: LoadArgs) -> anyhow::Result<()> {
     servers.push(Box::new(|| Server::quantlab(common, &shape)));
     match &upstream {
         Some(binary) => servers.push(Box::new(|| Server::llama_server(binary, &gguf, &shape))),
+        None if !args.no_upstream && bitnet => println!(
+            "llama-server: not measured (for a BitNet I2_S file, pass bitnet.cpp's: --llama-server DIR/build/bin/llama-server, built by scripts/bitnet-cpp.sh)"
+        ),
         None if !args.no_upstream => println!(
             "llama-server: not measured (build it with scripts/build-llama-server.sh, or pass --llama-server PATH)"
         ),
