@@ -2,13 +2,14 @@
 //! scale, the configuration, tokenizer and chat template from the metadata. Tiny files written
 //! by the test in that exact layout load to the same logits, bit for bit, as the same weights
 //! from safetensors, generate the same text through the chat template, and damaged files are
-//! refused with a reason.
+//! refused with a reason. bitnet.cpp's 2026 files with a Q6_K embedding are read as stored.
 
 mod common;
 
 use common::tiny_bitnet::{self as tiny, Activation, Cache, Form, GgufForm, Master};
+use quantlab::bench::divergence::Divergence;
 use quantlab::inference::{
-    bitnet::{checkpoint::CheckpointKind, head::HeadPrecision, BitnetEngine},
+    bitnet::{checkpoint::CheckpointKind, head::HeadPrecision, q6k, BitnetEngine},
     template::PromptFormat,
     ChatEngine, EngineError, ResolvedSampling,
 };
@@ -169,6 +170,122 @@ fn damaged_gguf_files_are_refused_with_a_reason() {
 
 /// `quantlab serve` with a models file whose BitNet entry names an I2_S GGUF: listed as
 /// available and streaming a reply labelled with the engine that ran it.
+/// llama.cpp's own dequantization of Q6_K blocks, through the library the engine links.
+fn ggml_dequantize(blocks: &[u8], values: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values];
+    // SAFETY: the traits of a built-in type are static; `blocks` holds `values / 256` blocks.
+    unsafe {
+        let traits = llama_cpp_sys_2::ggml_get_type_traits(llama_cpp_sys_2::GGML_TYPE_Q6_K);
+        let to_float = (*traits).to_float.expect("Q6_K has a dequantizer");
+        to_float(blocks.as_ptr().cast(), out.as_mut_ptr(), values as i64);
+    }
+    out
+}
+
+/// The Q6_K blocks llama.cpp's quantizer makes of a master's embedding.
+fn q6k_embedding(master: &Master) -> Vec<u8> {
+    q6k::quantize_rows(master.get("model.embed_tokens.weight"), master.dims.hidden).unwrap()
+}
+
+/// bitnet.cpp's 2026 files hold the token embedding (the tied head) as Q6_K
+/// (`llama-quantize --token-embedding-type Q6_K`). Such a file loads with its blocks as stored,
+/// whatever head was asked for (widening them restores nothing, quantizing them again only
+/// adds error), its metrics line says so, and the engine follows the reference forward pass run
+/// on the embedding as llama.cpp itself dequantizes those blocks.
+#[test]
+fn a_q6_k_embedding_runs_as_stored_and_as_llama_cpp_reads_it() {
+    let master = Master::random_with(31, tiny::WIDE);
+    let blocks = q6k_embedding(&master);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ggml-model-i2_s-embed-q6_k.gguf");
+    tiny::write_gguf_q6k(&path, &master, GgufForm::I2s, &blocks);
+    let tokens = sample_tokens(60);
+    let mut runs = Vec::new();
+    for asked in [HeadPrecision::Bf16, HeadPrecision::Int8, HeadPrecision::Q6K] {
+        let mut engine = BitnetEngine::load(&path, CONTEXT, 2, asked).unwrap();
+        assert_eq!(engine.summary().head, HeadPrecision::Q6K, "{asked:?}");
+        assert_eq!(engine.summary().embedding_bytes, blocks.len());
+        let detail = &engine.facts().detail;
+        assert!(detail.contains("q6_k head"), "{detail}");
+        runs.push(engine.logits_for(&tokens).unwrap());
+    }
+    assert!(
+        runs.windows(2).all(|w| w[0] == w[1]),
+        "one head, whatever was asked"
+    );
+
+    let mut as_llama_cpp_reads_it = Master::random_with(31, tiny::WIDE);
+    let embedding = ggml_dequantize(&blocks, tiny::VOCAB * tiny::WIDE.hidden);
+    for (name, _, values) in &mut as_llama_cpp_reads_it.tensors {
+        if name.contains("embed_tokens") {
+            *values = embedding.clone();
+        }
+    }
+    let reference = tiny::reference_logits(&as_llama_cpp_reads_it, &tokens, Cache::F16);
+    let original = tiny::reference_logits(&master, &tokens, Cache::F16);
+    let top = quantlab::inference::sampler::argmax;
+    let mut same_top = 0;
+    for (position, (ours, expected)) in runs[0].iter().zip(&reference).enumerate() {
+        // int8 activations (the ternary layers and the head) against the f32 reference.
+        let error = tiny::relative_l2(ours, expected);
+        assert!(error < 0.03, "position {position}: {error}");
+        same_top += usize::from(top(ours) == top(expected));
+        // The Q6_K rounding is real: the dequantized rows are not the master's.
+        assert!(tiny::relative_l2(expected, &original[position]) > 0.0);
+    }
+    assert!(
+        same_top * 100 >= 90 * tokens.len(),
+        "top-1 agrees at {same_top}/{}",
+        tokens.len()
+    );
+}
+
+/// `output_head = "q6_k"` on a file with a bf16 embedding quantizes it at load with llama.cpp's
+/// quantizer: fewer bytes than int8, predictions kept; a hidden size that is not whole 256-value
+/// blocks is refused with the reason.
+#[test]
+fn a_q6_k_head_asked_for_is_quantized_at_load_or_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = dir.path().join("wide.gguf");
+    tiny::write_gguf(&wide, &Master::random_with(33, tiny::WIDE), GgufForm::I2s);
+    let mut bf16 = BitnetEngine::load(&wide, CONTEXT, 2, HeadPrecision::Bf16).unwrap();
+    let mut int8 = BitnetEngine::load(&wide, CONTEXT, 2, HeadPrecision::Int8).unwrap();
+    let mut q6k = BitnetEngine::load(&wide, CONTEXT, 2, HeadPrecision::Q6K).unwrap();
+    assert_eq!(q6k.summary().head, HeadPrecision::Q6K);
+    assert!(q6k.summary().embedding_bytes < int8.summary().embedding_bytes);
+    assert_eq!(
+        q6k.summary().embedding_bytes,
+        tiny::VOCAB * tiny::WIDE.hidden / 256 * 210
+    );
+    let tokens = sample_tokens(120);
+    let reference = bf16.logits_for(&tokens).unwrap();
+    let mut drift = Divergence::default();
+    let mut int8_drift = Divergence::default();
+    for ((p, q), r) in reference
+        .iter()
+        .zip(&q6k.logits_for(&tokens).unwrap())
+        .zip(&int8.logits_for(&tokens).unwrap())
+    {
+        drift.add(p, q);
+        int8_drift.add(p, r);
+    }
+    let (drift, int8_drift) = (drift.summary(), int8_drift.summary());
+    eprintln!("q6_k head on the tiny checkpoint: {drift:?}; int8: {int8_drift:?}");
+    assert!(drift.mean_kl > 0.0 && drift.mean_kl < 5e-3, "{drift:?}");
+    assert!(drift.top1_agreement >= 0.9, "{drift:?}");
+
+    let narrow = dir.path().join("narrow.gguf");
+    tiny::write_gguf(&narrow, &Master::random(33), GgufForm::I2s);
+    let Err(error) = BitnetEngine::load(&narrow, CONTEXT, 2, HeadPrecision::Q6K) else {
+        panic!("a 192-column table cannot be Q6_K");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("q6_k") && message.contains("multiple of 256"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn the_binary_serves_a_bitnet_gguf_over_the_chat_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,6 +293,13 @@ async fn the_binary_serves_a_bitnet_gguf_over_the_chat_api() {
         &dir.path().join("tiny-i2_s.gguf"),
         &Master::random(23),
         GgufForm::I2s,
+    );
+    let wide = Master::random_with(23, tiny::WIDE);
+    tiny::write_gguf_q6k(
+        &dir.path().join("tiny-i2_s-embed-q6_k.gguf"),
+        &wide,
+        GgufForm::I2s,
+        &q6k_embedding(&wide),
     );
     let models_file = dir.path().join("models.toml");
     std::fs::write(
@@ -195,6 +319,20 @@ instruct = true
 license = "MIT"
 description = "Written by the test."
 file = "tiny-i2_s.gguf"
+
+[[models]]
+id = "tiny-bitnet-q6k"
+name = "Tiny BitNet (I2_S, Q6_K embedding)"
+family = "BitNet b1.58"
+parameters = "1M"
+quantization = "I2_S"
+bits_per_weight = 2.0
+context_length = 256
+engine = "bitnet"
+instruct = true
+license = "MIT"
+description = "Written by the test, as bitnet.cpp's --token-embedding-type Q6_K writes it."
+file = "tiny-i2_s-embed-q6_k.gguf"
 "#,
     )
     .unwrap();
@@ -216,6 +354,16 @@ file = "tiny-i2_s.gguf"
     assert_eq!(metrics["engine"], "bitnet", "{metrics}");
     assert!(
         metrics["generated_tokens"].as_u64().unwrap_or(0) > 0,
+        "{metrics}"
+    );
+    // bitnet.cpp's 2026 layout: the reply's metrics name the Q6_K head that ran.
+    let (events, metrics) =
+        common::chat_reply(&server.url, Some("tiny-bitnet-q6k"), "Hello", 8).await;
+    assert_eq!(metrics["model"], "tiny-bitnet-q6k", "{metrics}");
+    let detail = metrics["engine_detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("q6_k head"), "{metrics}");
+    assert!(
+        metrics["generated_tokens"].as_u64().unwrap_or(0) > 0 && !events.is_empty(),
         "{metrics}"
     );
 }

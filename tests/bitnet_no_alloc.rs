@@ -38,12 +38,12 @@ static COUNTING: Counting = Counting;
 #[test]
 fn decode_steps_allocate_nothing() {
     let config = common::tiny_bitnet::small_config();
-    let heads = [HeadPrecision::Bf16, HeadPrecision::Int8];
+    let heads = [HeadPrecision::Bf16, HeadPrecision::Int8, HeadPrecision::Q6K];
     for (isa, head) in Isa::all_available()
         .into_iter()
         .flat_map(|isa| heads.map(|head| (isa, head)))
     {
-        let weights = Weights::random(&config, 1).with_head(head);
+        let weights = Weights::random(&config, 1).with_head(head).unwrap();
         let mut model = Model::new(weights, 256, 2, isa).expect("thread pool");
         model.forward_last(&[1, 2, 3, 4, 5], 0);
         // The pool's threads are warm now.

@@ -2,9 +2,10 @@
 //! and random ternary weights (generated here, no download), against the machine's memory
 //! bandwidth measured in the same run. Decode reads every weight once per token, so bytes per
 //! token ÷ bandwidth is the fastest decode this machine allows (the roofline); we report the
-//! fraction of it we reach, resident memory, and prefill, with the bf16 and the int8 output
-//! head, on AVX2 and on the best kernels this CPU has; then how far the int8 head's next-token
-//! distributions drift from the bf16 head's, and every kernel family against the portable one.
+//! fraction of it we reach, resident memory, and prefill, with the bf16, int8 and Q6_K output
+//! heads, on AVX2 and on the best kernels this CPU has; then how far the quantized heads'
+//! next-token distributions drift from the bf16 head's, and every kernel family against the
+//! portable one.
 
 use std::time::Instant;
 
@@ -37,6 +38,18 @@ pub struct BitnetBenchArgs {
 pub(super) const GIB: f64 = (1u64 << 30) as f64;
 const SEED: u64 = 0x5EED;
 
+/// The heads measured, the checkpoint's own first.
+const HEADS: [HeadPrecision; 3] = [HeadPrecision::Bf16, HeadPrecision::Int8, HeadPrecision::Q6K];
+
+/// One head's model and what was measured of it.
+struct HeadRun {
+    precision: HeadPrecision,
+    /// Resident memory the model's weights added.
+    resident: u64,
+    model: Model,
+    speeds: Vec<Speed>,
+}
+
 /// Prefill and decode of one model on one kernel family.
 struct Speed {
     isa: Isa,
@@ -54,36 +67,42 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
     let bandwidth_before = pool.install(read_bandwidth);
 
     let config = BitnetConfig::b1_58_2b_4t();
-    let before = resident_bytes().unwrap_or(0);
-    let started = Instant::now();
-    let weights = Weights::random(&config, SEED);
-    let bf16_resident = resident_bytes().unwrap_or(0).saturating_sub(before);
-    println!(
-        "model: BitNet b1.58 2B4T shapes ({}), random ternary weights built in {:.1} s",
-        shapes(&config),
-        started.elapsed().as_secs_f64()
-    );
-    let ternary = weights.ternary_bytes() as f64;
-    println!(
-        "ternary weights: {:.3} GiB ({} parameters, {:.2} bits each)",
-        ternary / GIB,
-        weights.ternary_parameters(),
-        ternary * 8.0 / weights.ternary_parameters() as f64,
-    );
-
     let families = decode_families();
     let decoded = ROUNDS * args.decode_tokens.div_ceil(ROUNDS) * families.len();
     let context = (args.prompt_tokens + decoded + 1).max(args.kl_positions);
     let best = *families.last().unwrap_or(&Isa::Portable);
-    let bf16_head = weights.embedding_bytes() as f64;
-    let mut bf16 = Model::new(weights, context, args.threads, best)?;
+    let started = Instant::now();
+    // One model per head, each built the same way and quantized at load.
+    let mut heads: Vec<HeadRun> = Vec::new();
+    for precision in HEADS {
+        let before = resident_bytes().unwrap_or(0);
+        let weights = Weights::random(&config, SEED).with_head(precision)?;
+        let resident = resident_bytes().unwrap_or(0).saturating_sub(before);
+        heads.push(HeadRun {
+            precision,
+            resident,
+            model: Model::new(weights, context, args.threads, best)?,
+            speeds: Vec::new(),
+        });
+    }
+    println!(
+        "model: BitNet b1.58 2B4T shapes ({}), random ternary weights built in {:.1} s (one copy per head)",
+        shapes(&config),
+        started.elapsed().as_secs_f64()
+    );
+    let ternary = heads[0].model.weights().ternary_bytes() as f64;
+    let parameters = heads[0].model.weights().ternary_parameters();
+    println!(
+        "ternary weights: {:.3} GiB ({parameters} parameters, {:.2} bits each)",
+        ternary / GIB,
+        ternary * 8.0 / parameters as f64,
+    );
 
-    let before = resident_bytes().unwrap_or(0);
-    let int8_weights = Weights::random(&config, SEED).with_head(HeadPrecision::Int8);
-    let int8_resident = resident_bytes().unwrap_or(0).saturating_sub(before);
-    let int8_head = int8_weights.embedding_bytes() as f64;
-    let mut int8 = Model::new(int8_weights, context, args.threads, best)?;
-    let (bf16_speeds, int8_speeds) = measure_interleaved(&mut bf16, &mut int8, &families, args);
+    let mut models: Vec<&mut Model> = heads.iter_mut().map(|h| &mut h.model).collect();
+    let speeds = measure_interleaved(&mut models, &families, args);
+    for (head, speeds) in heads.iter_mut().zip(speeds) {
+        head.speeds = speeds;
+    }
 
     // Measured again after decode; the higher figure is the roofline (the harsher fraction).
     let bandwidth = pool.install(read_bandwidth).max(bandwidth_before);
@@ -92,10 +111,19 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         args.threads,
         bandwidth / 1e9
     );
+    let growth: Vec<String> = heads
+        .iter()
+        .map(|h| {
+            format!(
+                "{:.3} GiB with the {} head",
+                h.resident as f64 / GIB,
+                h.precision.label()
+            )
+        })
+        .collect();
     println!(
-        "resident growth: {:.3} GiB with the bf16 head, {:.3} GiB with the int8 head (tied: the embedding lookup reads the same rows)",
-        bf16_resident as f64 / GIB,
-        int8_resident as f64 / GIB
+        "resident growth: {} (tied: the embedding lookup reads the same rows)",
+        growth.join(", ")
     );
     // Per token: every ternary weight, the whole head, and the cache so far.
     let kv_bytes = (config.num_hidden_layers * config.kv_size() * 2 * 2) as f64
@@ -110,15 +138,13 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         "roofline t/s",
         "reached"
     );
-    for (head, head_bytes, speeds) in [
-        ("bf16", bf16_head, &bf16_speeds),
-        ("int8", int8_head, &int8_speeds),
-    ] {
-        let bytes_per_token = ternary + head_bytes + kv_bytes;
+    for head in &heads {
+        let bytes_per_token = ternary + head.model.weights().embedding_bytes() as f64 + kv_bytes;
         let roofline = bandwidth / bytes_per_token;
-        for speed in speeds {
+        for speed in &head.speeds {
             println!(
-                "{head:<6} {:<13} {:>13.1} {:>12.1} {:>14.3} {:>13.1} {:>8.0}%   ({:.1}–{:.1} ms per token)",
+                "{:<6} {:<13} {:>13.1} {:>12.1} {:>14.3} {:>13.1} {:>8.0}%   ({:.1}–{:.1} ms per token)",
+                head.precision.label(),
                 speed.isa.label(),
                 speed.prefill_tok_s,
                 speed.decode_tok_s,
@@ -130,14 +156,19 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if let (Some(b), Some(i)) = (bf16_speeds.last(), int8_speeds.last()) {
-        println!(
-            "int8 head ÷ bf16 head ({}): decode {:.2}x, prefill {:.2}x",
-            i.isa.label(),
-            i.decode_tok_s / b.decode_tok_s,
-            i.prefill_tok_s / b.prefill_tok_s
-        );
+    let bf16_best = heads[0].speeds.last();
+    for head in &heads[1..] {
+        if let (Some(b), Some(q)) = (bf16_best, head.speeds.last()) {
+            println!(
+                "{} head ÷ bf16 head ({}): decode {:.2}x, prefill {:.2}x",
+                head.precision.label(),
+                q.isa.label(),
+                q.decode_tok_s / b.decode_tok_s,
+                q.prefill_tok_s / b.prefill_tok_s
+            );
+        }
     }
+    let int8_speeds = &heads[1].speeds;
     if let ([first, .., last], true) = (int8_speeds.as_slice(), int8_speeds.len() > 1) {
         println!(
             "{} ÷ {} (int8 head): decode {:.2}x, prefill {:.2}x",
@@ -148,24 +179,41 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         );
     }
 
+    let [bf16, int8, q6k] = &mut heads[..] else {
+        unreachable!("one run per head of HEADS")
+    };
+    let (bf16, int8, q6k) = (&mut bf16.model, &mut int8.model, &mut q6k.model);
     if args.kl_positions > 0 {
         println!(
             "\nnext-token distributions against the bf16 model's, {} positions:",
             args.kl_positions
         );
-        let started = Instant::now();
-        let reference = all_logits(&mut bf16, args.kl_positions);
-        let whole = divergence(&reference, &mut int8);
-        print_divergence("int8 head and embedding (as served)", &whole, started);
-        let started = Instant::now();
+        let reference = all_logits(bf16, args.kl_positions);
         let hidden = config.hidden_size;
-        let int8_head_only = bf16.weights().embedding.to_int8(hidden);
-        bf16.set_output_head(Some(int8_head_only));
-        let head_only = divergence(&reference, &mut bf16);
-        bf16.set_output_head(None); // the int8 copy made for this measurement is dropped
-        print_divergence("int8 head alone (same hidden states)", &head_only, started);
+        for (precision, served) in [
+            (HeadPrecision::Int8, &mut *int8),
+            (HeadPrecision::Q6K, &mut *q6k),
+        ] {
+            let started = Instant::now();
+            let whole = divergence(&reference, served);
+            print_divergence(
+                &format!("{} head and embedding (as served)", precision.label()),
+                &whole,
+                started,
+            );
+            let started = Instant::now();
+            let head_only = bf16.weights().embedding.to_precision(precision, hidden)?;
+            bf16.set_output_head(Some(head_only));
+            let head_only = divergence(&reference, bf16);
+            bf16.set_output_head(None); // the copy made for this measurement is dropped
+            print_divergence(
+                &format!("{} head alone (same hidden states)", precision.label()),
+                &head_only,
+                started,
+            );
+        }
         println!(
-            "  (random layers amplify any change to their input, the int8 embedding rows here, far more than trained ones do; the head alone is the quantization's own cost)"
+            "  (random layers amplify any change to their input, the quantized embedding rows here, far more than trained ones do; the head alone is the quantization's own cost)"
         );
     }
 
@@ -176,11 +224,11 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         "  {:<13} {:>10} {:>7} {:>11} {:>7}",
         "", "1 token", "", "4 tokens", ""
     );
-    let portable = [1, 4].map(|n| pool.install(|| kernel_seconds(&int8, Isa::Portable, n)));
+    let portable = [1, 4].map(|n| pool.install(|| kernel_seconds(int8, Isa::Portable, n)));
     for isa in Isa::all_available() {
         let [one, four] = match isa {
             Isa::Portable => portable,
-            _ => [1, 4].map(|n| pool.install(|| kernel_seconds(&int8, isa, n))),
+            _ => [1, 4].map(|n| pool.install(|| kernel_seconds(int8, isa, n))),
         };
         println!(
             "  {:<13} {:>7.3} ms {:>6.1}x {:>8.3} ms {:>6.1}x",
@@ -192,7 +240,8 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         );
     }
     if !args.sequences.is_empty() {
-        drop(bf16);
+        let int8 = heads.swap_remove(1).model;
+        drop(heads);
         super::bitnet_batch::run(
             int8.into_weights(),
             args.threads,
@@ -232,17 +281,20 @@ pub(super) fn decode_families() -> Vec<Isa> {
 /// a shared machine falls on all of them rather than on one.
 const ROUNDS: usize = 4;
 
-/// Prefill, then decode in interleaved rounds, for both models on every family.
+/// Prefill, then decode in interleaved rounds, for every model on every family; the speeds
+/// per model, in the order given.
 fn measure_interleaved(
-    bf16: &mut Model,
-    int8: &mut Model,
+    models: &mut [&mut Model],
     families: &[Isa],
     args: &BitnetBenchArgs,
-) -> (Vec<Speed>, Vec<Speed>) {
-    let vocab = bf16.weights().config.vocab_size as u32;
+) -> Vec<Vec<Speed>> {
+    let Some(first) = models.first() else {
+        return Vec::new();
+    };
+    let vocab = first.weights().config.vocab_size as u32;
     let prompt = bench_tokens(args.prompt_tokens, vocab);
     let mut runs: Vec<(usize, Isa, u32, Vec<f64>, f64)> = Vec::new();
-    for (which, model) in [&mut *bf16, &mut *int8].into_iter().enumerate() {
+    for (which, model) in models.iter_mut().enumerate() {
         for &isa in families {
             model.set_isa(isa);
             model.forward_last(&prompt[..8.min(prompt.len())], 0); // warm-up
@@ -255,10 +307,10 @@ fn measure_interleaved(
     // The families of one model take turns extending one sequence (the kernels are exact, so
     // the cache stays that sequence's).
     let per_round = args.decode_tokens.div_ceil(ROUNDS);
-    let mut positions = [prompt.len(); 2];
+    let mut positions = vec![prompt.len(); models.len()];
     for _ in 0..ROUNDS {
         for (which, isa, next, times, _) in &mut runs {
-            let model = if *which == 0 { &mut *bf16 } else { &mut *int8 };
+            let model = &mut *models[*which];
             model.set_isa(*isa);
             for _ in 0..per_round {
                 let started = Instant::now();
@@ -268,21 +320,16 @@ fn measure_interleaved(
             }
         }
     }
-    let mut speeds = (Vec::new(), Vec::new());
+    let mut speeds: Vec<Vec<Speed>> = models.iter().map(|_| Vec::new()).collect();
     for (which, isa, _, mut times, prefill_tok_s) in runs {
         times.sort_by(f64::total_cmp);
-        let speed = Speed {
+        speeds[which].push(Speed {
             isa,
             prefill_tok_s,
             decode_tok_s: 1.0 / times[times.len() / 2],
             fastest_ms: times[0] * 1e3,
             slowest_ms: times[times.len() - 1] * 1e3,
-        };
-        if which == 0 {
-            speeds.0.push(speed);
-        } else {
-            speeds.1.push(speed);
-        }
+        });
     }
     speeds
 }

@@ -20,7 +20,13 @@ use super::{
     stats::Stat,
 };
 use crate::inference::{
-    bitnet::{gguf_file::GgufFile, gguf_model, head::Table, kernels::Isa, model::Model},
+    bitnet::{
+        gguf_file::GgufFile,
+        gguf_model,
+        head::{HeadPrecision, Table},
+        kernels::Isa,
+        model::Model,
+    },
     memory::resident_bytes,
     sampler::argmax,
 };
@@ -233,26 +239,39 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
     // Decode from an empty context to n tokens reads, on average, half of its final cache.
     let kv_bytes =
         (c.num_hidden_layers * c.kv_size() * 2 * 2) as f64 * (args.decode_tokens as f64 / 2.0);
-    let int8_head = ours.weights().embedding.to_int8(c.hidden_size);
-    let int8_bytes = int8_head.bytes() as f64;
+    let stored = ours.weights().head_precision();
     let best = *families.last().unwrap_or(&Isa::Portable);
-    // Each row holds the output head it runs with (`None`: the tied embedding) while it is
-    // not being measured; the table moves into the model and back, never copied.
+    // Each row holds the output head it runs with (`None`: the file's own) while it is not
+    // being measured; the table moves into the model and back, never copied.
     let mut our_rows: Vec<(Isa, Option<Table>, Row)> = families
         .iter()
         .map(|&isa| {
-            let label = format!("quantlab {}, bf16 head", isa.label());
+            let label = format!("quantlab {}, {} head", isa.label(), stored.label());
             (isa, None, Row::new(label, ternary + head_bytes + kv_bytes))
         })
         .collect();
-    our_rows.push((
-        best,
-        Some(int8_head),
-        Row::new(
-            format!("quantlab {}, int8 head", best.label()),
-            ternary + int8_bytes + kv_bytes,
-        ),
-    ));
+    // A file whose embedding is stored wide also runs with the quantized heads: int8, and Q6_K
+    // as bitnet.cpp's own 2026 files hold it (whole blocks of 256 columns only).
+    if stored == HeadPrecision::Bf16 {
+        for precision in [HeadPrecision::Int8, HeadPrecision::Q6K] {
+            let Ok(head) = ours
+                .weights()
+                .embedding
+                .to_precision(precision, c.hidden_size)
+            else {
+                continue;
+            };
+            let bytes = head.bytes() as f64;
+            our_rows.push((
+                best,
+                Some(head),
+                Row::new(
+                    format!("quantlab {}, {} head", best.label(), precision.label()),
+                    ternary + bytes + kv_bytes,
+                ),
+            ));
+        }
+    }
     let mut measure = |isa: Isa, head: &mut Option<Table>| {
         ours.set_output_head(head.take());
         let speeds = our_speeds(&mut ours, isa, args);
@@ -326,9 +345,11 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
             prefill.median / their_prefill.median,
         );
     }
-    println!(
-        "\n(the file's f16 head is held as bf16 by our engine: the same two bytes a value; the int8 row is our option, not bitnet.cpp's)"
-    );
+    if stored == HeadPrecision::Bf16 {
+        println!(
+            "\n(a file's f16 head is held as bf16 by our engine: the same two bytes a value; the int8 and q6_k rows are heads quantized by us at load, which bitnet.cpp runs only from a file made with `--token-embedding-type`)"
+        );
+    }
     if !args.sequences.is_empty() {
         let binary = args.checkout.join("build/bin/llama-batched-bench");
         if !binary.is_file() {
@@ -338,7 +359,7 @@ pub fn run(args: &BitnetCppArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        drop(our_rows); // the int8 head copy
+        drop(our_rows); // the quantized head copies
         super::bitnet_cpp_batch::run(
             ours.into_weights(),
             &super::bitnet_cpp_batch::BatchedArgs {

@@ -96,8 +96,8 @@ pub struct BenchArgs {
         requires = "bitnet"
     )]
     pub sequences: Vec<usize>,
-    /// With --bitnet: positions over which the int8 head's next-token distributions are
-    /// compared with the bf16 head's (KL divergence, top-1 agreement); 0 skips it.
+    /// With --bitnet: positions over which the int8 and Q6_K heads' next-token distributions
+    /// are compared with the bf16 head's (KL divergence, top-1 agreement); 0 skips it.
     #[arg(long, default_value_t = 1024, requires = "bitnet")]
     pub kl_positions: usize,
     /// With --reference or --concurrency: skip the upstream side.

@@ -244,7 +244,9 @@ fn output_head_is_a_bitnet_setting_with_known_values() {
     let unset = MINIMAL.replace("engine = \"llama_cpp\"", "engine = \"bitnet\"");
     let reg = registry(&unset, dir.path()).unwrap();
     assert_eq!(reg.get("a").unwrap().output_head, None);
-    assert!(registry(&bitnet("q6_k"), dir.path()).is_err());
+    let reg = registry(&bitnet("q6_k"), dir.path()).unwrap();
+    assert_eq!(reg.get("a").unwrap().output_head, Some(HeadPrecision::Q6K));
+    assert!(registry(&bitnet("q4_k"), dir.path()).is_err());
     let llama = MINIMAL.replace("size = 3\n", "size = 3\noutput_head = \"int8\"\n");
     let err = registry(&llama, dir.path()).unwrap_err();
     assert!(err.to_string().contains("bitnet"), "{err}");

@@ -11,13 +11,40 @@ use std::{collections::HashMap, path::Path};
 use safetensors::{tensor::TensorView, Dtype};
 use serde_json::json;
 
-pub const HIDDEN: usize = 192; // not a multiple of the 128-column block
-pub const INTERMEDIATE: usize = 320;
+/// The sizes of a tiny model.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl Dims {
+    pub fn head(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    pub fn kv(&self) -> usize {
+        self.kv_heads * self.head()
+    }
+}
+
+/// The usual tiny model: a hidden size that is not a multiple of the 128-column block.
+pub const TINY: Dims = Dims {
+    hidden: 192,
+    intermediate: 320,
+    heads: 6,
+    kv_heads: 2,
+};
+/// Whole 256-value blocks per row, as Q6_K tables need.
+pub const WIDE: Dims = Dims {
+    hidden: 256,
+    intermediate: 320,
+    heads: 8,
+    kv_heads: 2,
+};
 pub const LAYERS: usize = 2;
-pub const HEADS: usize = 6;
-pub const KV_HEADS: usize = 2;
-pub const HEAD: usize = HIDDEN / HEADS;
-pub const KV: usize = KV_HEADS * HEAD;
 pub const BOS: u32 = 256;
 pub const END_OF_TEXT: u32 = 257;
 pub const EOT: u32 = 258;
@@ -30,6 +57,7 @@ pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first %
 
 /// Master weights (bf16 values held as f32) of one tiny model.
 pub struct Master {
+    pub dims: Dims,
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
@@ -56,6 +84,10 @@ fn bf16(v: f32) -> f32 {
 
 impl Master {
     pub fn random(seed: u64) -> Self {
+        Self::random_with(seed, TINY)
+    }
+
+    pub fn random_with(seed: u64, d: Dims) -> Self {
         let mut rng = Rng(seed | 1);
         let mut tensors = Vec::new();
         let mut add = |name: String, shape: Vec<usize>, scale: f32, base: f32| {
@@ -65,42 +97,42 @@ impl Master {
         };
         add(
             "model.embed_tokens.weight".into(),
-            vec![VOCAB, HIDDEN],
+            vec![VOCAB, d.hidden],
             0.15,
             0.0,
         );
-        add("model.norm.weight".into(), vec![HIDDEN], 0.2, 1.0);
+        add("model.norm.weight".into(), vec![d.hidden], 0.2, 1.0);
         for i in 0..LAYERS {
             let p = format!("model.layers.{i}");
             add(
                 format!("{p}.input_layernorm.weight"),
-                vec![HIDDEN],
+                vec![d.hidden],
                 0.2,
                 1.0,
             );
             add(
                 format!("{p}.post_attention_layernorm.weight"),
-                vec![HIDDEN],
+                vec![d.hidden],
                 0.2,
                 1.0,
             );
             add(
                 format!("{p}.self_attn.attn_sub_norm.weight"),
-                vec![HIDDEN],
+                vec![d.hidden],
                 0.2,
                 1.0,
             );
             add(
                 format!("{p}.mlp.ffn_sub_norm.weight"),
-                vec![INTERMEDIATE],
+                vec![d.intermediate],
                 0.2,
                 1.0,
             );
-            for (name, rows, cols) in projections() {
+            for (name, rows, cols) in projections(&d) {
                 add(format!("{p}.{name}.weight"), vec![rows, cols], 0.05, 0.0);
             }
         }
-        Self { tensors }
+        Self { dims: d, tensors }
     }
 
     pub fn get(&self, name: &str) -> &[f32] {
@@ -114,15 +146,15 @@ impl Master {
 }
 
 /// (module, out rows, in columns) of every ternary projection in a layer.
-pub fn projections() -> Vec<(&'static str, usize, usize)> {
+pub fn projections(d: &Dims) -> Vec<(&'static str, usize, usize)> {
     vec![
-        ("self_attn.q_proj", HIDDEN, HIDDEN),
-        ("self_attn.k_proj", KV, HIDDEN),
-        ("self_attn.v_proj", KV, HIDDEN),
-        ("self_attn.o_proj", HIDDEN, HIDDEN),
-        ("mlp.gate_proj", INTERMEDIATE, HIDDEN),
-        ("mlp.up_proj", INTERMEDIATE, HIDDEN),
-        ("mlp.down_proj", HIDDEN, INTERMEDIATE),
+        ("self_attn.q_proj", d.hidden, d.hidden),
+        ("self_attn.k_proj", d.kv(), d.hidden),
+        ("self_attn.v_proj", d.kv(), d.hidden),
+        ("self_attn.o_proj", d.hidden, d.hidden),
+        ("mlp.gate_proj", d.intermediate, d.hidden),
+        ("mlp.up_proj", d.intermediate, d.hidden),
+        ("mlp.down_proj", d.hidden, d.intermediate),
     ]
 }
 
@@ -171,6 +203,7 @@ pub enum Form {
 
 /// Writes a checkpoint folder of `master` in `form`.
 pub fn write(dir: &Path, master: &Master, form: Form) {
+    let d = &master.dims;
     std::fs::create_dir_all(dir).unwrap();
     let quantization = match form {
         Form::Packed => {
@@ -183,11 +216,11 @@ pub fn write(dir: &Path, master: &Master, form: Form) {
     let config = json!({
         "architectures": ["BitNetForCausalLM"],
         "model_type": "bitnet",
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
+        "hidden_size": d.hidden,
+        "intermediate_size": d.intermediate,
         "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
+        "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads,
         "vocab_size": VOCAB,
         "max_position_embeddings": POSITIONS,
         "rms_norm_eps": EPS,
@@ -365,6 +398,7 @@ pub fn reference_logits_with(
     cache: Cache,
     activation: Activation,
 ) -> Vec<Vec<f32>> {
+    let d = &master.dims;
     let quantized: HashMap<String, (Vec<i8>, f32)> = master
         .tensors
         .iter()
@@ -378,7 +412,7 @@ pub fn reference_logits_with(
     let embedding = master.get("model.embed_tokens.weight");
     let mut xs: Vec<Vec<f32>> = tokens
         .iter()
-        .map(|&t| embedding[t as usize * HIDDEN..][..HIDDEN].to_vec())
+        .map(|&t| embedding[t as usize * d.hidden..][..d.hidden].to_vec())
         .collect();
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");
@@ -387,33 +421,35 @@ pub fn reference_logits_with(
         let mut queries = Vec::new();
         for (position, x) in xs.iter().enumerate() {
             let h = rms_norm(x, master.get(&format!("{p}.input_layernorm.weight")));
-            let mut q = linear(format!("{p}.self_attn.q_proj.weight"), &h, HIDDEN);
-            let mut k = linear(format!("{p}.self_attn.k_proj.weight"), &h, KV);
-            q.chunks_mut(HEAD).for_each(|head| rotate(head, position));
-            k.chunks_mut(HEAD).for_each(|head| rotate(head, position));
-            let v = linear(format!("{p}.self_attn.v_proj.weight"), &h, KV);
+            let mut q = linear(format!("{p}.self_attn.q_proj.weight"), &h, d.hidden);
+            let mut k = linear(format!("{p}.self_attn.k_proj.weight"), &h, d.kv());
+            q.chunks_mut(d.head())
+                .for_each(|head| rotate(head, position));
+            k.chunks_mut(d.head())
+                .for_each(|head| rotate(head, position));
+            let v = linear(format!("{p}.self_attn.v_proj.weight"), &h, d.kv());
             queries.push(q);
             keys.push(k.iter().map(|&x| cache.keep(x)).collect::<Vec<f32>>());
             values.push(v.iter().map(|&x| cache.keep(x)).collect::<Vec<f32>>());
         }
         for (position, x) in xs.iter_mut().enumerate() {
-            let mut attention = vec![0f32; HIDDEN];
-            for head in 0..HEADS {
-                let kv_head = head / (HEADS / KV_HEADS);
-                let q = &queries[position][head * HEAD..][..HEAD];
+            let mut attention = vec![0f32; d.hidden];
+            for head in 0..d.heads {
+                let kv_head = head / (d.heads / d.kv_heads);
+                let q = &queries[position][head * d.head()..][..d.head()];
                 let scores: Vec<f32> = (0..=position)
                     .map(|j| {
-                        let k = &keys[j][kv_head * HEAD..][..HEAD];
-                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (HEAD as f32).sqrt()
+                        let k = &keys[j][kv_head * d.head()..][..d.head()];
+                        q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() / (d.head() as f32).sqrt()
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let exps: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f32 = exps.iter().sum();
                 for (j, e) in exps.iter().enumerate() {
-                    let v = &values[j][kv_head * HEAD..][..HEAD];
-                    for d in 0..HEAD {
-                        attention[head * HEAD + d] += e / total * v[d];
+                    let v = &values[j][kv_head * d.head()..][..d.head()];
+                    for (i, value) in v.iter().enumerate() {
+                        attention[head * d.head() + i] += e / total * value;
                     }
                 }
             }
@@ -421,14 +457,14 @@ pub fn reference_logits_with(
                 &attention,
                 master.get(&format!("{p}.self_attn.attn_sub_norm.weight")),
             );
-            let o = linear(format!("{p}.self_attn.o_proj.weight"), &normed, HIDDEN);
+            let o = linear(format!("{p}.self_attn.o_proj.weight"), &normed, d.hidden);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             let h = rms_norm(
                 x,
                 master.get(&format!("{p}.post_attention_layernorm.weight")),
             );
-            let gate = linear(format!("{p}.mlp.gate_proj.weight"), &h, INTERMEDIATE);
-            let up = linear(format!("{p}.mlp.up_proj.weight"), &h, INTERMEDIATE);
+            let gate = linear(format!("{p}.mlp.gate_proj.weight"), &h, d.intermediate);
+            let up = linear(format!("{p}.mlp.up_proj.weight"), &h, d.intermediate);
             let product: Vec<f32> = gate
                 .iter()
                 .zip(&up)
@@ -441,7 +477,7 @@ pub fn reference_logits_with(
                 &product,
                 master.get(&format!("{p}.mlp.ffn_sub_norm.weight")),
             );
-            let down = linear(format!("{p}.mlp.down_proj.weight"), &normed, HIDDEN);
+            let down = linear(format!("{p}.mlp.down_proj.weight"), &normed, d.hidden);
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
     }
@@ -450,7 +486,7 @@ pub fn reference_logits_with(
             let h = rms_norm(x, master.get("model.norm.weight"));
             (0..VOCAB)
                 .map(|v| {
-                    embedding[v * HIDDEN..][..HIDDEN]
+                    embedding[v * d.hidden..][..d.hidden]
                         .iter()
                         .zip(&h)
                         .map(|(a, b)| a * b)
@@ -577,6 +613,23 @@ pub fn write_gguf(path: &Path, master: &Master, form: GgufForm) {
 
 /// [`write_gguf`] under another of bitnet.cpp's architecture names (`bitnet` is its SiLU graph).
 pub fn write_gguf_as(path: &Path, master: &Master, form: GgufForm, arch: &str) {
+    write_gguf_embedding(path, master, form, arch, None);
+}
+
+/// [`write_gguf`] with the token embedding given as Q6_K blocks (type 14), as bitnet.cpp's
+/// `llama-quantize --token-embedding-type Q6_K` writes it.
+pub fn write_gguf_q6k(path: &Path, master: &Master, form: GgufForm, q6k_embedding: &[u8]) {
+    write_gguf_embedding(path, master, form, "bitnet-b1.58", Some(q6k_embedding));
+}
+
+fn write_gguf_embedding(
+    path: &Path,
+    master: &Master,
+    form: GgufForm,
+    arch: &str,
+    q6k_embedding: Option<&[u8]>,
+) {
+    let d = &master.dims;
     let mut w = GgufWriter {
         header: Vec::new(),
         keys: 0,
@@ -584,10 +637,16 @@ pub fn write_gguf_as(path: &Path, master: &Master, form: GgufForm, arch: &str) {
     w.text("general.architecture", arch);
     w.text("general.name", "tiny bitnet");
     w.u32(&format!("{arch}.block_count"), LAYERS as u32);
-    w.u32(&format!("{arch}.embedding_length"), HIDDEN as u32);
-    w.u32(&format!("{arch}.feed_forward_length"), INTERMEDIATE as u32);
-    w.u32(&format!("{arch}.attention.head_count"), HEADS as u32);
-    w.u32(&format!("{arch}.attention.head_count_kv"), KV_HEADS as u32);
+    w.u32(&format!("{arch}.embedding_length"), d.hidden as u32);
+    w.u32(
+        &format!("{arch}.feed_forward_length"),
+        d.intermediate as u32,
+    );
+    w.u32(&format!("{arch}.attention.head_count"), d.heads as u32);
+    w.u32(
+        &format!("{arch}.attention.head_count_kv"),
+        d.kv_heads as u32,
+    );
     w.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), EPS);
     w.f32(&format!("{arch}.rope.freq_base"), THETA);
     w.u32(&format!("{arch}.context_length"), POSITIONS as u32);
@@ -611,7 +670,10 @@ pub fn write_gguf_as(path: &Path, master: &Master, form: GgufForm, arch: &str) {
             let (t, scale) = weight_quant(values);
             (36, i2s_bytes(&t, scale))
         } else if name.contains("embed_tokens") {
-            (30, bf16_bytes(values))
+            match q6k_embedding {
+                Some(blocks) => (14, blocks.to_vec()),
+                None => (30, bf16_bytes(values)),
+            }
         } else {
             (0, values.iter().flat_map(|v| v.to_le_bytes()).collect())
         };

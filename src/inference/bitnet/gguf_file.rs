@@ -12,6 +12,8 @@ pub const TYPE_I2_S: u32 = 36;
 pub const TYPE_F32: u32 = 0;
 pub const TYPE_F16: u32 = 1;
 pub const TYPE_BF16: u32 = 30;
+/// llama.cpp's 6-bit blocks, bitnet.cpp's type for the token embedding since 2026.
+pub const TYPE_Q6_K: u32 = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufFileError {
@@ -21,7 +23,7 @@ pub enum GgufFileError {
         "not a valid GGUF file ({0}); the download may be incomplete or damaged: fetch it again"
     )]
     Corrupt(String),
-    #[error("tensor `{name}` has type {kind} ({}), which the BitNet engine does not read (it reads I2_S, F32, F16 and BF16)", type_name(*.kind))]
+    #[error("tensor `{name}` has type {kind} ({}), which the BitNet engine does not read (it reads I2_S, F32, F16, BF16, and Q6_K for the embedding and head)", type_name(*.kind))]
     UnsupportedType { name: String, kind: u32 },
     #[error("tensor `{0}` is missing from the file")]
     Missing(String),
@@ -200,6 +202,11 @@ fn data_bytes(kind: u32, elements: u64) -> Option<Option<u64>> {
         TYPE_F16 | TYPE_BF16 => Some(elements.checked_mul(2)),
         // The codes, then the f32 scale in a 32-byte tail.
         TYPE_I2_S => Some(Some(elements / 4 + 32)),
+        TYPE_Q6_K => Some(
+            elements
+                .is_multiple_of(crate::inference::bitnet::q6k::BLOCK as u64)
+                .then_some(elements / 256 * crate::inference::bitnet::q6k::BLOCK_BYTES as u64),
+        ),
         _ => None,
     }
 }

@@ -10,8 +10,11 @@ use tokenizers::Tokenizer;
 
 use super::{
     config::BitnetConfig,
-    gguf_file::{GgufFile, GgufFileError, Value, TYPE_BF16, TYPE_F16, TYPE_F32, TYPE_I2_S},
+    gguf_file::{
+        GgufFile, GgufFileError, Value, TYPE_BF16, TYPE_F16, TYPE_F32, TYPE_I2_S, TYPE_Q6_K,
+    },
     head::Table,
+    q6k,
     ternary::{TernaryError, TernaryMatrix},
     vocab::HubVocab,
     weights::{Layer, Weights},
@@ -154,11 +157,24 @@ fn floats(file: &GgufFile, name: &str, dims: &[u64]) -> Result<Vec<f32>, GgufMod
     })
 }
 
-/// A `[rows, cols]` table (embedding or head) as bf16 bits: BF16 as stored, F16 and F32 rounded
-/// to bf16 (the head runs in bf16 or int8 either way).
+/// A `[rows, cols]` table (embedding or head): Q6_K blocks and BF16 as stored, F16 and F32
+/// rounded to bf16 (the head runs in bf16, int8 or Q6_K either way).
 fn table(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Table, GgufModelError> {
     let dims = [cols as u64, rows as u64];
     let (info, data) = file.tensor(name)?;
+    if info.kind == TYPE_Q6_K && info.dims == dims {
+        // Whole blocks per row: the file's size was checked for whole blocks in all, and a
+        // row of a partial block would shift every row after it.
+        if !cols.is_multiple_of(q6k::BLOCK) {
+            return Err(shape_error(
+                name,
+                &info.dims,
+                info.kind,
+                format!("Q6_K rows of whole {}-value blocks", q6k::BLOCK),
+            ));
+        }
+        return Ok(Table::Q6K(data.to_vec()));
+    }
     if info.kind == TYPE_BF16 && info.dims == dims {
         return Ok(Table::Bf16(
             data.chunks_exact(2)

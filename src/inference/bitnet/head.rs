@@ -1,12 +1,17 @@
 //! The `[vocab, hidden]` tables of a BitNet model: the token embedding and the output head (the
 //! same table when tied, as in 2B4T). Decode reads the whole head once per token, so with bf16
 //! it is more than half the bytes a token costs; int8 rows (one f32 scale per row, symmetric
-//! round-to-nearest, like llama.cpp's Q8_0 with a row for a block) halve that. When the head is
-//! tied, the embedding lookup reads the same int8 rows, so one copy stays resident.
+//! round-to-nearest, like llama.cpp's Q8_0 with a row for a block) halve that, and Q6_K rows
+//! (llama.cpp's 6-bit blocks, as bitnet.cpp's 2026 files hold the embedding) take 0.82 bytes per
+//! weight. When the head is tied, the embedding lookup reads the same rows, so one copy stays
+//! resident.
 
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{bf16_dots, bf16_to_f32, i8_dots, Isa, I8_LIMIT};
+use super::{
+    kernels::{bf16_dots, bf16_to_f32, i8_dots, q6k_dots, Isa, I8_LIMIT},
+    q6k::{self, Q6kError},
+};
 
 /// How the output head (and a tied embedding) is held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +22,10 @@ pub enum HeadPrecision {
     /// int8 rows with a scale each: half the bytes, measured by `quantlab bench --bitnet`.
     #[default]
     Int8,
+    /// llama.cpp's Q6_K blocks (6.56 bits per weight), read as bitnet.cpp's files store them
+    /// or quantized at load by llama.cpp's own quantizer.
+    #[serde(rename = "q6_k", alias = "q6k")]
+    Q6K,
 }
 
 impl HeadPrecision {
@@ -24,6 +33,7 @@ impl HeadPrecision {
         match self {
             HeadPrecision::Bf16 => "bf16",
             HeadPrecision::Int8 => "int8",
+            HeadPrecision::Q6K => "q6_k",
         }
     }
 
@@ -31,6 +41,7 @@ impl HeadPrecision {
         match text.trim().to_ascii_lowercase().as_str() {
             "bf16" => Some(HeadPrecision::Bf16),
             "int8" | "i8" | "q8" => Some(HeadPrecision::Int8),
+            "q6_k" | "q6k" => Some(HeadPrecision::Q6K),
             _ => None,
         }
     }
@@ -43,6 +54,8 @@ pub enum Table {
     Bf16(Vec<u16>),
     /// `w ≈ values · scales[row]`, every value within ±[`I8_LIMIT`].
     Int8 { values: Vec<i8>, scales: Vec<f32> },
+    /// Q6_K blocks (see `super::q6k`), row-major, each row whole blocks.
+    Q6K(Vec<u8>),
 }
 
 impl Table {
@@ -50,6 +63,7 @@ impl Table {
         match self {
             Table::Bf16(_) => HeadPrecision::Bf16,
             Table::Int8 { .. } => HeadPrecision::Int8,
+            Table::Q6K(_) => HeadPrecision::Q6K,
         }
     }
 
@@ -58,6 +72,7 @@ impl Table {
         match self {
             Table::Bf16(bits) => bits.len(),
             Table::Int8 { values, .. } => values.len(),
+            Table::Q6K(blocks) => blocks.len() / q6k::BLOCK_BYTES * q6k::BLOCK,
         }
     }
 
@@ -66,6 +81,7 @@ impl Table {
         match self {
             Table::Bf16(bits) => 2 * bits.len(),
             Table::Int8 { values, scales } => values.len() + 4 * scales.len(),
+            Table::Q6K(blocks) => blocks.len(),
         }
     }
 
@@ -84,24 +100,37 @@ impl Table {
                     *v = f32::from(q) * scale;
                 }
             }
+            Table::Q6K(blocks) => {
+                let width = q6k::bytes_for(cols);
+                q6k::dequantize_row(&blocks[row * width..][..width], out);
+            }
         }
     }
 
-    /// This table in `precision`; unchanged when it already is (int8 is never widened back to
-    /// bf16, which would only pretend to restore what rounding lost).
-    pub fn into_precision(self, precision: HeadPrecision, cols: usize) -> Table {
+    /// This table in `precision`. Only bf16 rows change: a table stored quantized (int8 here,
+    /// or Q6_K as bitnet.cpp's files hold it) stays as it is, since widening it would only
+    /// pretend to restore what rounding lost, and quantizing it again would add to the loss.
+    ///
+    /// # Errors
+    /// Q6_K is asked for a table whose rows are not whole blocks of 256.
+    pub fn into_precision(self, precision: HeadPrecision, cols: usize) -> Result<Table, Q6kError> {
         match (self, precision) {
-            (Table::Bf16(bits), HeadPrecision::Int8) => quantize_rows(&bits, cols),
-            (table, _) => table,
+            (Table::Bf16(bits), HeadPrecision::Int8) => Ok(quantize_rows(&bits, cols)),
+            (Table::Bf16(bits), HeadPrecision::Q6K) => {
+                let values: Vec<f32> = bits.iter().map(|&b| bf16_to_f32(b)).collect();
+                Ok(Table::Q6K(q6k::quantize_rows(&values, cols)?))
+            }
+            (table, _) => Ok(table),
         }
     }
 
-    /// An int8 copy of this table, leaving it as it is (for measuring one head against another).
-    pub fn to_int8(&self, cols: usize) -> Table {
-        match self {
-            Table::Bf16(bits) => quantize_rows(bits, cols),
-            int8 => int8.clone(),
-        }
+    /// A copy of this table in `precision`, leaving it as it is (for measuring one head against
+    /// another).
+    ///
+    /// # Errors
+    /// As [`Self::into_precision`].
+    pub fn to_precision(&self, precision: HeadPrecision, cols: usize) -> Result<Table, Q6kError> {
+        self.clone().into_precision(precision, cols)
     }
 
     /// Logits of row `row` against `T` activation rows, given as f32 (for bf16) and as
@@ -126,6 +155,13 @@ impl Table {
                 let scale = scales[row];
                 std::array::from_fn(|k| dots[k] as f32 * scale * acts.inverse[rows[k]])
             }
+            Table::Q6K(blocks) => {
+                let width = q6k::bytes_for(cols);
+                let xs = rows.map(|t| acts.int8(t, cols));
+                let sums = rows.map(|t| acts.sums(t, cols));
+                let dots = q6k_dots(isa, &blocks[row * width..][..width], &xs, &sums);
+                std::array::from_fn(|k| dots[k] * acts.inverse[rows[k]])
+            }
         }
     }
 }
@@ -149,12 +185,14 @@ fn quantize_rows(bits: &[u16], cols: usize) -> Table {
 }
 
 /// The normed rows the head multiplies: as f32 for a bf16 head, as int8 (±127 per row) with
-/// `1 / scale` for an int8 one. Sized once, so decode allocates nothing.
+/// `1 / scale` for an int8 or Q6_K one, and for Q6_K the sums of every 16 int8 values. Sized
+/// once, so decode allocates nothing.
 #[derive(Debug)]
 pub struct HeadActs {
     float: Vec<f32>,
     int8: Vec<i8>,
     inverse: Vec<f32>,
+    sixteens: Vec<i16>,
 }
 
 impl HeadActs {
@@ -163,6 +201,7 @@ impl HeadActs {
             float: vec![0.0; rows * cols],
             int8: vec![0; rows * cols],
             inverse: vec![0.0; rows],
+            sixteens: vec![0; rows * cols / 16],
         }
     }
 
@@ -181,6 +220,12 @@ impl HeadActs {
             }
             self.inverse[t] = 1.0 / scale;
         }
+        if precision == HeadPrecision::Q6K {
+            let values = &self.int8[..x.len()];
+            for (sum, chunk) in self.sixteens.iter_mut().zip(values.chunks_exact(16)) {
+                *sum = chunk.iter().map(|&v| i16::from(v)).sum();
+            }
+        }
     }
 
     fn float(&self, t: usize, cols: usize) -> &[f32] {
@@ -189,6 +234,10 @@ impl HeadActs {
 
     fn int8(&self, t: usize, cols: usize) -> &[i8] {
         &self.int8[t * cols..][..cols]
+    }
+
+    fn sums(&self, t: usize, cols: usize) -> &[i16] {
+        &self.sixteens[t * cols / 16..][..cols / 16]
     }
 }
 
@@ -225,6 +274,7 @@ mod tests {
     fn head_precisions_parse_as_written_in_models_toml() {
         assert_eq!(HeadPrecision::parse("INT8"), Some(HeadPrecision::Int8));
         assert_eq!(HeadPrecision::parse("bf16"), Some(HeadPrecision::Bf16));
-        assert_eq!(HeadPrecision::parse("q6_k"), None);
+        assert_eq!(HeadPrecision::parse("Q6_K"), Some(HeadPrecision::Q6K));
+        assert_eq!(HeadPrecision::parse("q4_k"), None);
     }
 }

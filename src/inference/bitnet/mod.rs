@@ -13,6 +13,7 @@ pub mod gguf_model;
 pub mod head;
 pub mod kernels;
 pub mod model;
+pub mod q6k;
 pub mod ternary;
 pub mod vocab;
 pub mod weights;
@@ -195,7 +196,9 @@ impl LogitsEngine<BitnetModel, HubVocab> {
                     .into(),
             ));
         };
-        let weights = weights.with_head(head);
+        let weights = weights
+            .with_head(head)
+            .map_err(|e| load_error(format!("output_head = \"{}\": {e}", head.label())))?;
         let context = (context_size as usize)
             .min(config.max_position_embeddings)
             .max(16);

@@ -5,6 +5,7 @@
 use super::{
     config::BitnetConfig,
     head::{HeadPrecision, Table},
+    q6k::Q6kError,
     ternary::TernaryMatrix,
 };
 
@@ -45,15 +46,19 @@ impl Weights {
         self.embedding.bytes() + self.output.as_ref().map_or(0, Table::bytes)
     }
 
-    /// The output head in `precision`. A tied embedding changes with it (one table serves
-    /// both, so only one copy is resident); an untied embedding keeps its own precision.
-    pub fn with_head(mut self, precision: HeadPrecision) -> Self {
+    /// The output head in `precision` (see [`Table::into_precision`]). A tied embedding
+    /// changes with it (one table serves both, so only one copy is resident); an untied
+    /// embedding keeps its own precision.
+    ///
+    /// # Errors
+    /// Q6_K is asked for a hidden size that is not a multiple of 256.
+    pub fn with_head(mut self, precision: HeadPrecision) -> Result<Self, Q6kError> {
         let hidden = self.config.hidden_size;
         match self.output.take() {
-            Some(output) => self.output = Some(output.into_precision(precision, hidden)),
-            None => self.embedding = self.embedding.into_precision(precision, hidden),
+            Some(output) => self.output = Some(output.into_precision(precision, hidden)?),
+            None => self.embedding = self.embedding.into_precision(precision, hidden)?,
         }
-        self
+        Ok(self)
     }
 
     /// The precision the output head runs in.

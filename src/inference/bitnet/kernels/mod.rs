@@ -245,6 +245,8 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod q6k;
+pub use q6k::q6k_dots;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
