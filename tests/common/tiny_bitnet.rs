@@ -576,14 +576,21 @@ impl GgufWriter {
             Self::string(&mut self.header, v);
         }
     }
-    fn i32s(&mut self, key: &str, values: &[i32]) {
+    /// An array of 4-byte numbers of GGUF type `kind` (5 i32, 6 f32), given as their bytes.
+    fn numbers(&mut self, key: &str, kind: u32, values: impl ExactSizeIterator<Item = [u8; 4]>) {
         self.key(key, 9);
-        self.header.extend_from_slice(&5u32.to_le_bytes());
+        self.header.extend_from_slice(&kind.to_le_bytes());
         self.header
             .extend_from_slice(&(values.len() as u64).to_le_bytes());
         for v in values {
-            self.header.extend_from_slice(&v.to_le_bytes());
+            self.header.extend_from_slice(&v);
         }
+    }
+    fn f32s(&mut self, key: &str, values: &[f32]) {
+        self.numbers(key, 6, values.iter().map(|v| v.to_le_bytes()));
+    }
+    fn i32s(&mut self, key: &str, values: &[i32]) {
+        self.numbers(key, 5, values.iter().map(|v| v.to_le_bytes()));
     }
 }
 
@@ -733,3 +740,103 @@ license = "MIT"
 description = "Written by the test."
 file = "tiny-bitnet"
 "#;
+
+/// A small SentencePiece vocabulary in llama.cpp's form (`tokenizer.ggml.model = llama`):
+/// `<unk>`, `<s>`, `</s>`, the 256 byte tokens `<0xNN>`, then pieces with scores (higher merges
+/// first), as (tokens, scores, token types).
+pub fn sentencepiece_vocab() -> (Vec<String>, Vec<f32>, Vec<i32>) {
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).to_vec();
+    let mut types = vec![2, 3, 3];
+    for byte in 0..=255u8 {
+        tokens.push(format!("<0x{byte:02X}>"));
+        types.push(6);
+    }
+    // Every character of a piece is a piece itself, as SentencePiece's trainer guarantees (its
+    // alphabet comes first); other characters fall back to bytes.
+    let pieces = [
+        "\u{2581}",
+        "g",
+        "e",
+        "t",
+        "h",
+        "a",
+        "o",
+        "l",
+        "c",
+        "w",
+        "r",
+        "d",
+        "s",
+        "n",
+        "i",
+        "é",
+        "\u{2581}t",
+        "he",
+        "\u{2581}the",
+        "at",
+        "\u{2581}c",
+        "\u{2581}cat",
+        "ll",
+        "\u{2581}h",
+        "\u{2581}he",
+        "llo",
+        "\u{2581}hello",
+        "or",
+        "\u{2581}w",
+        "\u{2581}wor",
+        "ld",
+        "\u{2581}world",
+        "in",
+        "\u{2581}s",
+        "\u{2581}in",
+        "ing",
+        "\u{2581}sing",
+        "th",
+        "\u{2581}th",
+        "es",
+        "est",
+    ];
+    let mut scores = vec![0.0; tokens.len()];
+    for (rank, piece) in pieces.iter().enumerate() {
+        tokens.push((*piece).to_string());
+        types.push(1);
+        scores.push(-(rank as f32));
+    }
+    (tokens, scores, types)
+}
+
+/// A GGUF holding only a Llama architecture's metadata and `vocab` (no tensors): what llama.cpp
+/// loads with `vocab_only`, and what our reader takes the vocabulary from.
+pub fn write_vocab_gguf(path: &Path, vocab: &(Vec<String>, Vec<f32>, Vec<i32>)) {
+    let (tokens, scores, types) = vocab;
+    let mut w = GgufWriter {
+        header: Vec::new(),
+        keys: 0,
+    };
+    w.text("general.architecture", "llama");
+    w.text("general.name", "tiny sentencepiece vocabulary");
+    w.u32("llama.block_count", 1);
+    w.u32("llama.context_length", 256);
+    w.u32("llama.embedding_length", 64);
+    w.u32("llama.feed_forward_length", 128);
+    w.u32("llama.attention.head_count", 4);
+    w.u32("llama.attention.head_count_kv", 4);
+    w.f32("llama.attention.layer_norm_rms_epsilon", EPS);
+    w.u32("llama.vocab_size", tokens.len() as u32);
+    w.text("tokenizer.ggml.model", "llama");
+    w.texts("tokenizer.ggml.tokens", tokens);
+    w.f32s("tokenizer.ggml.scores", scores);
+    w.i32s("tokenizer.ggml.token_type", types);
+    w.u32("tokenizer.ggml.unknown_token_id", 0);
+    w.u32("tokenizer.ggml.bos_token_id", 1);
+    w.u32("tokenizer.ggml.eos_token_id", 2);
+    let mut file = b"GGUF".to_vec();
+    file.extend_from_slice(&3u32.to_le_bytes());
+    file.extend_from_slice(&0u64.to_le_bytes());
+    file.extend_from_slice(&w.keys.to_le_bytes());
+    file.extend_from_slice(&w.header);
+    while !file.len().is_multiple_of(32) {
+        file.push(0);
+    }
+    std::fs::write(path, file).unwrap();
+}

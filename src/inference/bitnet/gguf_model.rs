@@ -5,8 +5,7 @@
 //! `tokenizer.*` metadata. bitnet.cpp's converter writes q and k in the checkpoint's own row order
 //! (it does not permute them as llama's converter does), so they load as they are.
 
-use serde_json::{json, Value as Json};
-use tokenizers::Tokenizer;
+use serde_json::json;
 
 use super::{
     config::BitnetConfig,
@@ -16,7 +15,6 @@ use super::{
     head::Table,
     q6k,
     ternary::{TernaryError, TernaryMatrix},
-    vocab::HubVocab,
     weights::{Layer, Weights},
 };
 
@@ -29,9 +27,6 @@ const ARCHITECTURES: [(&str, &str); 3] = [
     ("bitnet-25", "relu2"),
     ("bitnet", "silu"),
 ];
-
-/// Llama 3's pre-tokenizer split (its tokenizer.json), for `tokenizer.ggml.pre = llama-bpe`.
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufModelError {
@@ -261,168 +256,4 @@ pub fn weights(file: &GgufFile, config: &BitnetConfig) -> Result<Weights, GgufMo
         final_norm: norm("output_norm.weight".into(), hidden)?,
         layers,
     })
-}
-
-/// The tokenizer the metadata describes (a byte-level BPE, `tokenizer.ggml.model = gpt2`), as
-/// the tokenizers crate would read the same tokenizer from a tokenizer.json.
-fn tokenizer(file: &GgufFile) -> Result<Tokenizer, GgufModelError> {
-    let model = file
-        .get("tokenizer.ggml.model")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if model != "gpt2" {
-        return Err(GgufModelError::Tokenizer(format!(
-            "tokenizer.ggml.model is `{model}`; byte-level BPE (`gpt2`) is read"
-        )));
-    }
-    let tokens = file.strings("tokenizer.ggml.tokens")?;
-    let merges = match file.get("tokenizer.ggml.merges") {
-        Some(_) => file.strings("tokenizer.ggml.merges")?,
-        None => Vec::new(),
-    };
-    let types: Vec<i64> = match file.get("tokenizer.ggml.token_type") {
-        Some(Value::List(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::Int(t) => *t,
-                _ => 1,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let pre = file
-        .get("tokenizer.ggml.pre")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    build_tokenizer(&tokens, &merges, &types, pre)
-}
-
-/// A byte-level BPE from its tokens (in id order), merges, llama.cpp token types (3 control,
-/// 4 user-defined) and pre-tokenizer name.
-fn build_tokenizer(
-    tokens: &[&str],
-    merges: &[&str],
-    types: &[i64],
-    pre: &str,
-) -> Result<Tokenizer, GgufModelError> {
-    let mut vocab = serde_json::Map::with_capacity(tokens.len());
-    let mut added = Vec::new();
-    for (id, token) in tokens.iter().enumerate() {
-        vocab.insert((*token).to_string(), json!(id));
-        // llama.cpp's token types: 3 control (special), 4 user-defined.
-        let kind = types.get(id).copied().unwrap_or(1);
-        if kind == 3 || kind == 4 {
-            added.push(
-                json!({"id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": kind == 3}),
-            );
-        }
-    }
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-    let pre_tokenizer = match pre {
-        "llama-bpe" | "llama3" | "llama-v3" => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
-            byte_level(false),
-        ]}),
-        "default" | "gpt2" => byte_level(true),
-        other => {
-            return Err(GgufModelError::Tokenizer(format!(
-                "pre-tokenizer `{other}` is not one this engine reproduces (llama-bpe, gpt2)"
-            )))
-        }
-    };
-    let document = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": pre != "default" && pre != "gpt2", "vocab": vocab, "merges": merges}
-    });
-    document
-        .to_string()
-        .parse::<Tokenizer>()
-        .map_err(|e| GgufModelError::Tokenizer(e.to_string()))
-}
-
-/// The vocabulary: tokenizer, BOS/EOS and chat template from the metadata.
-///
-/// # Errors
-/// A tokenizer this engine cannot reproduce.
-pub fn vocab(file: &GgufFile, config: &BitnetConfig) -> Result<HubVocab, GgufModelError> {
-    let tokenizer = tokenizer(file)?;
-    let text_of = |key: &str| {
-        file.usize(key)
-            .ok()
-            .and_then(|id| tokenizer.id_to_token(id as u32))
-    };
-    let mut settings = serde_json::Map::new();
-    if let Some(bos) = text_of("tokenizer.ggml.bos_token_id") {
-        settings.insert("bos_token".into(), Json::String(bos));
-    }
-    if let Some(eos) = text_of("tokenizer.ggml.eos_token_id") {
-        settings.insert("eos_token".into(), Json::String(eos));
-    }
-    if let Some(template) = file.get("tokenizer.chat_template").and_then(Value::as_str) {
-        settings.insert("chat_template".into(), Json::String(template.to_string()));
-    }
-    let mut generation = serde_json::Map::new();
-    if let Ok(eot) = file.usize("tokenizer.ggml.eot_token_id") {
-        generation.insert("eos_token_id".into(), json!(eot));
-    }
-    Ok(HubVocab::from_parts(
-        tokenizer,
-        &Json::Object(settings),
-        &Json::Object(generation),
-        config,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The 256 byte-level characters GPT-2's byte encoder maps bytes to, in byte order.
-    fn byte_tokens() -> Vec<String> {
-        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        let mut shifted = 0u32;
-        (0u8..=255)
-            .map(|b| {
-                if printable(b) {
-                    char::from(b).to_string()
-                } else {
-                    shifted += 1;
-                    char::from_u32(255 + shifted).unwrap_or('?').to_string()
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn llama3_pre_tokenizer_splits_digits_in_threes_and_takes_whole_words() {
-        let mut owned = byte_tokens();
-        owned.extend(["Hello", "\u{120}world", "123", "45", "<|eot_id|>"].map(String::from));
-        let tokens: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let mut types = vec![1i64; tokens.len()];
-        types[tokens.len() - 1] = 3;
-        let tokenizer = build_tokenizer(&tokens, &[], &types, "llama-bpe").unwrap();
-        let ids = tokenizer
-            .encode("Hello world 12345<|eot_id|>", false)
-            .unwrap()
-            .get_ids()
-            .to_vec();
-        let space = owned.iter().position(|t| t == "\u{120}").unwrap() as u32;
-        // Whole words from the vocabulary (merges ignored), a lone space, 123 then 45, and the
-        // special token as one id.
-        assert_eq!(ids, vec![256, 257, space, 258, 259, 260]);
-        assert!(matches!(
-            build_tokenizer(&tokens, &[], &types, "qwen2"),
-            Err(GgufModelError::Tokenizer(_))
-        ));
-    }
 }

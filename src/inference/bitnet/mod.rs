@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod gguf_file;
 pub mod gguf_model;
+pub mod gguf_vocab;
 pub mod head;
 pub mod kernels;
 pub mod model;
@@ -135,7 +136,7 @@ type Loaded = (BitnetConfig, HubVocab, weights::Weights, CheckpointKind);
 fn read_gguf(path: &Path) -> Result<Loaded, gguf_model::GgufModelError> {
     let file = gguf_file::GgufFile::open(path)?;
     let config = gguf_model::config(&file)?;
-    let vocab = gguf_model::vocab(&file, &config)?;
+    let vocab = gguf_vocab::vocab(&file, &config)?;
     let weights = gguf_model::weights(&file, &config)?;
     let kind = if gguf_model::is_i2s(&file) {
         CheckpointKind::I2sGguf

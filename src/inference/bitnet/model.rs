@@ -312,6 +312,10 @@ impl Model {
             rows.extend(logits.chunks_exact(vocab).map(<[f32]>::to_vec));
         }
         self.single = single;
+        // Serving picks at most one row per slot; the rows every token needed here (64 ×
+        // vocabulary, 33 MB for 2B4T) are given back rather than kept for good.
+        self.picked.truncate(self.slots * vocab);
+        self.picked.shrink_to_fit();
         rows
     }
 

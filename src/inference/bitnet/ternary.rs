@@ -273,21 +273,78 @@ impl TernaryMatrix {
             self.rows_into(isa, acts, 0, &mut out[..self.rows]);
             return;
         }
-        // Tokens in groups of 4 read each weight row once per group; the result is laid out
-        // by weight row, then transposed into `out`.
-        let mut by_row = vec![0f32; self.rows * n];
-        by_row
-            .par_chunks_mut(n * row_chunk(self.rows))
+        // Each task owns a range of weight rows and writes that range of every token's output.
+        let chunk = row_chunk(self.rows);
+        let mut tasks: Vec<Vec<&mut [f32]>> = (0..self.rows.div_ceil(chunk))
+            .map(|_| Vec::with_capacity(n))
+            .collect();
+        for token_out in out[..n * self.rows].chunks_mut(self.rows) {
+            for (task, part) in tasks.iter_mut().zip(token_out.chunks_mut(chunk)) {
+                task.push(part);
+            }
+        }
+        tasks
+            .into_par_iter()
             .enumerate()
-            .for_each(|(chunk, block)| {
-                let first_row = chunk * row_chunk(self.rows);
-                for (i, outs) in block.chunks_mut(n).enumerate() {
-                    self.row_against_all(isa, acts, first_row + i, outs);
-                }
+            .for_each(|(index, mut parts)| {
+                self.rows_against_all(isa, acts, index * chunk, &mut parts)
             });
-        for (r, outs) in by_row.chunks(n).enumerate() {
-            for (t, &value) in outs.iter().enumerate() {
-                out[t * self.rows + r] = value;
+    }
+
+    /// Rows `first..first + parts[0].len()` against every activation row `t`, into
+    /// `parts[t]`. Tokens go in groups of 4 (one unpacking of a weight row's codes serves the
+    /// group), and weight rows in tiles of about 8 KiB: a tile and a group of activation rows
+    /// stay in the core's L1 while each meets every other, where row by row the whole
+    /// activation matrix would be read again from L2 for every weight row.
+    fn rows_against_all(
+        &self,
+        isa: Isa,
+        acts: &QuantizedRows,
+        first: usize,
+        parts: &mut [&mut [f32]],
+    ) {
+        let count = parts.first().map_or(0, |p| p.len());
+        let tile = (TILE_BYTES / self.row_bytes).max(1);
+        let n = acts.rows;
+        for tile_start in (0..count).step_by(tile) {
+            let tile_rows = tile_start..(tile_start + tile).min(count);
+            let mut t = 0;
+            while t < n {
+                let group = (n - t).min(4);
+                for i in tile_rows.clone() {
+                    let r = first + i;
+                    let row = self.packed_row(r);
+                    let scale = self.scale(r);
+                    let mut put = |dots: &[i32]| {
+                        for (k, &dot) in dots.iter().enumerate() {
+                            parts[t + k][i] = (dot - acts.sums[t + k]) as f32
+                                * acts.inverse_scales[t + k]
+                                * scale;
+                        }
+                    };
+                    // The last 1 to 3 rows in one more pass over the codes (two sequences
+                    // decoding together unpack each weight once, not twice).
+                    match group {
+                        4 => put(&code_dots(
+                            isa,
+                            row,
+                            &[
+                                acts.row(t),
+                                acts.row(t + 1),
+                                acts.row(t + 2),
+                                acts.row(t + 3),
+                            ],
+                        )),
+                        3 => put(&code_dots(
+                            isa,
+                            row,
+                            &[acts.row(t), acts.row(t + 1), acts.row(t + 2)],
+                        )),
+                        2 => put(&code_dots(isa, row, &[acts.row(t), acts.row(t + 1)])),
+                        _ => put(&code_dots(isa, row, &[acts.row(t)])),
+                    }
+                }
+                t += group;
             }
         }
     }
@@ -309,42 +366,6 @@ impl TernaryMatrix {
             });
     }
 
-    fn row_against_all(&self, isa: Isa, acts: &QuantizedRows, r: usize, outs: &mut [f32]) {
-        let row = self.packed_row(r);
-        let scale = self.scale(r);
-        let n = acts.rows;
-        let mut t = 0;
-        while t + 4 <= n {
-            let xs = [
-                acts.row(t),
-                acts.row(t + 1),
-                acts.row(t + 2),
-                acts.row(t + 3),
-            ];
-            let dots = code_dots(isa, row, &xs);
-            for (k, dot) in dots.into_iter().enumerate() {
-                outs[t + k] = (dot - acts.sums[t + k]) as f32 * acts.inverse_scales[t + k] * scale;
-            }
-            t += 4;
-        }
-        // The last 1 to 3 rows in one more pass over the codes (two sequences decoding
-        // together unpack each weight once, not twice).
-        let finish = |dots: &[i32], outs: &mut [f32]| {
-            for (k, &dot) in dots.iter().enumerate() {
-                outs[t + k] = (dot - acts.sums[t + k]) as f32 * acts.inverse_scales[t + k] * scale;
-            }
-        };
-        match n - t {
-            1 => finish(&code_dots(isa, row, &[acts.row(t)]), outs),
-            2 => finish(&code_dots(isa, row, &[acts.row(t), acts.row(t + 1)]), outs),
-            3 => finish(
-                &code_dots(isa, row, &[acts.row(t), acts.row(t + 1), acts.row(t + 2)]),
-                outs,
-            ),
-            _ => {}
-        }
-    }
-
     fn packed_row(&self, r: usize) -> &[u8] {
         &self.codes[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
@@ -364,6 +385,9 @@ impl TernaryMatrix {
 
 /// Output rows per parallel task: enough tasks to balance two to a few dozen threads, each
 /// long enough that scheduling costs nothing noticeable.
+/// Bytes of packed weight rows a multi-token product keeps in L1 at once.
+const TILE_BYTES: usize = 8 << 10;
+
 fn row_chunk(rows: usize) -> usize {
     (rows / 32).clamp(16, 512)
 }
