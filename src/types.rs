@@ -40,6 +40,10 @@ pub struct SamplingParams {
     /// Reuse the cached prompt prefix (default true), as llama-server's `cache_prompt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_prompt: Option<bool>,
+    /// Never end at an end-of-turn token, so the reply runs to `max_tokens` (llama-server's
+    /// `ignore_eos`: replies of a known length, for measurements).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
     /// Constrains the reply to JSON, or to JSON matching a schema (OpenAI's `response_format`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,

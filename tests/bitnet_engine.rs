@@ -171,6 +171,7 @@ impl TokenSink for Collect {
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
+        ignore_eos: false,
         ..ResolvedSampling::greedy(max_tokens)
     }
 }
@@ -241,6 +242,7 @@ fn seeded_sampling_is_reproducible_and_stop_cuts_the_reply() {
     let prompt = chat_prompt(&engine, "Tell me a story.");
     let sampling = |seed| ResolvedSampling {
         cache_prompt: true,
+        ignore_eos: false,
         constraint: None,
         stop: Vec::new(),
         logprobs: None,

@@ -45,6 +45,7 @@ use common::CollectText as Collect;
 fn greedy(max_tokens: u32) -> ResolvedSampling {
     ResolvedSampling {
         cache_prompt: true,
+        ignore_eos: false,
         ..ResolvedSampling::greedy(max_tokens)
     }
 }
@@ -159,6 +160,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
     let prompt = chat_prompt(candle.facts(), "Tell me a story about a dragon.");
     let sampling = ResolvedSampling {
         cache_prompt: true,
+        ignore_eos: false,
         constraint: None,
         stop: Vec::new(),
         logprobs: None,
@@ -176,6 +178,7 @@ fn sampling_with_a_seed_is_reproducible_and_stop_cuts_the_reply() {
                 &prompt,
                 &ResolvedSampling {
                     cache_prompt: true,
+                    ignore_eos: false,
                     constraint: None,
                     stop: Vec::new(),
                     logprobs: None,

@@ -125,6 +125,41 @@ async fn max_tokens_is_honoured_and_reported_as_length() {
     assert_eq!(m.finish_reason, Some(FinishReason::Length));
 }
 
+/// `ignore_eos` (llama-server's extension, for replies of a known length): the reply that
+/// ended on its own runs on to `max_tokens`, starting with the same greedy text.
+#[tokio::test]
+async fn ignore_eos_runs_a_reply_that_would_end_to_its_token_limit() {
+    let url = shared_server();
+    let ask = |ignore_eos: bool| {
+        json!({
+            "model": MODEL, "temperature": 0, "max_tokens": 120, "ignore_eos": ignore_eos,
+            "messages": [{ "role": "user", "content": "Answer with one word: is the sky blue?" }],
+        })
+    };
+    let endpoint = format!("{url}/v1/chat/completions");
+    let mut replies = Vec::new();
+    for ignore_eos in [false, true] {
+        replies.push(common::client::post_json(&endpoint, &ask(ignore_eos)).await);
+    }
+    let text = |r: &Value| {
+        r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (natural, forced) = (&replies[0], &replies[1]);
+    assert_eq!(natural["choices"][0]["finish_reason"], "stop", "{natural}");
+    assert!(natural["usage"]["completion_tokens"].as_u64().unwrap() < 120);
+    assert_eq!(forced["choices"][0]["finish_reason"], "length", "{forced}");
+    assert_eq!(forced["usage"]["completion_tokens"], 120, "{forced}");
+    assert!(
+        text(forced).starts_with(text(natural).trim_end()),
+        "{} / {}",
+        text(natural),
+        text(forced)
+    );
+}
+
 #[tokio::test]
 async fn openai_streaming_matches_the_non_streaming_answer_and_reports_usage() {
     let url = shared_server();

@@ -292,6 +292,7 @@ fn stop_ends_a_remote_reply_within_one_token() {
     }];
     let sampling = ResolvedSampling {
         cache_prompt: true,
+        ignore_eos: false,
         constraint: None,
         stop: Vec::new(),
         logprobs: None,

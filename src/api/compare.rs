@@ -68,6 +68,7 @@ impl From<CompareBody> for CompareRequest {
                 max_tokens: body.max_tokens,
                 seed: body.seed,
                 cache_prompt: None,
+                ignore_eos: None,
                 response_format: None,
                 stop: None,
                 logprobs: None,

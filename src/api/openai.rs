@@ -89,6 +89,9 @@ struct OpenAiOptions {
     /// `false` evaluates the whole prompt again instead of reusing a cached prefix
     /// (llama-server's extension; default true).
     cache_prompt: Option<bool>,
+    /// `true` never ends the reply at an end-of-turn token, so it runs to the token limit
+    /// (llama-server's extension, for measurements).
+    ignore_eos: Option<bool>,
     /// `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"schema": …}}`.
     response_format: Option<ResponseFormat>,
     #[serde(default)]
@@ -137,6 +140,7 @@ impl OpenAiOptions {
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             seed: self.seed,
             cache_prompt: self.cache_prompt,
+            ignore_eos: self.ignore_eos,
             response_format: self.response_format.take(),
             stop,
             logprobs: None,

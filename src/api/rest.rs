@@ -93,6 +93,9 @@ pub struct ChatStreamBody {
     /// `false` evaluates the whole prompt again instead of reusing a cached prefix
     /// (llama-server's extension; default true).
     cache_prompt: Option<bool>,
+    /// Never end at an end-of-turn token (llama-server's `ignore_eos`).
+    #[serde(default)]
+    ignore_eos: Option<bool>,
     /// `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": {"schema": …}}`.
     response_format: Option<ResponseFormat>,
     /// Up to four texts the reply ends before.
@@ -117,6 +120,7 @@ pub async fn chat_stream(
             max_tokens: body.max_tokens,
             seed: body.seed,
             cache_prompt: body.cache_prompt,
+            ignore_eos: body.ignore_eos,
             response_format: body.response_format,
             stop: body.stop,
             logprobs: None,

@@ -92,6 +92,7 @@ pub fn run(common: &CommonArgs, args: ReferenceArgs) -> anyhow::Result<()> {
     let sampling = ResolvedSampling {
         // Every run evaluates its whole prompt: prefill is what is measured.
         cache_prompt: false,
+        ignore_eos: false,
         constraint: None,
         stop: Vec::new(),
         logprobs: None,

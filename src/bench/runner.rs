@@ -171,6 +171,7 @@ fn bench_model(
     let sampling = ResolvedSampling {
         // Every run evaluates its whole prompt: prefill is what is measured.
         cache_prompt: false,
+        ignore_eos: false,
         constraint: None,
         stop: Vec::new(),
         logprobs: None,

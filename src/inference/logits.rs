@@ -95,8 +95,10 @@ impl DecodeStep<u32> for Step<'_> {
     fn next(&mut self, token: u32, position: usize) -> Result<u32, EngineError> {
         self.sampler.accept(token);
         let logits = self.model.forward_last(&[token], position)?;
-        let next = self.sampler.sample(logits);
         let vocab = self.vocab;
+        let next = self
+            .sampler
+            .sample_reply_token(logits, |t| vocab.ends_reply(t));
         self.logprob = self
             .sampler
             .logprob(logits, next, &|t| vocab.piece(t).to_vec());
@@ -146,7 +148,7 @@ pub fn generate(
             for &token in tokens {
                 sampler.accept(token);
             }
-            first = sampler.sample(logits);
+            first = sampler.sample_reply_token(logits, |t| vocab.ends_reply(t));
             first_logprob = sampler.logprob(logits, first, &|t| vocab.piece(t).to_vec());
         }
     }

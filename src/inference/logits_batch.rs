@@ -204,7 +204,7 @@ impl<M: LogitsModel, V: TokenText> BatchEngine for LogitsEngine<M, V> {
             if let Work::Decode(fed) = slot.work {
                 sampler.accept(fed);
             }
-            let token = sampler.sample(row);
+            let token = sampler.sample_reply_token(row, |t| vocab.ends_reply(t));
             let logprob = sampler.logprob(row, token, &|t| vocab.piece(t).to_vec());
             sampled.push((index, token, logprob));
         }

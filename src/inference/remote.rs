@@ -198,6 +198,10 @@ impl RemoteEngine {
         if !sampling.stop.is_empty() {
             body["stop"] = json!(sampling.stop);
         }
+        // llama-server's and vLLM's extension, sent only when asked (OpenAI has no such field).
+        if sampling.ignore_eos {
+            body["ignore_eos"] = json!(true);
+        }
         // The remote server enforces the format itself.
         if let Some(constraint) = &sampling.constraint {
             body["response_format"] = json!(constraint.format);

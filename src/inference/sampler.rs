@@ -17,6 +17,8 @@ pub struct Sampler {
     settings: ResolvedSampling,
     rng: StdRng,
     recent: VecDeque<u32>,
+    /// With `ignore_eos`: the ids that end a reply, found on the first draw.
+    never: Option<Vec<u32>>,
 }
 
 impl Sampler {
@@ -25,7 +27,30 @@ impl Sampler {
             settings: settings.clone(),
             rng: StdRng::seed_from_u64(u64::from(settings.seed)),
             recent: VecDeque::with_capacity(PENALTY_LAST_N),
+            never: None,
         }
+    }
+
+    /// [`Self::sample`] for a reply: with `ignore_eos`, the tokens `ends_reply` names are out
+    /// of the draw (as llama-server biases them to -inf), so the reply runs to its limit.
+    pub fn sample_reply_token(
+        &mut self,
+        logits: &mut [f32],
+        ends_reply: impl Fn(u32) -> bool,
+    ) -> u32 {
+        if self.settings.ignore_eos {
+            let never = self.never.get_or_insert_with(|| {
+                (0..logits.len() as u32)
+                    .filter(|&t| ends_reply(t))
+                    .collect()
+            });
+            for &token in never.iter() {
+                if let Some(logit) = logits.get_mut(token as usize) {
+                    *logit = f32::NEG_INFINITY;
+                }
+            }
+        }
+        self.sample(logits)
     }
 
     /// Records a token (prompt or generated) for the repeat penalty.
@@ -153,6 +178,7 @@ mod tests {
     fn settings(temperature: f32, top_k: u32, top_p: f32, repeat_penalty: f32) -> ResolvedSampling {
         ResolvedSampling {
             cache_prompt: true,
+            ignore_eos: false,
             constraint: None,
             stop: Vec::new(),
             logprobs: None,
@@ -163,6 +189,20 @@ mod tests {
             max_tokens: 16,
             seed: 7,
         }
+    }
+
+    #[test]
+    fn ignore_eos_keeps_ending_tokens_out_of_the_draw() {
+        let mut settings = settings(0.0, 40, 0.9, 1.0);
+        let ends = |t: u32| t == 1;
+        assert_eq!(
+            Sampler::new(&settings).sample_reply_token(&mut [0.1, 3.0, 2.9], ends),
+            1
+        );
+        settings.ignore_eos = true;
+        let mut sampler = Sampler::new(&settings);
+        assert_eq!(sampler.sample_reply_token(&mut [0.1, 3.0, 2.9], ends), 2);
+        assert_eq!(sampler.sample_reply_token(&mut [5.0, 9.0, 2.9], ends), 0);
     }
 
     #[test]

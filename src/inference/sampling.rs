@@ -31,6 +31,9 @@ pub struct ResolvedSampling {
     /// Reuse the KV cache of a matching prompt prefix (an earlier turn, a shared system
     /// prompt). Off only where prefill itself is measured.
     pub cache_prompt: bool,
+    /// End-of-turn tokens are never sampled: the reply runs to `max_tokens` (or a stop
+    /// sequence, or a full context).
+    pub ignore_eos: bool,
     /// Structured output: the reply must be a sentence of this grammar.
     pub constraint: Option<OutputConstraint>,
     /// The reply ends before the first of these texts.
@@ -113,6 +116,7 @@ impl ResolvedSampling {
             max_tokens,
             seed: 0,
             cache_prompt: false,
+            ignore_eos: false,
             constraint: None,
             stop: Vec::new(),
             logprobs: None,
@@ -182,6 +186,7 @@ pub fn resolve(params: &SamplingParams, max_new_tokens: u32) -> Result<ResolvedS
         max_tokens,
         seed,
         cache_prompt: params.cache_prompt.unwrap_or(true),
+        ignore_eos: params.ignore_eos.unwrap_or(false),
         constraint: resolve_format(params.response_format.as_ref())?,
         stop: resolve_stop(params.stop.as_deref())?,
         logprobs: match params.logprobs {

@@ -135,6 +135,7 @@ pub fn sampling(
 ) -> quantlab::inference::sampling::ResolvedSampling {
     quantlab::inference::sampling::ResolvedSampling {
         cache_prompt: true,
+        ignore_eos: false,
         constraint: None,
         stop: Vec::new(),
         logprobs: None,

@@ -70,6 +70,7 @@ fn sampling(settings: &ChatSettings) -> Result<SamplingParams, String> {
         max_tokens: Some(settings.max_tokens.get_untracked()),
         seed,
         cache_prompt: None,
+        ignore_eos: None,
         response_format: response_format(settings)?,
         stop: None,
         logprobs: settings

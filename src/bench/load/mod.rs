@@ -209,8 +209,10 @@ async fn measure(
             "model": model,
             "messages": [{ "role": "user", "content": prompt }],
             // The repeat penalty spelled out: the two servers' defaults differ (1.1 and 1.0),
-            // and with different penalties they would write different texts.
-            "temperature": 0.0, "repeat_penalty": 1.0,
+            // and with different penalties they would write different texts. No reply ends
+            // before `--tokens` (both servers take `ignore_eos`), so every level decodes the
+            // same number of tokens, random-weight models included.
+            "temperature": 0.0, "repeat_penalty": 1.0, "ignore_eos": true,
             "max_tokens": args.tokens, "cache_prompt": cache_prompt,
         })
     };

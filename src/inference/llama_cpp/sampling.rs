@@ -1,12 +1,26 @@
 //! The llama.cpp sampler chain built from a request's settings, and sampling under a grammar.
 
-use llama_cpp_2::{model::LlamaModel, sampling::LlamaSampler, token::LlamaToken};
+use llama_cpp_2::{
+    model::LlamaModel,
+    sampling::LlamaSampler,
+    token::{logit_bias::LlamaLogitBias, LlamaToken},
+};
 
 use super::{Context, PENALTY_LAST_N};
 use crate::inference::{EngineError, ResolvedSampling};
 
 pub(super) fn build_sampler(model: &LlamaModel, s: &ResolvedSampling) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(5);
+    let mut chain = Vec::with_capacity(6);
+    if s.ignore_eos {
+        // As llama-server does: every end-of-generation token biased out of the draw.
+        let vocab = model.vocab();
+        let never: Vec<LlamaLogitBias> = (0..model.n_vocab())
+            .map(LlamaToken)
+            .filter(|&token| vocab.is_eog(token))
+            .map(|token| LlamaLogitBias::new(token, f32::NEG_INFINITY))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(model.n_vocab(), &never));
+    }
     if s.repeat_penalty != 1.0 {
         chain.push(LlamaSampler::penalties(
             model.n_vocab(),
