@@ -166,6 +166,51 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The logits of activation rows `first..first + count` (1 to 4, one read of the table for
+    /// all of them) against every row of the table, as `[vocab, count]` in `out`, threads over
+    /// vocabulary chunks.
+    pub fn logits_of_rows(
+        &self,
+        isa: Isa,
+        acts: &HeadActs,
+        cols: usize,
+        first: usize,
+        count: usize,
+        out: &mut [f32],
+    ) {
+        match count {
+            1 => self.logits_group::<1>(isa, acts, cols, first, out),
+            2 => self.logits_group::<2>(isa, acts, cols, first, out),
+            3 => self.logits_group::<3>(isa, acts, cols, first, out),
+            _ => self.logits_group::<4>(isa, acts, cols, first, out),
+        }
+    }
+
+    fn logits_group<const T: usize>(
+        &self,
+        isa: Isa,
+        acts: &HeadActs,
+        cols: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        use rayon::prelude::*;
+        let rows: [usize; T] = std::array::from_fn(|k| first + k);
+        out.par_chunks_mut(HEAD_CHUNK * T)
+            .enumerate()
+            .for_each(|(chunk, block)| {
+                for (i, values) in block.chunks_exact_mut(T).enumerate() {
+                    let dots = self.dots(isa, chunk * HEAD_CHUNK + i, cols, acts, rows);
+                    values.copy_from_slice(&dots);
+                }
+            });
+    }
+}
+
+/// Vocabulary rows per parallel task of the output head.
+const HEAD_CHUNK: usize = 256;
+
 /// Per row: `scale = max|w| / 127`, `q = round(w / scale)`, ties to even.
 fn quantize_rows(bits: &[u16], cols: usize) -> Table {
     let limit = f32::from(I8_LIMIT);

@@ -2,7 +2,7 @@
 //! (RMSNorm, rotary positions in the split-half convention, grouped-query attention) where every
 //! projection is a ternary `BitLinear` over int8 activations, the attention output and the FFN's
 //! product pass through an extra RMSNorm ("sub-norm") before their projections, and the FFN is
-//! `down(subnorm(relu(gate)² · up))`. The output head is the tied embedding, in bf16 or int8
+//! `down(subnorm(relu(gate)² · up))`. The output head is the tied embedding, in bf16, int8 or Q6_K
 //! rows ([`super::head`]).
 //!
 //! A forward pass takes tokens of several sequences at once, each extending its own slot of the
@@ -516,12 +516,7 @@ impl Model {
             let size = (count - first).min(4);
             let group = &mut self.group[..size * vocab];
             let (acts, isa) = (&self.scratch.head_acts, self.pass_isa);
-            match size {
-                1 => head_group::<1>(head, isa, acts, hidden, first, group),
-                2 => head_group::<2>(head, isa, acts, hidden, first, group),
-                3 => head_group::<3>(head, isa, acts, hidden, first, group),
-                _ => head_group::<4>(head, isa, acts, hidden, first, group),
-            }
+            head.logits_of_rows(isa, acts, hidden, first, size, group);
             for (r, values) in group.chunks_exact(size).enumerate() {
                 for (k, &value) in values.iter().enumerate() {
                     self.picked[(first + k) * vocab + r] = value;
@@ -554,30 +549,6 @@ fn slot_zero_rows(rows: &mut Vec<SlotToken>, tokens: &[u32], start: usize) {
             }),
     );
 }
-
-/// The logits of activation rows `first..first + T` against every row of the head, as
-/// `[vocab, T]` in `out`.
-fn head_group<const T: usize>(
-    head: &Table,
-    isa: Isa,
-    acts: &HeadActs,
-    hidden: usize,
-    first: usize,
-    out: &mut [f32],
-) {
-    let rows: [usize; T] = std::array::from_fn(|k| first + k);
-    out.par_chunks_mut(HEAD_CHUNK * T)
-        .enumerate()
-        .for_each(|(chunk, block)| {
-            for (i, values) in block.chunks_exact_mut(T).enumerate() {
-                let dots = head.dots(isa, chunk * HEAD_CHUNK + i, hidden, acts, rows);
-                values.copy_from_slice(&dots);
-            }
-        });
-}
-
-/// Vocabulary rows per parallel task of the output head.
-const HEAD_CHUNK: usize = 256;
 
 /// `out = weight · x / sqrt(mean(x²) + eps)` for each row of `x`.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
