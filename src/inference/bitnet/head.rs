@@ -114,23 +114,33 @@ impl Table {
     /// # Errors
     /// Q6_K is asked for a table whose rows are not whole blocks of 256.
     pub fn into_precision(self, precision: HeadPrecision, cols: usize) -> Result<Table, Q6kError> {
-        match (self, precision) {
-            (Table::Bf16(bits), HeadPrecision::Int8) => Ok(quantize_rows(&bits, cols)),
-            (Table::Bf16(bits), HeadPrecision::Q6K) => {
-                let values: Vec<f32> = bits.iter().map(|&b| bf16_to_f32(b)).collect();
-                Ok(Table::Q6K(q6k::quantize_rows(&values, cols)?))
+        match (&self, precision) {
+            (Table::Bf16(_), HeadPrecision::Int8 | HeadPrecision::Q6K) => {
+                self.to_precision(precision, cols)
             }
-            (table, _) => Ok(table),
+            _ => Ok(self),
         }
     }
 
     /// A copy of this table in `precision`, leaving it as it is (for measuring one head against
-    /// another).
+    /// another). bf16 rows are read where they are, never copied whole first.
     ///
     /// # Errors
     /// As [`Self::into_precision`].
     pub fn to_precision(&self, precision: HeadPrecision, cols: usize) -> Result<Table, Q6kError> {
-        self.clone().into_precision(precision, cols)
+        match (self, precision) {
+            (Table::Bf16(bits), HeadPrecision::Int8) => Ok(quantize_rows(bits, cols)),
+            (Table::Bf16(bits), HeadPrecision::Q6K) => Ok(Table::Q6K(q6k::quantize_rows_with(
+                bits.len() / cols.max(1),
+                cols,
+                |row, out| {
+                    for (v, &b) in out.iter_mut().zip(&bits[row * cols..][..cols]) {
+                        *v = bf16_to_f32(b);
+                    }
+                },
+            )?)),
+            (table, _) => Ok(table.clone()),
+        }
     }
 
     /// Logits of row `row` against `T` activation rows, given as f32 (for bf16) and as

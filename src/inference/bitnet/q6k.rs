@@ -81,18 +81,36 @@ pub fn dequantize_row(row: &[u8], out: &mut [f32]) {
 /// # Errors
 /// `cols` is not a whole number of blocks.
 pub fn quantize_rows(values: &[f32], cols: usize) -> Result<Vec<u8>, Q6kError> {
+    quantize_rows_with(values.len() / cols.max(1), cols, |row, out| {
+        out.copy_from_slice(&values[row * cols..][..cols]);
+    })
+}
+
+/// As [`quantize_rows`], with row `r` written as f32 into a buffer by `row(r, buffer)`: a table
+/// held in another type (bf16) is widened a few rows at a time, never whole.
+///
+/// # Errors
+/// `cols` is not a whole number of blocks.
+pub fn quantize_rows_with(
+    rows: usize,
+    cols: usize,
+    row: impl Fn(usize, &mut [f32]) + Sync,
+) -> Result<Vec<u8>, Q6kError> {
     use rayon::prelude::*;
     if cols == 0 || !cols.is_multiple_of(BLOCK) {
         return Err(Q6kError::PartialBlock(cols));
     }
     let row_bytes = bytes_for(cols);
-    let rows = values.len() / cols;
     let mut out = vec![0u8; rows * row_bytes];
     const ROWS_PER_TASK: usize = 64;
     out.par_chunks_mut(ROWS_PER_TASK * row_bytes)
-        .zip(values.par_chunks(ROWS_PER_TASK * cols))
-        .try_for_each(|(target, source)| {
-            let count = source.len() / cols;
+        .enumerate()
+        .try_for_each(|(task, target)| {
+            let count = target.len() / row_bytes;
+            let mut source = vec![0f32; count * cols];
+            for (i, values) in source.chunks_exact_mut(cols).enumerate() {
+                row(task * ROWS_PER_TASK + i, values);
+            }
             // SAFETY: `source` holds `count` rows of `cols` f32 and `target` the
             // `count * row_bytes` bytes Q6_K takes for them; Q6_K needs no importance matrix.
             let written = unsafe {
