@@ -218,6 +218,23 @@ pub async fn delete_files(
         .map(Json)
 }
 
+/// How long a delete waits for a model's replies to end before it is refused. A reply's
+/// client has its last event a moment before the worker counts the reply as done, so a delete
+/// sent right after a reply must not be refused for it.
+const REPLY_END_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `id` has no reply running, or none left within [`REPLY_END_GRACE`].
+fn replies_end_soon(app: &App, id: &str) -> bool {
+    let deadline = std::time::Instant::now() + REPLY_END_GRACE;
+    while app.pool.active_for(id) > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 /// Deletes a model's weights once nothing uses them: not while a job runs for it, nor while it
 /// is answering; a loaded copy is unloaded first.
 pub fn delete_model(app: &App, id: &str) -> Result<Deleted, AppError> {
@@ -247,7 +264,7 @@ pub fn delete_model(app: &App, id: &str) -> Result<Deleted, AppError> {
         .map(|m| m.id.clone())
         .collect();
     for user in &sharing {
-        if app.pool.active_for(user) > 0 {
+        if !replies_end_soon(app, user) {
             return Err(AppError::Conflict(format!(
                 "`{user}` is answering right now; delete it when its replies end"
             )));
