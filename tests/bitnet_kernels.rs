@@ -6,7 +6,7 @@
 mod common;
 
 use quantlab::inference::bitnet::{
-    kernels::{bf16_dots, f16_axpy, f16_dot, i8_dots, Isa, I8_LIMIT},
+    kernels::{bf16_dots, f16_axpy, f16_dot, f16_dots, f16_weighted_sums, i8_dots, Isa, I8_LIMIT},
     ternary::{QuantizedRows, TernaryMatrix},
 };
 
@@ -189,6 +189,69 @@ fn f16_cache_kernels_equal_the_naive_loops() {
             for ((o, a), b) in out.iter().zip(&k).zip(&q) {
                 assert!((o - (b + 0.5 * a.to_f32())).abs() < 1e-5);
             }
+        }
+    }
+}
+
+/// Attention reads each cached row once for all the query heads that share it. The scores and
+/// weighted sums must still be, bit for bit, what one head at a time gives (`f16_dot`,
+/// `f16_axpy` in position order): otherwise a token's answer would depend on its company.
+#[test]
+fn shared_head_attention_kernels_give_one_head_at_a_time_bit_for_bit() {
+    let mut rng = Rng(7);
+    for isa in exercised("shared_head_attention_kernels") {
+        for size in [8usize, 13, 24, 40, 128] {
+            for positions in [1usize, 3, 7, 33] {
+                let keys: Vec<half::f16> = (0..positions * size)
+                    .map(|_| half::f16::from_f32(rng.float()))
+                    .collect();
+                let qs: Vec<Vec<f32>> = (0..4)
+                    .map(|_| (0..size).map(|_| rng.float()).collect())
+                    .collect();
+                let stride = positions + 2;
+                let weights: Vec<f32> = (0..4 * stride).map(|_| rng.float()).collect();
+                check_heads::<1>(isa, &keys, &qs, &weights, stride);
+                check_heads::<2>(isa, &keys, &qs, &weights, stride);
+                check_heads::<3>(isa, &keys, &qs, &weights, stride);
+                check_heads::<4>(isa, &keys, &qs, &weights, stride);
+            }
+        }
+    }
+}
+
+fn check_heads<const T: usize>(
+    isa: Isa,
+    keys: &[half::f16],
+    qs: &[Vec<f32>],
+    weights: &[f32],
+    stride: usize,
+) {
+    let size = qs[0].len();
+    let positions = keys.len() / size;
+    let heads: [&[f32]; T] = std::array::from_fn(|t| qs[t].as_slice());
+    let mut scores = vec![f32::NAN; T * stride];
+    f16_dots(isa, keys, &heads, &mut scores, stride);
+    let mut outs: Vec<f32> = qs[..T].concat();
+    f16_weighted_sums::<T>(isa, keys, weights, stride, &mut outs);
+    for t in 0..T {
+        let mut out = qs[t].clone();
+        for (p, key) in keys.chunks_exact(size).enumerate() {
+            let want = f16_dot(isa, key, &qs[t]);
+            let got = scores[t * stride + p];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{isa:?} T={T} size {size} p {p}"
+            );
+            f16_axpy(isa, weights[t * stride + p], key, &mut out);
+        }
+        let got = &outs[t * size..][..size];
+        for (d, (g, w)) in got.iter().zip(&out).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{isa:?} T={T} {positions} × {size}, column {d}"
+            );
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use half::{f16, vec::HalfBitsVecExt};
 
-use super::kernels::{f16_axpy, f16_dot, Isa};
+use std::ops::Range;
+
+use super::kernels::{f16_dots, f16_weighted_sums, softmax, Isa};
 
 pub struct KvCache {
     keys: Vec<f16>,
@@ -77,13 +79,50 @@ pub struct Attention<'a> {
 }
 
 impl Attention<'_> {
-    /// Causal attention of query head `h` of `slot` at `position` over positions
-    /// `0..=position`. The arithmetic depends only on these arguments, so a token gets the same
-    /// result alone and in a batch of other slots' tokens.
-    pub fn head(
+    /// Query heads that share one key/value head: the rows a task reads once for all of them.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
+    /// Causal attention of the query heads `heads` of `slot` at `position` over positions
+    /// `0..=position`, into `out` (`heads.len() × head_size`). The heads must share a key/value
+    /// head, so every cached row is read once for up to 4 of them; `scores` holds `heads.len()`
+    /// rows of `position + 1`. A head's arithmetic depends only on its own query and the cache,
+    /// never on which heads or tokens share the call, so a token gets the same result alone, in
+    /// a batch of other slots' tokens, and in prefill or decode.
+    pub fn heads(
         &self,
         q: &[f32],
-        h: usize,
+        heads: Range<usize>,
+        slot: usize,
+        position: usize,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let size = self.cache.head;
+        assert!(
+            !heads.is_empty() && (heads.end - 1) / self.group == heads.start / self.group,
+            "heads of one key/value head"
+        );
+        let mut first = heads.start;
+        // The kernels take up to 4 heads at a time (registers hold 4 accumulators per column).
+        while first < heads.end {
+            let count = (heads.end - first).min(4);
+            let out = &mut out[(first - heads.start) * size..][..count * size];
+            match count {
+                1 => self.few::<1>(q, first, slot, position, scores, out),
+                2 => self.few::<2>(q, first, slot, position, scores, out),
+                3 => self.few::<3>(q, first, slot, position, scores, out),
+                _ => self.few::<4>(q, first, slot, position, scores, out),
+            }
+            first += count;
+        }
+    }
+
+    fn few<const T: usize>(
+        &self,
+        q: &[f32],
+        first: usize,
         slot: usize,
         position: usize,
         scores: &mut [f32],
@@ -91,26 +130,19 @@ impl Attention<'_> {
     ) {
         let c = self.cache;
         let size = c.head;
-        let q = &q[h * size..][..size];
-        let base = c.base(slot, self.layer) + (h / self.group) * c.context * size;
+        let len = position + 1;
+        let qs: [&[f32]; T] = std::array::from_fn(|t| &q[(first + t) * size..][..size]);
+        let base = c.base(slot, self.layer) + (first / self.group) * c.context * size;
+        let keys = &c.keys[base..base + len * size];
+        let values = &c.values[base..base + len * size];
+        let scores = &mut scores[..T * len];
+        f16_dots(self.isa, keys, &qs, scores, len);
         let scale = 1.0 / (size as f32).sqrt();
-        let scores = &mut scores[..=position];
-        let mut max = f32::NEG_INFINITY;
-        for (p, score) in scores.iter_mut().enumerate() {
-            let k = &c.keys[base + p * size..][..size];
-            *score = f16_dot(self.isa, k, q) * scale;
-            max = max.max(*score);
-        }
-        let mut total = 0.0;
-        for score in scores.iter_mut() {
-            *score = (*score - max).exp();
-            total += *score;
+        for row in scores.chunks_exact_mut(len) {
+            softmax(self.isa, row, scale);
         }
         out.fill(0.0);
-        for (p, &weight) in scores.iter().enumerate() {
-            let v = &c.values[base + p * size..][..size];
-            f16_axpy(self.isa, weight / total, v, out);
-        }
+        f16_weighted_sums::<T>(self.isa, values, scores, len, out);
     }
 }
 

@@ -174,9 +174,7 @@ impl Table {
             }
         }
     }
-}
 
-impl Table {
     /// The logits of activation rows `first..first + count` (1 to 4, one read of the table for
     /// all of them) against every row of the table, as `[vocab, count]` in `out`, threads over
     /// vocabulary chunks.

@@ -37,7 +37,7 @@ struct Scratch {
     gate_up: Vec<f32>,
     product: Vec<f32>,
     /// One context-long row of attention scores per (token, head) of a decode step, or per
-    /// token of a longer pass.
+    /// (token, head sharing a key/value head) of a longer pass.
     scores: Vec<f32>,
     hidden_acts: QuantizedRows,
     inner_acts: QuantizedRows,
@@ -128,7 +128,12 @@ impl Model {
             projected: vec![0.0; MAX_BATCH * hidden],
             gate_up: vec![0.0; MAX_BATCH * 2 * inter],
             product: vec![0.0; MAX_BATCH * inter],
-            scores: vec![0.0; MAX_BATCH.max(slots * c.num_attention_heads) * context],
+            scores: vec![
+                0.0;
+                (MAX_BATCH * c.num_attention_heads / c.kv_heads())
+                    .max(slots * c.num_attention_heads)
+                    * context
+            ],
             hidden_acts: QuantizedRows::with_capacity(MAX_BATCH, hidden),
             inner_acts: QuantizedRows::with_capacity(MAX_BATCH, inter),
             head_acts: HeadActs::with_capacity(MAX_BATCH, hidden),
@@ -402,9 +407,9 @@ impl Model {
         }
         let attention = self.cache.attention(layer_index, heads, self.pass_isa);
         let context = self.context;
-        if n * heads * context <= s.scores.len() {
-            // A decode step: every (token, head) pair in parallel, so one sequence or a few
-            // keep every thread busy.
+        if n <= self.slots {
+            // A decode step (at most a token per slot): every (token, head) pair in parallel,
+            // so one sequence or a few keep every thread busy.
             s.attention[..n * hidden]
                 .par_chunks_mut(head)
                 .zip(s.scores.par_chunks_mut(context))
@@ -413,19 +418,22 @@ impl Model {
                     let (row, h) = (pair / heads, pair % heads);
                     let q = &s.qkv[row * width..row * width + hidden];
                     let t = tokens[row];
-                    attention.head(q, h, t.slot, t.position, scores, out);
+                    attention.heads(q, h..h + 1, t.slot, t.position, scores, out);
                 });
         } else {
+            // A longer pass: one task per token, which reads each cached key and value row
+            // once for all the query heads that share it.
+            let group = attention.group();
             s.attention[..n * hidden]
                 .par_chunks_mut(hidden)
-                .zip(s.scores.par_chunks_mut(context))
+                .zip(s.scores.par_chunks_mut(group * context))
                 .zip(tokens)
                 .enumerate()
                 .for_each(|(row, ((out, scores), t))| {
                     let q = &s.qkv[row * width..row * width + hidden];
-                    for h in 0..heads {
-                        let out = &mut out[h * head..][..head];
-                        attention.head(q, h, t.slot, t.position, scores, out);
+                    for (kv_head, out) in out.chunks_exact_mut(group * head).enumerate() {
+                        let heads = kv_head * group..(kv_head + 1) * group;
+                        attention.heads(q, heads, t.slot, t.position, scores, out);
                     }
                 });
         }

@@ -104,6 +104,98 @@ pub unsafe fn f16_axpy(weight: f32, v: &[half::f16], out: &mut [f32]) {
     }
 }
 
+/// `scores[t · stride + p] = k_p · qs[t]` for the key rows `first..end` of `keys`, `P` of them
+/// at a time: each f16 chunk is widened once for all `T` heads, and `P · T` independent
+/// accumulators hide the FMA latency that bounds a lone [`f16_dot`]. Every dot still adds its
+/// products in `f16_dot`'s order, so the scores are its own bit for bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_dots<const T: usize, const P: usize>(
+    keys: &[half::f16],
+    qs: &[&[f32]; T],
+    (first, end): (usize, usize),
+    scores: &mut [f32],
+    stride: usize,
+) {
+    let size = qs[0].len();
+    let full = size / 8 * 8;
+    let mut p = first;
+    while p + P <= end {
+        let mut acc = [[_mm256_setzero_ps(); T]; P];
+        let mut i = 0;
+        while i < full {
+            let mut k = [_mm256_setzero_ps(); P];
+            for j in 0..P {
+                k[j] = _mm256_cvtph_ps(_mm_loadu_si128(
+                    keys.as_ptr().add((p + j) * size + i).cast(),
+                ));
+            }
+            for t in 0..T {
+                let q = _mm256_loadu_ps(qs[t].as_ptr().add(i));
+                for j in 0..P {
+                    acc[j][t] = _mm256_fmadd_ps(k[j], q, acc[j][t]);
+                }
+            }
+            i += 8;
+        }
+        for j in 0..P {
+            let key = &keys[(p + j) * size..][..size];
+            for t in 0..T {
+                let mut sum = sum_f32(acc[j][t]);
+                for d in full..size {
+                    sum += key[d].to_f32() * qs[t][d];
+                }
+                scores[t * stride + p + j] = sum;
+            }
+        }
+        p += P;
+    }
+}
+
+/// `outs[t] += Σ_p weights[t · stride + p] · v_p` over every value row of `values`, for the
+/// columns `first..end` (whole chunks of 8), `C` chunks at a time: each f16 chunk is widened once
+/// for all `T` heads. Positions are added in order with one FMA each, as repeated
+/// [`f16_axpy`] calls add them, so every output is `f16_axpy`'s bit for bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_weighted_sums<const T: usize, const C: usize>(
+    values: &[half::f16],
+    weights: &[f32],
+    stride: usize,
+    outs: &mut [f32],
+    (first, end): (usize, usize),
+) {
+    let size = outs.len() / T;
+    let positions = values.len() / size;
+    let mut i = first;
+    while i + 8 * C <= end {
+        let mut acc = [[_mm256_setzero_ps(); C]; T];
+        for t in 0..T {
+            for c in 0..C {
+                acc[t][c] = _mm256_loadu_ps(outs.as_ptr().add(t * size + i + 8 * c));
+            }
+        }
+        for p in 0..positions {
+            let mut v = [_mm256_setzero_ps(); C];
+            for c in 0..C {
+                v[c] = _mm256_cvtph_ps(_mm_loadu_si128(
+                    values.as_ptr().add(p * size + i + 8 * c).cast(),
+                ));
+            }
+            for t in 0..T {
+                let w = _mm256_broadcast_ss(&weights[t * stride + p]);
+                for c in 0..C {
+                    acc[t][c] = _mm256_fmadd_ps(w, v[c], acc[t][c]);
+                }
+            }
+        }
+        for t in 0..T {
+            for c in 0..C {
+                _mm256_storeu_ps(outs.as_mut_ptr().add(t * size + i + 8 * c), acc[t][c]);
+            }
+        }
+        i += 8 * C;
+    }
+}
+
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn widen_bf16(p: *const u16) -> __m256 {

@@ -239,6 +239,96 @@ pub fn f16_axpy(isa: Isa, weight: f32, v: &[half::f16], out: &mut [f32]) {
     }
 }
 
+/// Attention scores of `T` query heads of one size against the cached key rows `keys`:
+/// `scores[t · stride + p] = k_p · qs[t]`. Each score is exactly [`f16_dot`]'s, so it does not
+/// depend on how many heads share a call; sharing saves widening each key once per head.
+pub fn f16_dots<const T: usize>(
+    isa: Isa,
+    keys: &[half::f16],
+    qs: &[&[f32]; T],
+    scores: &mut [f32],
+    stride: usize,
+) {
+    let size = qs.first().map_or(0, |q| q.len());
+    assert!(
+        size > 0 && qs.iter().all(|q| q.len() == size),
+        "query rows of one size"
+    );
+    assert!(keys.len().is_multiple_of(size), "whole key rows");
+    let positions = keys.len() / size;
+    assert!(
+        positions <= stride && scores.len() >= (T - 1) * stride + positions,
+        "a score row per head"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        // SAFETY: as in `f16_dot`; the lengths were checked above. Positions run 4 or 2 at a
+        // time so that at least 4 accumulators are in flight; the rest one at a time.
+        unsafe {
+            let done = if T <= 2 {
+                avx2::f16_dots::<T, 4>(keys, qs, (0, positions), scores, stride);
+                positions / 4 * 4
+            } else {
+                avx2::f16_dots::<T, 2>(keys, qs, (0, positions), scores, stride);
+                positions / 2 * 2
+            };
+            avx2::f16_dots::<T, 1>(keys, qs, (done, positions), scores, stride);
+        }
+        return;
+    }
+    for (t, q) in qs.iter().enumerate() {
+        for (p, key) in keys.chunks_exact(size).enumerate() {
+            scores[t * stride + p] = f16_dot(isa, key, q);
+        }
+    }
+}
+
+/// The weighted sums of attention for `T` heads: `outs[t] += Σ_p weights[t · stride + p] · v_p`
+/// over the cached value rows `values`, positions in order, each output exactly what repeated
+/// [`f16_axpy`] calls give.
+pub fn f16_weighted_sums<const T: usize>(
+    isa: Isa,
+    values: &[half::f16],
+    weights: &[f32],
+    stride: usize,
+    outs: &mut [f32],
+) {
+    let size = outs.len() / T;
+    assert!(size > 0 && outs.len() == T * size, "an output row per head");
+    assert!(values.len().is_multiple_of(size), "whole value rows");
+    let positions = values.len() / size;
+    assert!(
+        positions <= stride && weights.len() >= (T - 1) * stride + positions,
+        "a weight row per head"
+    );
+    let mut covered = 0;
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        let chunks = size / 8 * 8;
+        // SAFETY: as in `f16_dot`; the lengths were checked above. Columns run 32 or 16 at a
+        // time (4 to 8 accumulators), then 8.
+        unsafe {
+            let done = if T <= 2 {
+                avx2::f16_weighted_sums::<T, 4>(values, weights, stride, outs, (0, chunks));
+                chunks / 32 * 32
+            } else {
+                avx2::f16_weighted_sums::<T, 2>(values, weights, stride, outs, (0, chunks));
+                chunks / 16 * 16
+            };
+            avx2::f16_weighted_sums::<T, 1>(values, weights, stride, outs, (done, chunks));
+        }
+        covered = chunks;
+    }
+    for (p, value) in values.chunks_exact(size).enumerate() {
+        for (t, out) in outs.chunks_exact_mut(size).enumerate() {
+            let weight = weights[t * stride + p];
+            for (o, v) in out[covered..].iter_mut().zip(&value[covered..]) {
+                *o += weight * v.to_f32();
+            }
+        }
+    }
+}
+
 pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
@@ -247,6 +337,8 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
 mod avx2;
 mod q6k;
 pub use q6k::q6k_dots;
+mod softmax;
+pub use softmax::softmax;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
