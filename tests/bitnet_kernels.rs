@@ -318,6 +318,10 @@ fn every_kernel_family_the_cpu_reports_is_exercised() {
             Isa::Avx512Vnni,
             has("avx2") && has("avx512bw") && has("avx512_vnni"),
         ),
+        (
+            Isa::Avx512VnniGfni,
+            has("avx2") && has("avx512bw") && has("avx512_vnni") && has("gfni"),
+        ),
     ];
     for (isa, reported) in expected {
         assert_eq!(
@@ -331,10 +335,14 @@ fn every_kernel_family_the_cpu_reports_is_exercised() {
 
 #[test]
 fn kernel_families_are_named_as_printed() {
-    for isa in [Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
+    for isa in Isa::ALL {
         assert_eq!(Isa::from_label(isa.label()), Some(isa));
     }
     assert_eq!(Isa::from_label("avx512vnni"), Some(Isa::Avx512Vnni));
+    assert_eq!(
+        Isa::from_label("AVX-512 VNNI+GFNI"),
+        Some(Isa::Avx512VnniGfni)
+    );
     assert_eq!(Isa::from_label("sse9"), None);
 }
 

@@ -26,9 +26,21 @@ pub enum Isa {
     AvxVnni,
     /// 512-bit `vpdpbusd` (Intel Xeon since Cascade Lake, AMD Zen 4 and 5).
     Avx512Vnni,
+    /// 512-bit `vpdpbusd` with GFNI's `gf2p8affineqb` unpacking the ternary codes (Intel Xeon
+    /// since Ice Lake, AMD Zen 4 and 5); otherwise the kernels of [`Isa::Avx512Vnni`].
+    Avx512VnniGfni,
 }
 
 impl Isa {
+    /// Every family, slowest first.
+    pub const ALL: [Isa; 5] = [
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::AvxVnni,
+        Isa::Avx512Vnni,
+        Isa::Avx512VnniGfni,
+    ];
+
     /// The most capable kernels this CPU runs, unless `QUANTLAB_BITNET_ISA` names a slower
     /// one this CPU also runs (for comparisons). The engine times the candidates at load
     /// instead (`Model::choose_fastest_isa`).
@@ -75,6 +87,9 @@ impl Isa {
                 }
                 if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
                     all.push(Isa::Avx512Vnni);
+                    if has!("gfni") {
+                        all.push(Isa::Avx512VnniGfni);
+                    }
                 }
             }
         }
@@ -87,6 +102,7 @@ impl Isa {
             Isa::Avx2 => "AVX2",
             Isa::AvxVnni => "AVX-VNNI",
             Isa::Avx512Vnni => "AVX-512 VNNI",
+            Isa::Avx512VnniGfni => "AVX-512 VNNI+GFNI",
         }
     }
 
@@ -97,15 +113,13 @@ impl Isa {
             .filter(char::is_ascii_alphanumeric)
             .collect::<String>()
             .to_ascii_lowercase();
-        [Isa::Portable, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni]
-            .into_iter()
-            .find(|isa| {
-                isa.label()
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .collect::<String>()
-                    .eq_ignore_ascii_case(&key)
-            })
+        Isa::ALL.into_iter().find(|isa| {
+            isa.label()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .eq_ignore_ascii_case(&key)
+        })
     }
 
     /// Whether the float kernels (bf16, f16) may use AVX2 and FMA.
@@ -125,8 +139,10 @@ pub fn code_dots<const T: usize>(isa: Isa, row: &[u8], xs: &[&[i8]; T]) -> [i32;
         assert!(x.len() >= row.len() * 4, "activations cover the row");
     }
     match isa {
-        // SAFETY (all three): an `Isa` above `Portable` is only produced when the CPU reports
+        // SAFETY (every arm): an `Isa` above `Portable` is only produced when the CPU reports
         // its features (see `Isa::all_available`), and the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512VnniGfni => unsafe { vnni::code_dots_512_gfni(row, xs) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { vnni::code_dots_512(row, xs) },
         #[cfg(target_arch = "x86_64")]
@@ -194,7 +210,9 @@ pub fn i8_dots<const T: usize>(isa: Isa, row: &[i8], xs: &[&[i8]; T]) -> [i32; T
     let (mut sums, covered) = match isa {
         // SAFETY: as in `code_dots`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { (vnni::i8_dots_512(row, xs), whole(vnni::I8_STEP_512)) },
+        Isa::Avx512Vnni | Isa::Avx512VnniGfni => unsafe {
+            (vnni::i8_dots_512(row, xs), whole(vnni::I8_STEP_512))
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::AvxVnni => unsafe { (vnni::i8_dots_256(row, xs), whole(avx2::I8_STEP)) },
         #[cfg(target_arch = "x86_64")]
