@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{code_dots, Isa, BLOCK, BLOCK_BYTES};
+use super::kernels::{code_dots, rows_code_dots, Isa, BLOCK, BLOCK_BYTES};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TernaryError {
@@ -358,10 +358,25 @@ impl TernaryMatrix {
             .enumerate()
             .for_each(|(index, outs)| {
                 let first = index * chunk;
-                for (i, slot) in outs.iter_mut().enumerate() {
-                    let r = first + i;
+                let value = |r: usize, dot: i32| (dot - sum) as f32 * inverse * self.scale(r);
+                // Four weight rows per call share each load of the activations.
+                let mut quads = outs.chunks_exact_mut(4);
+                let mut r = first;
+                for quad in &mut quads {
+                    let rows: [&[u8]; 4] = std::array::from_fn(|k| self.packed_row(r + k));
+                    for (k, (slot, dot)) in quad
+                        .iter_mut()
+                        .zip(rows_code_dots(isa, &rows, x))
+                        .enumerate()
+                    {
+                        *slot = value(r + k, dot);
+                    }
+                    r += 4;
+                }
+                for slot in quads.into_remainder() {
                     let [dot] = code_dots(isa, self.packed_row(r), &[x]);
-                    *slot = (dot - sum) as f32 * inverse * self.scale(r);
+                    *slot = value(r, dot);
+                    r += 1;
                 }
             });
     }

@@ -153,6 +153,26 @@ pub fn code_dots<const T: usize>(isa: Isa, row: &[u8], xs: &[&[i8]; T]) -> [i32;
     }
 }
 
+/// `R` weight rows (packed codes of equal length) against one activation row: the decode case,
+/// where one activation row meets every weight row. Exactly `R` calls of [`code_dots`].
+pub fn rows_code_dots<const R: usize>(isa: Isa, rows: &[&[u8]; R], x: &[i8]) -> [i32; R] {
+    let len = rows.first().map_or(0, |row| row.len());
+    assert!(
+        len.is_multiple_of(BLOCK_BYTES) && rows.iter().all(|row| row.len() == len),
+        "rows of whole blocks, all of one length"
+    );
+    assert!(x.len() >= len * 4, "activations cover the rows");
+    match isa {
+        // SAFETY: as in `code_dots`; the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512VnniGfni => unsafe { vnni::rows_dots_512_gfni(rows, x) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { vnni::rows_dots_512(rows, x) },
+        _ => std::array::from_fn(|r| code_dots(isa, rows[r], &[x])[0]),
+    }
+}
+
 fn portable_code_dots<const T: usize>(row: &[u8], xs: &[&[i8]; T]) -> [i32; T] {
     let mut sums = [0i32; T];
     for (block, bytes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
@@ -384,6 +404,39 @@ mod tests {
         for isa in Isa::all_available() {
             // Σ code·x = 0·5 + 2·7 + 2·11 = 36.
             assert_eq!(code_dots(isa, &row, &[&x]), [36], "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn several_rows_against_one_activation_row_equal_one_row_at_a_time() {
+        let mut seed = 11u64;
+        for blocks in [1usize, 5, 54] {
+            let rows: Vec<Vec<u8>> = (0..4)
+                .map(|_| {
+                    (0..blocks * BLOCK_BYTES)
+                        .map(|_| {
+                            (0..4).fold(0u8, |b, lane| {
+                                b | (((lcg(&mut seed) % 3) as u8) << (2 * lane))
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            let x: Vec<i8> = (0..blocks * BLOCK)
+                .map(|_| (lcg(&mut seed) % 256) as u8 as i8)
+                .collect();
+            let refs = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let want: Vec<i32> = refs
+                .iter()
+                .map(|row| portable_code_dots(row, &[&x])[0])
+                .collect();
+            for isa in Isa::all_available() {
+                assert_eq!(
+                    rows_code_dots(isa, &refs, &x).to_vec(),
+                    want,
+                    "{isa:?} {blocks}"
+                );
+            }
         }
     }
 

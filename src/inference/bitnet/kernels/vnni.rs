@@ -67,6 +67,44 @@ macro_rules! code_dots_512_with {
     }};
 }
 
+/// The decode loop: `$r` weight rows against one activation row, each 128-column block of
+/// activations loaded once for all of them. Rows of 2560 columns are only five blocks, so one
+/// row per call spent as long on the call and the final reduction as on the products; `$r`
+/// rows give `2·$r` independent accumulators, enough to hide `vpdpbusd`'s latency.
+macro_rules! rows_dots_512_with {
+    ($codes:ident, $rows:expr, $x:expr, $r:expr) => {{
+        let (rows, x): (&[&[u8]; $r], &[i8]) = ($rows, $x);
+        let mut acc = [[_mm512_setzero_si512(); 2]; $r];
+        for block in 0..rows[0].len() / BLOCK_BYTES {
+            let at = x.as_ptr().add(block * BLOCK);
+            let low = _mm512_loadu_si512(at.cast());
+            let high = _mm512_loadu_si512(at.add(64).cast());
+            for r in 0..$r {
+                let [first, second] = $codes(rows[r].as_ptr().add(block * BLOCK_BYTES));
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], first, low);
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], second, high);
+            }
+        }
+        let mut out = [0i32; $r];
+        for r in 0..$r {
+            out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]));
+        }
+        out
+    }};
+}
+
+/// `R` rows of ternary codes (of equal length) against one activation row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn rows_dots_512<const R: usize>(rows: &[&[u8]; R], x: &[i8]) -> [i32; R] {
+    rows_dots_512_with!(codes_512, rows, x, R)
+}
+
+/// As [`rows_dots_512`], unpacking with `gf2p8affineqb`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,gfni")]
+pub unsafe fn rows_dots_512_gfni<const R: usize>(rows: &[&[u8]; R], x: &[i8]) -> [i32; R] {
+    rows_dots_512_with!(codes_512_gfni, rows, x, R)
+}
+
 /// Ternary codes against int8 activations, two 512-bit products per 128-column block. The
 /// block's 32 code bytes are loaded into both halves of a register; shifting the low half by 0
 /// and the high half by 2 gives the codes of columns 0–63 in order (and 4/6: columns 64–127),
