@@ -364,9 +364,14 @@ impl TernaryMatrix {
                 let mut r = first;
                 for quad in &mut quads {
                     let rows: [&[u8]; 4] = std::array::from_fn(|k| self.packed_row(r + k));
+                    let next = self
+                        .codes
+                        .get((r + 4) * self.row_bytes..)
+                        .unwrap_or_default();
+                    let next = &next[..next.len().min(4 * self.row_bytes)];
                     for (k, (slot, dot)) in quad
                         .iter_mut()
-                        .zip(rows_code_dots(isa, &rows, x))
+                        .zip(rows_code_dots(isa, &rows, x, next))
                         .enumerate()
                     {
                         *slot = value(r + k, dot);

@@ -72,10 +72,21 @@ macro_rules! code_dots_512_with {
 /// row per call spent as long on the call and the final reduction as on the products; `$r`
 /// rows give `2·$r` independent accumulators, enough to hide `vpdpbusd`'s latency.
 macro_rules! rows_dots_512_with {
-    ($codes:ident, $rows:expr, $x:expr, $r:expr) => {{
-        let (rows, x): (&[&[u8]; $r], &[i8]) = ($rows, $x);
+    ($codes:ident, $rows:expr, $x:expr, $next:expr, $r:expr) => {{
+        let (rows, x, next): (&[&[u8]; $r], &[i8], &[u8]) = ($rows, $x, $next);
+        let len = rows[0].len();
         let mut acc = [[_mm512_setzero_si512(); 2]; $r];
-        for block in 0..rows[0].len() / BLOCK_BYTES {
+        for block in 0..len / BLOCK_BYTES {
+            // One line of `next` per row every other block: row `r`'s part of it at the same
+            // offset, so the requests keep pace with the reads.
+            if block % 2 == 0 {
+                for r in 0..$r {
+                    let at = r * len + block * BLOCK_BYTES;
+                    if at < next.len() {
+                        _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(at).cast());
+                    }
+                }
+            }
             let at = x.as_ptr().add(block * BLOCK);
             let low = _mm512_loadu_si512(at.cast());
             let high = _mm512_loadu_si512(at.add(64).cast());
@@ -93,16 +104,20 @@ macro_rules! rows_dots_512_with {
     }};
 }
 
-/// `R` rows of ternary codes (of equal length) against one activation row.
+/// `R` rows of ternary codes (of equal length) against one activation row, fetching `next`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn rows_dots_512<const R: usize>(rows: &[&[u8]; R], x: &[i8]) -> [i32; R] {
-    rows_dots_512_with!(codes_512, rows, x, R)
+pub unsafe fn rows_dots_512<const R: usize>(rows: &[&[u8]; R], x: &[i8], next: &[u8]) -> [i32; R] {
+    rows_dots_512_with!(codes_512, rows, x, next, R)
 }
 
 /// As [`rows_dots_512`], unpacking with `gf2p8affineqb`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,gfni")]
-pub unsafe fn rows_dots_512_gfni<const R: usize>(rows: &[&[u8]; R], x: &[i8]) -> [i32; R] {
-    rows_dots_512_with!(codes_512_gfni, rows, x, R)
+pub unsafe fn rows_dots_512_gfni<const R: usize>(
+    rows: &[&[u8]; R],
+    x: &[i8],
+    next: &[u8],
+) -> [i32; R] {
+    rows_dots_512_with!(codes_512_gfni, rows, x, next, R)
 }
 
 /// Ternary codes against int8 activations, two 512-bit products per 128-column block. The
