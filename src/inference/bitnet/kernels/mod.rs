@@ -153,27 +153,24 @@ pub fn code_dots<const T: usize>(isa: Isa, row: &[u8], xs: &[&[i8]; T]) -> [i32;
     }
 }
 
-/// Asks the CPU to start fetching `items` into its caches, one request per 64-byte line, so a
+/// Asks the CPU to start fetching `bytes` into its caches, one request per 64-byte line, so a
 /// loop reading rows one after another finds the next ones arriving instead of waiting for
 /// them: decode reads every weight once per token, and the hardware prefetcher alone left a
 /// quarter of the decode speed on the table on a Xeon (the output head, one long run of bytes,
 /// gained nothing measurable and does without).
 #[inline]
-pub fn prefetch<T>(items: &[T]) {
+pub fn prefetch(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let start = items.as_ptr().cast::<i8>();
-        for offset in (0..std::mem::size_of_val(items)).step_by(64) {
-            // SAFETY: a prefetch never faults, and the address is inside `items` anyway.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    start.wrapping_add(offset),
-                )
-            };
-        }
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults, and the address is inside `bytes` anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = items;
+    let _ = bytes;
 }
 
 /// `R` weight rows (packed codes of equal length) against one activation row: the decode case,
@@ -198,15 +195,14 @@ pub fn rows_code_dots<const R: usize>(
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { vnni::rows_dots_512(rows, x, next) },
-        _ => std::array::from_fn(|r| {
-            // Each row's share of `next`, so the requests spread over the work.
-            let share = next.len().div_ceil(R);
-            prefetch(
-                next.get(r * share..)
-                    .map_or(&[][..], |rest| &rest[..share.min(rest.len())]),
-            );
-            code_dots(isa, rows[r], &[x])[0]
-        }),
+        _ => {
+            // Each row's share of `next` before its product, so the requests spread over the work.
+            let mut shares = next.chunks(next.len().div_ceil(R).max(1));
+            std::array::from_fn(|r| {
+                prefetch(shares.next().unwrap_or_default());
+                code_dots(isa, rows[r], &[x])[0]
+            })
+        }
     }
 }
 
