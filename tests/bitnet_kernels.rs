@@ -6,7 +6,10 @@
 mod common;
 
 use quantlab::inference::bitnet::{
-    kernels::{bf16_dots, f16_axpy, f16_dot, f16_dots, f16_weighted_sums, i8_dots, Isa, I8_LIMIT},
+    kernels::{
+        bf16_dots, f16_axpy, f16_dot, f16_dots, f16_weighted_sums, i8_dots, i8_rows_dot, Isa,
+        I8_LIMIT,
+    },
     ternary::{QuantizedRows, TernaryMatrix},
 };
 
@@ -290,6 +293,37 @@ fn int8_rows_equal_the_naive_dot_product_on_every_isa() {
             let four = i8_dots(isa, &row, &[&xs[0], &xs[1], &xs[2], &xs[3]]);
             assert_eq!(four.to_vec(), want, "{isa:?} {len}");
             assert_eq!(i8_dots(isa, &row, &[&xs[1]]), [want[1]], "{isa:?} {len}");
+        }
+    }
+}
+
+#[test]
+fn the_heads_many_rows_kernel_equals_the_naive_dot_product_on_every_isa() {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let limit = i64::from(I8_LIMIT);
+    let mut int8 = move || ((rng.next() % (2 * limit as u64 + 1)) as i64 - limit) as i8;
+    for cols in [1usize, 31, 32, 63, 64, 65, 129, 200, 2560] {
+        for count in [1usize, 3, 4, 9] {
+            let mut rows: Vec<i8> = (0..count * cols).map(|_| int8()).collect();
+            // One row of extremes: the offset trick must hold at ±127 in both operands.
+            rows[..cols].fill(-I8_LIMIT);
+            let x: Vec<i8> = (0..cols)
+                .map(|c| if c % 2 == 0 { I8_LIMIT } else { -I8_LIMIT })
+                .collect();
+            let want: Vec<i32> = rows
+                .chunks_exact(cols)
+                .map(|row| {
+                    row.iter()
+                        .zip(&x)
+                        .map(|(&w, &v)| i32::from(w) * i32::from(v))
+                        .sum()
+                })
+                .collect();
+            for isa in exercised("int8 head rows") {
+                let mut got = vec![0i32; count];
+                i8_rows_dot(isa, &rows, cols, &x, &mut got);
+                assert_eq!(got, want, "{isa:?} {cols} columns, {count} rows");
+            }
         }
     }
 }

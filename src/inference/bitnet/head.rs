@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    kernels::{bf16_dots, bf16_to_f32, i8_dots, q6k_dots, Isa, I8_LIMIT},
+    kernels::{bf16_dots, bf16_to_f32, i8_dots, i8_rows_dot, q6k_dots, Isa, I8_LIMIT},
+    pages,
     q6k::{self, Q6kError},
 };
 
@@ -204,6 +205,24 @@ impl Table {
         out: &mut [f32],
     ) {
         use rayon::prelude::*;
+        if let (1, Table::Int8 { values, scales }) = (T, self) {
+            // Decode: one activation row against every vocabulary row, a chunk per kernel call.
+            let (x, inverse) = (acts.int8(first, cols), acts.inverse[first]);
+            out.par_chunks_mut(HEAD_CHUNK)
+                .enumerate()
+                .for_each(|(chunk, block)| {
+                    let start = chunk * HEAD_CHUNK;
+                    let mut dots = [0i32; HEAD_CHUNK];
+                    let dots = &mut dots[..block.len()];
+                    i8_rows_dot(isa, &values[start * cols..], cols, x, dots);
+                    for ((logit, &dot), &scale) in
+                        block.iter_mut().zip(&*dots).zip(&scales[start..])
+                    {
+                        *logit = dot as f32 * scale * inverse;
+                    }
+                });
+            return;
+        }
         let rows: [usize; T] = std::array::from_fn(|k| first + k);
         out.par_chunks_mut(HEAD_CHUNK * T)
             .enumerate()
@@ -222,7 +241,7 @@ const HEAD_CHUNK: usize = 256;
 /// Per row: `scale = max|w| / 127`, `q = round(w / scale)`, ties to even.
 fn quantize_rows(bits: &[u16], cols: usize) -> Table {
     let limit = f32::from(I8_LIMIT);
-    let mut values = Vec::with_capacity(bits.len());
+    let mut values = pages::with_capacity(bits.len());
     let mut scales = Vec::with_capacity(bits.len() / cols.max(1));
     for row in bits.chunks_exact(cols) {
         let max = row.iter().fold(0f32, |m, &b| m.max(bf16_to_f32(b).abs()));

@@ -14,6 +14,7 @@ pub mod gguf_vocab;
 pub mod head;
 pub mod kernels;
 pub mod model;
+pub mod pages;
 pub mod q6k;
 pub mod ternary;
 pub mod vocab;

@@ -276,6 +276,42 @@ pub fn i8_dots<const T: usize>(isa: Isa, row: &[i8], xs: &[&[i8]; T]) -> [i32; T
     sums
 }
 
+/// `out[r] = Σ w · x` for every int8 row `r` of `rows` (`cols` values each, `out.len()` rows)
+/// against one activation row: the output head in decode, where one activation row meets
+/// every vocabulary row. Exactly what [`i8_dots`] gives row by row, under the same limits.
+pub fn i8_rows_dot(isa: Isa, rows: &[i8], cols: usize, x: &[i8], out: &mut [i32]) {
+    assert!(
+        rows.len() >= out.len() * cols && x.len() >= cols,
+        "rows and activations cover the output"
+    );
+    let whole = |step: usize| cols / step * step;
+    let covered = match isa {
+        // SAFETY: as in `code_dots`; the lengths were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni | Isa::Avx512VnniGfni => unsafe {
+            vnni::i8_rows_dot_512(rows, cols, x, out);
+            whole(vnni::I8_ROWS_STEP_512)
+        },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => unsafe {
+            vnni::i8_rows_dot_256(rows, cols, x, out);
+            whole(vnni::I8_STEP_256)
+        },
+        _ => {
+            for (r, dot) in out.iter_mut().enumerate() {
+                [*dot] = i8_dots(isa, &rows[r * cols..][..cols], &[x]);
+            }
+            return;
+        }
+    };
+    for (r, dot) in out.iter_mut().enumerate() {
+        let mut sums = [*dot];
+        add_i8_tail(&rows[r * cols..][..cols], &[x], covered, &mut sums);
+        *dot = sums[0];
+    }
+}
+
 /// Adds `Σ w · x` over columns `from..` to `sums`: the whole row for the portable kernel, the
 /// columns after the last whole step for the SIMD ones.
 fn add_i8_tail<const T: usize>(row: &[i8], xs: &[&[i8]; T], from: usize, sums: &mut [i32; T]) {
