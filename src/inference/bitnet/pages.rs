@@ -1,16 +1,11 @@
-//! Weight buffers that ask Linux for 2 MiB pages. Decode streams every weight once per token;
-//! on 4 KiB pages that is a new TLB entry every 4 KiB and a page walk each time the hardware
-//! prefetcher runs off the end of one, which cost a single core about a tenth of its ternary
-//! throughput on the Xeon (11.3 → 12.3 GB/s with transparent huge pages forced on, same run).
-//! Most systems ship THP as `madvise`, so the buffers must ask; where THP is off the advice is
-//! ignored and nothing changes.
-
-/// `len` copies of `value`, on huge pages where the kernel grants them.
-pub fn filled<T: Copy>(len: usize, value: T) -> Vec<T> {
-    let mut buffer = with_capacity(len);
-    buffer.resize(len, value);
-    buffer
-}
+//! Buffers that ask Linux for 2 MiB pages, for the int8 output head. Decode streams all of it
+//! once per token; on 4 KiB pages that is a new TLB entry every 4 KiB and a page walk each time
+//! the hardware prefetcher runs off the end of one. Most systems ship transparent huge pages as
+//! `madvise`, so the buffer must ask; where THP is off the advice is ignored.
+//!
+//! The ternary codes stay on ordinary pages: on the Xeon, huge pages for them raised decode
+//! (int8 head 22-23 -> 25.5-26.4 tok/s on bitnet.cpp's dummy I2_S file) but cost prefill
+//! 10-15% (75 -> 65 tok/s), in the same runs, for a reason not found yet.
 
 /// An empty vector with room for `len` values, its pages advised before anything touches them
 /// (the advice applies to pages faulted in afterwards).
@@ -45,7 +40,8 @@ fn advise_huge_pages(start: *const u8, bytes: usize) {
 mod tests {
     #[test]
     fn buffers_hold_what_was_asked_whatever_the_pages() {
-        let big = super::filled(5 << 20, 0b0101_0101u8);
+        let mut big = super::with_capacity(5 << 20);
+        big.resize(5 << 20, 0b0101_0101u8);
         assert_eq!(big.len(), 5 << 20);
         assert!(big.iter().all(|&b| b == 0b0101_0101));
         let small: Vec<i8> = super::with_capacity(3);

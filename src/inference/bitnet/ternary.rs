@@ -5,10 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::{
-    kernels::{code_dots, rows_code_dots, Isa, BLOCK, BLOCK_BYTES},
-    pages,
-};
+use super::kernels::{code_dots, rows_code_dots, Isa, BLOCK, BLOCK_BYTES};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TernaryError {
@@ -73,7 +70,7 @@ impl TernaryMatrix {
             rows,
             cols,
             row_bytes,
-            codes: pages::filled(rows * row_bytes, 0b01_01_01_01),
+            codes: vec![0b01_01_01_01; rows * row_bytes],
             parts: vec![(rows, scale)],
         }
     }
@@ -229,15 +226,10 @@ impl TernaryMatrix {
 
     /// One matrix whose rows are `parts`' rows in order, each keeping its scale.
     pub fn stack(parts: Vec<TernaryMatrix>) -> Result<Self, TernaryError> {
-        let total: usize = parts.iter().map(|p| p.codes.len()).sum();
         let mut iter = parts.into_iter();
         let Some(mut stacked) = iter.next() else {
             return Ok(Self::zeros(0, 0, 1.0));
         };
-        // One buffer of the final size, on huge pages like every part's.
-        let mut codes = pages::with_capacity(total);
-        codes.extend_from_slice(&stacked.codes);
-        stacked.codes = codes;
         for part in iter {
             if part.cols != stacked.cols {
                 return Err(TernaryError::StackColumns(stacked.cols, part.cols));
