@@ -188,10 +188,13 @@ impl Table {
         count: usize,
         out: &mut [f32],
     ) {
-        match count {
-            1 => self.logits_group::<1>(isa, acts, cols, first, out),
-            2 => self.logits_group::<2>(isa, acts, cols, first, out),
-            3 => self.logits_group::<3>(isa, acts, cols, first, out),
+        match (count, self) {
+            (1, Table::Int8 { values, scales }) => {
+                int8_logits_of_one_row(isa, values, scales, acts, cols, first, out)
+            }
+            (1, _) => self.logits_group::<1>(isa, acts, cols, first, out),
+            (2, _) => self.logits_group::<2>(isa, acts, cols, first, out),
+            (3, _) => self.logits_group::<3>(isa, acts, cols, first, out),
             _ => self.logits_group::<4>(isa, acts, cols, first, out),
         }
     }
@@ -205,24 +208,6 @@ impl Table {
         out: &mut [f32],
     ) {
         use rayon::prelude::*;
-        if let (1, Table::Int8 { values, scales }) = (T, self) {
-            // Decode: one activation row against every vocabulary row, a chunk per kernel call.
-            let (x, inverse) = (acts.int8(first, cols), acts.inverse[first]);
-            out.par_chunks_mut(HEAD_CHUNK)
-                .enumerate()
-                .for_each(|(chunk, block)| {
-                    let start = chunk * HEAD_CHUNK;
-                    let mut dots = [0i32; HEAD_CHUNK];
-                    let dots = &mut dots[..block.len()];
-                    i8_rows_dot(isa, &values[start * cols..], cols, x, dots);
-                    for ((logit, &dot), &scale) in
-                        block.iter_mut().zip(&*dots).zip(&scales[start..])
-                    {
-                        *logit = dot as f32 * scale * inverse;
-                    }
-                });
-            return;
-        }
         let rows: [usize; T] = std::array::from_fn(|k| first + k);
         out.par_chunks_mut(HEAD_CHUNK * T)
             .enumerate()
@@ -233,6 +218,33 @@ impl Table {
                 }
             });
     }
+}
+
+/// Decode through an int8 head: one activation row against every vocabulary row, a chunk of
+/// rows per kernel call. The same logits as [`Table::dots`] gives row by row (exact integer
+/// products, the same scaling), so a token's logits do not depend on its group.
+fn int8_logits_of_one_row(
+    isa: Isa,
+    values: &[i8],
+    scales: &[f32],
+    acts: &HeadActs,
+    cols: usize,
+    row: usize,
+    out: &mut [f32],
+) {
+    use rayon::prelude::*;
+    let (x, inverse) = (acts.int8(row, cols), acts.inverse[row]);
+    out.par_chunks_mut(HEAD_CHUNK)
+        .enumerate()
+        .for_each(|(chunk, block)| {
+            let start = chunk * HEAD_CHUNK;
+            let mut dots = [0i32; HEAD_CHUNK];
+            let dots = &mut dots[..block.len()];
+            i8_rows_dot(isa, &values[start * cols..], cols, x, dots);
+            for ((logit, &dot), &scale) in block.iter_mut().zip(&*dots).zip(&scales[start..]) {
+                *logit = dot as f32 * scale * inverse;
+            }
+        });
 }
 
 /// Vocabulary rows per parallel task of the output head.

@@ -305,10 +305,12 @@ pub fn i8_rows_dot(isa: Isa, rows: &[i8], cols: usize, x: &[i8], out: &mut [i32]
             return;
         }
     };
-    for (r, dot) in out.iter_mut().enumerate() {
-        let mut sums = [*dot];
-        add_i8_tail(&rows[r * cols..][..cols], &[x], covered, &mut sums);
-        *dot = sums[0];
+    if covered < cols {
+        for (r, dot) in out.iter_mut().enumerate() {
+            let mut sums = [*dot];
+            add_i8_tail(&rows[r * cols..][..cols], &[x], covered, &mut sums);
+            *dot = sums[0];
+        }
     }
 }
 
