@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{code_dots, rows_code_dots, Isa, BLOCK, BLOCK_BYTES};
+use super::kernels::{code_dots, ternary_rows_dot, Isa, BLOCK, BLOCK_BYTES};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TernaryError {
@@ -349,7 +349,7 @@ impl TernaryMatrix {
         }
     }
 
-    /// Every output row for activation row `t`, in parallel chunks.
+    /// Every output row for activation row `t`, in parallel chunks, each one kernel call.
     fn rows_into(&self, isa: Isa, acts: &QuantizedRows, t: usize, out: &mut [f32]) {
         let x = acts.row(t);
         let (sum, inverse) = (acts.sums[t], acts.inverse_scales[t]);
@@ -358,30 +358,14 @@ impl TernaryMatrix {
             .enumerate()
             .for_each(|(index, outs)| {
                 let first = index * chunk;
-                let value = |r: usize, dot: i32| (dot - sum) as f32 * inverse * self.scale(r);
-                // Four weight rows per call share each load of the activations.
-                let mut quads = outs.chunks_exact_mut(4);
-                let mut r = first;
-                for quad in &mut quads {
-                    let rows: [&[u8]; 4] = std::array::from_fn(|k| self.packed_row(r + k));
-                    let next = self
-                        .codes
-                        .get((r + 4) * self.row_bytes..)
-                        .unwrap_or_default();
-                    let next = &next[..next.len().min(4 * self.row_bytes)];
-                    for (k, (slot, dot)) in quad
-                        .iter_mut()
-                        .zip(rows_code_dots(isa, &rows, x, next))
-                        .enumerate()
-                    {
-                        *slot = value(r + k, dot);
-                    }
-                    r += 4;
-                }
-                for slot in quads.into_remainder() {
-                    let [dot] = code_dots(isa, self.packed_row(r), &[x]);
-                    *slot = value(r, dot);
-                    r += 1;
+                let mut dots = [0i32; MAX_ROW_CHUNK];
+                let dots = &mut dots[..outs.len()];
+                // From this chunk's first row to the end of the matrix: the kernel prefetches
+                // on into the rows that follow.
+                let rows = &self.codes[first * self.row_bytes..];
+                ternary_rows_dot(isa, rows, self.row_bytes, x, dots);
+                for (i, (slot, &dot)) in outs.iter_mut().zip(dots.iter()).enumerate() {
+                    *slot = (dot - sum) as f32 * inverse * self.scale(first + i);
                 }
             });
     }
@@ -403,13 +387,16 @@ impl TernaryMatrix {
     }
 }
 
-/// Output rows per parallel task: enough tasks to balance two to a few dozen threads, each
-/// long enough that scheduling costs nothing noticeable.
 /// Bytes of packed weight rows a multi-token product keeps in L1 at once.
 const TILE_BYTES: usize = 8 << 10;
 
+/// The most output rows one parallel task takes.
+const MAX_ROW_CHUNK: usize = 512;
+
+/// Output rows per parallel task: enough tasks to balance two to a few dozen threads, each
+/// long enough that scheduling costs nothing noticeable.
 fn row_chunk(rows: usize) -> usize {
-    (rows / 32).clamp(16, 512)
+    (rows / 32).clamp(16, MAX_ROW_CHUNK)
 }
 
 fn check_len(name: &str, rows: usize, cols: usize, found: usize) -> Result<(), TernaryError> {

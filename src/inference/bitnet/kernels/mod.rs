@@ -173,35 +173,31 @@ pub fn prefetch(bytes: &[u8]) {
     let _ = bytes;
 }
 
-/// `R` weight rows (packed codes of equal length) against one activation row: the decode case,
-/// where one activation row meets every weight row. Exactly `R` calls of [`code_dots`]. `next`
-/// is fetched into the caches meanwhile: the rows the caller reads next (empty at the end).
-pub fn rows_code_dots<const R: usize>(
-    isa: Isa,
-    rows: &[&[u8]; R],
-    x: &[i8],
-    next: &[u8],
-) -> [i32; R] {
-    let len = rows.first().map_or(0, |row| row.len());
+/// `out[r] = Σ code · x` for the first `out.len()` rows of `rows` (packed rows of `row_bytes`
+/// each) against one activation row: the decode case, where one activation row meets every
+/// weight row. Exactly what [`code_dots`] gives row by row. `rows` may run on past those rows
+/// (to the end of the matrix): the kernels fetch what follows into the caches meanwhile.
+pub fn ternary_rows_dot(isa: Isa, rows: &[u8], row_bytes: usize, x: &[i8], out: &mut [i32]) {
     assert!(
-        len.is_multiple_of(BLOCK_BYTES) && rows.iter().all(|row| row.len() == len),
-        "rows of whole blocks, all of one length"
+        row_bytes.is_multiple_of(BLOCK_BYTES) && rows.len() >= out.len() * row_bytes,
+        "rows of whole blocks cover the output"
     );
-    assert!(x.len() >= len * 4, "activations cover the rows");
+    assert!(x.len() >= row_bytes * 4, "activations cover the rows");
     match isa {
         // SAFETY: as in `code_dots`; the lengths were checked above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512VnniGfni => unsafe { vnni::rows_dots_512_gfni(rows, x, next) },
+        Isa::Avx512VnniGfni => unsafe { vnni::ternary_rows_dot_512_gfni(rows, row_bytes, x, out) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { vnni::rows_dots_512(rows, x, next) },
+        Isa::Avx512Vnni => unsafe { vnni::ternary_rows_dot_512(rows, row_bytes, x, out) },
         _ => {
-            // Each row's share of `next` before its product, so the requests spread over the work.
-            let mut shares = next.chunks(next.len().div_ceil(R).max(1));
-            std::array::from_fn(|r| {
-                prefetch(shares.next().unwrap_or_default());
-                code_dots(isa, rows[r], &[x])[0]
-            })
+            // Each row's product after asking for the row four ahead, so the requests spread
+            // over the work.
+            for (r, dot) in out.iter_mut().enumerate() {
+                let ahead = (r + 4) * row_bytes;
+                prefetch(rows.get(ahead..ahead + row_bytes).unwrap_or_default());
+                [*dot] = code_dots(isa, &rows[r * row_bytes..][..row_bytes], &[x]);
+            }
         }
     }
 }
@@ -479,34 +475,32 @@ mod tests {
     }
 
     #[test]
-    fn several_rows_against_one_activation_row_equal_one_row_at_a_time() {
+    fn a_run_of_rows_against_one_activation_row_equals_one_row_at_a_time() {
         let mut seed = 11u64;
         for blocks in [1usize, 5, 54] {
-            let rows: Vec<Vec<u8>> = (0..4)
+            let row_bytes = blocks * BLOCK_BYTES;
+            // Nine rows: two whole quads and a remainder, or any shorter run of them.
+            let rows: Vec<u8> = (0..9 * row_bytes)
                 .map(|_| {
-                    (0..blocks * BLOCK_BYTES)
-                        .map(|_| {
-                            (0..4).fold(0u8, |b, lane| {
-                                b | (((lcg(&mut seed) % 3) as u8) << (2 * lane))
-                            })
-                        })
-                        .collect()
+                    (0..4).fold(0u8, |b, lane| {
+                        b | (((lcg(&mut seed) % 3) as u8) << (2 * lane))
+                    })
                 })
                 .collect();
             let x: Vec<i8> = (0..blocks * BLOCK)
                 .map(|_| (lcg(&mut seed) % 256) as u8 as i8)
                 .collect();
-            let refs = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
-            let want: Vec<i32> = refs
-                .iter()
+            let want: Vec<i32> = rows
+                .chunks_exact(row_bytes)
                 .map(|row| portable_code_dots(row, &[&x])[0])
                 .collect();
             for isa in Isa::all_available() {
-                assert_eq!(
-                    rows_code_dots(isa, &refs, &x, &rows[0]).to_vec(),
-                    want,
-                    "{isa:?} {blocks}"
-                );
+                for count in 1..=9 {
+                    // Rows from `count` on are only prefetched, never summed.
+                    let mut out = vec![0; count];
+                    ternary_rows_dot(isa, &rows, row_bytes, &x, &mut out);
+                    assert_eq!(out, want[..count], "{isa:?} {blocks} blocks, {count} rows");
+                }
             }
         }
     }

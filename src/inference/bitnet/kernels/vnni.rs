@@ -67,57 +67,91 @@ macro_rules! code_dots_512_with {
     }};
 }
 
-/// The decode loop: `$r` weight rows against one activation row, each 128-column block of
-/// activations loaded once for all of them. Rows of 2560 columns are only five blocks, so one
-/// row per call spent as long on the call and the final reduction as on the products; `$r`
-/// rows give `2·$r` independent accumulators, enough to hide `vpdpbusd`'s latency.
-macro_rules! rows_dots_512_with {
-    ($codes:ident, $rows:expr, $x:expr, $next:expr, $r:expr) => {{
-        let (rows, x, next): (&[&[u8]; $r], &[i8], &[u8]) = ($rows, $x, $next);
-        let len = rows[0].len();
-        let mut acc = [[_mm512_setzero_si512(); 2]; $r];
-        for block in 0..len / BLOCK_BYTES {
-            // One line of `next` per row every other block: row `r`'s part of it at the same
-            // offset, so the requests keep pace with the reads.
-            if block % 2 == 0 {
-                for r in 0..$r {
-                    let at = r * len + block * BLOCK_BYTES;
-                    if at < next.len() {
-                        _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(at).cast());
+/// The decode loop over a run of weight rows against one activation row, all inside one call
+/// (a call per four rows spent a third of the time outside the products, and the memory
+/// stream stalled between calls). Rows go four at a time, sharing each load of the
+/// activations, with two accumulators each; 2560 columns are only five blocks per row, so the
+/// four sums are reduced together (one transpose-add) rather than one by one. Every other
+/// block asks for one line of each row of the next four: the prefetch keeps pace with the
+/// reads, and runs on past `out`'s rows into the rest of `rows` (the next chunk's rows).
+macro_rules! ternary_rows_512_with {
+    ($codes:ident, $rows:expr, $row_bytes:expr, $x:expr, $out:expr) => {{
+        let (rows, row_bytes, x, out): (&[u8], usize, &[i8], &mut [i32]) =
+            ($rows, $row_bytes, $x, $out);
+        let blocks = row_bytes / BLOCK_BYTES;
+        let quad_bytes = 4 * row_bytes;
+        let mut quads = out.chunks_exact_mut(4);
+        let mut base = 0;
+        for quad in &mut quads {
+            let mut acc = [[_mm512_setzero_si512(); 2]; 4];
+            for block in 0..blocks {
+                if block % 2 == 0 {
+                    for r in 0..4 {
+                        let at = base + quad_bytes + r * row_bytes + block * BLOCK_BYTES;
+                        if at < rows.len() {
+                            _mm_prefetch::<_MM_HINT_T0>(rows.as_ptr().add(at).cast());
+                        }
                     }
                 }
+                let at = x.as_ptr().add(block * BLOCK);
+                let low = _mm512_loadu_si512(at.cast());
+                let high = _mm512_loadu_si512(at.add(64).cast());
+                for r in 0..4 {
+                    let codes = rows
+                        .as_ptr()
+                        .add(base + r * row_bytes + block * BLOCK_BYTES);
+                    let [first, second] = $codes(codes);
+                    acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], first, low);
+                    acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], second, high);
+                }
             }
-            let at = x.as_ptr().add(block * BLOCK);
-            let low = _mm512_loadu_si512(at.cast());
-            let high = _mm512_loadu_si512(at.add(64).cast());
-            for r in 0..$r {
-                let [first, second] = $codes(rows[r].as_ptr().add(block * BLOCK_BYTES));
-                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], first, low);
-                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], second, high);
+            let sums = sum_four(std::array::from_fn(|r| {
+                _mm512_add_epi32(acc[r][0], acc[r][1])
+            }));
+            _mm_storeu_si128(quad.as_mut_ptr().cast(), sums);
+            base += quad_bytes;
+        }
+        for dot in quads.into_remainder() {
+            let mut acc = [_mm512_setzero_si512(); 2];
+            for block in 0..blocks {
+                let at = x.as_ptr().add(block * BLOCK);
+                let [first, second] = $codes(rows.as_ptr().add(base + block * BLOCK_BYTES));
+                acc[0] = _mm512_dpbusd_epi32(acc[0], first, _mm512_loadu_si512(at.cast()));
+                acc[1] = _mm512_dpbusd_epi32(acc[1], second, _mm512_loadu_si512(at.add(64).cast()));
             }
+            *dot = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]));
+            base += row_bytes;
         }
-        let mut out = [0i32; $r];
-        for r in 0..$r {
-            out[r] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]));
-        }
-        out
     }};
 }
 
-/// `R` rows of ternary codes (of equal length) against one activation row, fetching `next`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn rows_dots_512<const R: usize>(rows: &[&[u8]; R], x: &[i8], next: &[u8]) -> [i32; R] {
-    rows_dots_512_with!(codes_512, rows, x, next, R)
+/// The lane sums of four registers, in order: halves added, then two rounds of pairwise adds.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn sum_four(v: [__m512i; 4]) -> __m128i {
+    let halves =
+        v.map(|v| _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)));
+    let pairs = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(halves[0], halves[1]),
+        _mm256_hadd_epi32(halves[2], halves[3]),
+    );
+    _mm_add_epi32(
+        _mm256_castsi256_si128(pairs),
+        _mm256_extracti128_si256::<1>(pairs),
+    )
 }
 
-/// As [`rows_dots_512`], unpacking with `gf2p8affineqb`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,gfni")]
-pub unsafe fn rows_dots_512_gfni<const R: usize>(
-    rows: &[&[u8]; R],
-    x: &[i8],
-    next: &[u8],
-) -> [i32; R] {
-    rows_dots_512_with!(codes_512_gfni, rows, x, next, R)
+/// `out[r] = Σ code · x` for the first `out.len()` rows of `rows` (`row_bytes` each, whole
+/// blocks); `rows` may run on past them, and is prefetched as far as it goes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+pub unsafe fn ternary_rows_dot_512(rows: &[u8], row_bytes: usize, x: &[i8], out: &mut [i32]) {
+    ternary_rows_512_with!(codes_512, rows, row_bytes, x, out)
+}
+
+/// As [`ternary_rows_dot_512`], unpacking with `gf2p8affineqb`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,gfni")]
+pub unsafe fn ternary_rows_dot_512_gfni(rows: &[u8], row_bytes: usize, x: &[i8], out: &mut [i32]) {
+    ternary_rows_512_with!(codes_512_gfni, rows, row_bytes, x, out)
 }
 
 /// Ternary codes against int8 activations, two 512-bit products per 128-column block. The
