@@ -10,6 +10,7 @@ use quantlab::inference::bitnet::{
         bf16_dots, f16_axpy, f16_dot, f16_dots, f16_weighted_sums, i8_dots, i8_rows_dot, Isa,
         I8_LIMIT,
     },
+    team::Team,
     ternary::{QuantizedRows, TernaryMatrix},
 };
 
@@ -45,6 +46,8 @@ const SHAPES: &[(usize, usize)] = &[
 #[test]
 fn ternary_matmul_equals_the_naive_product_on_every_shape_and_isa() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // More threads than this machine's two cores: tasks are claimed by whichever runs.
+    let mut team = Team::new(3, "test").unwrap();
     for &(rows, cols) in SHAPES {
         let values: Vec<i8> = (0..rows * cols).map(|_| rng.ternary()).collect();
         let scale = 0.25 + (rng.next() % 100) as f32 / 100.0;
@@ -69,7 +72,7 @@ fn ternary_matmul_equals_the_naive_product_on_every_shape_and_isa() {
                 .collect();
             for isa in exercised("ternary matmul") {
                 let mut out = vec![f32::NAN; tokens * rows];
-                matrix.matmul(isa, &acts, &mut out);
+                matrix.matmul(isa, &mut team, &acts, &mut out);
                 for (i, (&got, &want)) in out.iter().zip(&expected).enumerate() {
                     let tolerance = 1e-4 * (1.0 + want.abs());
                     assert!(
@@ -109,7 +112,12 @@ fn stacked_matrices_keep_each_part_and_its_scale() {
     let mut acts = QuantizedRows::default();
     acts.quantize(&x, cols);
     let mut out = vec![0.0; 16];
-    stacked.matmul(Isa::detect(), &acts, &mut out);
+    stacked.matmul(
+        Isa::detect(),
+        &mut Team::new(2, "test").unwrap(),
+        &acts,
+        &mut out,
+    );
     let mut row = 0;
     for (rows, scale, values) in &parts {
         for r in 0..*rows {

@@ -19,6 +19,7 @@ use crate::inference::{
         head::HeadPrecision,
         kernels::Isa,
         model::{Model, MAX_BATCH},
+        team::Team,
         ternary::QuantizedRows,
         weights::Weights,
     },
@@ -224,11 +225,12 @@ pub fn run(args: &BitnetBenchArgs) -> anyhow::Result<()> {
         "  {:<13} {:>10} {:>7} {:>11} {:>7}",
         "", "1 token", "", "4 tokens", ""
     );
-    let portable = [1, 4].map(|n| pool.install(|| kernel_seconds(int8, Isa::Portable, n)));
+    let mut team = Team::new(args.threads, "bench-kernels").context("kernel threads")?;
+    let portable = [1, 4].map(|n| kernel_seconds(int8, &mut team, Isa::Portable, n));
     for isa in Isa::all_available() {
         let [one, four] = match isa {
             Isa::Portable => portable,
-            _ => [1, 4].map(|n| pool.install(|| kernel_seconds(int8, isa, n))),
+            _ => [1, 4].map(|n| kernel_seconds(int8, &mut team, isa, n)),
         };
         println!(
             "  {:<13} {:>7.3} ms {:>6.1}x {:>8.3} ms {:>6.1}x",
@@ -375,7 +377,7 @@ fn print_divergence(what: &str, summary: &DivergenceSummary, started: Instant) {
 }
 
 /// Best time of one product of the first layer's down projection with `tokens` rows.
-fn kernel_seconds(model: &Model, isa: Isa, tokens: usize) -> f64 {
+fn kernel_seconds(model: &Model, team: &mut Team, isa: Isa, tokens: usize) -> f64 {
     let down = &model.weights().layers[0].down;
     let x: Vec<f32> = (0..down.cols() * tokens)
         .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
@@ -386,7 +388,7 @@ fn kernel_seconds(model: &Model, isa: Isa, tokens: usize) -> f64 {
     (0..5)
         .map(|_| {
             let started = Instant::now();
-            down.matmul(isa, &acts, &mut out);
+            down.matmul(isa, team, &acts, &mut out);
             started.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min)

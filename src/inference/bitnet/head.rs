@@ -12,6 +12,7 @@ use super::{
     kernels::{bf16_dots, bf16_to_f32, i8_dots, i8_rows_dot, q6k_dots, Isa, I8_LIMIT},
     pages,
     q6k::{self, Q6kError},
+    team::Team,
 };
 
 /// How the output head (and a tied embedding) is held.
@@ -176,55 +177,56 @@ impl Table {
         }
     }
 
-    /// The logits of activation rows `first..first + count` (1 to 4, one read of the table for
-    /// all of them) against every row of the table, as `[vocab, count]` in `out`, threads over
+    /// The logits of activation rows `rows` (1 to 4, one read of the table for all of them)
+    /// against every row of the table, as `[vocab, rows.len()]` in `out`, threads over
     /// vocabulary chunks.
     pub fn logits_of_rows(
         &self,
         isa: Isa,
+        team: &mut Team,
         acts: &HeadActs,
         cols: usize,
-        first: usize,
-        count: usize,
+        rows: std::ops::Range<usize>,
         out: &mut [f32],
     ) {
-        match (count, self) {
+        let first = rows.start;
+        match (rows.len(), self) {
             (1, Table::Int8 { values, scales }) => {
-                int8_logits_of_one_row(isa, values, scales, acts, cols, first, out)
+                int8_logits_of_one_row(isa, team, values, scales, acts, cols, first, out)
             }
-            (1, _) => self.logits_group::<1>(isa, acts, cols, first, out),
-            (2, _) => self.logits_group::<2>(isa, acts, cols, first, out),
-            (3, _) => self.logits_group::<3>(isa, acts, cols, first, out),
-            _ => self.logits_group::<4>(isa, acts, cols, first, out),
+            (1, _) => self.logits_group::<1>(isa, team, acts, cols, first, out),
+            (2, _) => self.logits_group::<2>(isa, team, acts, cols, first, out),
+            (3, _) => self.logits_group::<3>(isa, team, acts, cols, first, out),
+            _ => self.logits_group::<4>(isa, team, acts, cols, first, out),
         }
     }
 
     fn logits_group<const T: usize>(
         &self,
         isa: Isa,
+        team: &mut Team,
         acts: &HeadActs,
         cols: usize,
         first: usize,
         out: &mut [f32],
     ) {
-        use rayon::prelude::*;
         let rows: [usize; T] = std::array::from_fn(|k| first + k);
-        out.par_chunks_mut(HEAD_CHUNK * T)
-            .enumerate()
-            .for_each(|(chunk, block)| {
-                for (i, values) in block.chunks_exact_mut(T).enumerate() {
-                    let dots = self.dots(isa, chunk * HEAD_CHUNK + i, cols, acts, rows);
-                    values.copy_from_slice(&dots);
-                }
-            });
+        team.chunks_mut(out, HEAD_CHUNK * T, |chunk, block| {
+            for (i, values) in block.chunks_exact_mut(T).enumerate() {
+                let dots = self.dots(isa, chunk * HEAD_CHUNK + i, cols, acts, rows);
+                values.copy_from_slice(&dots);
+            }
+        });
     }
 }
 
 /// Decode through an int8 head: one activation row against every vocabulary row, a chunk of
 /// rows per kernel call. The same logits as [`Table::dots`] gives row by row (exact integer
 /// products, the same scaling), so a token's logits do not depend on its group.
+#[allow(clippy::too_many_arguments)]
 fn int8_logits_of_one_row(
     isa: Isa,
+    team: &mut Team,
     values: &[i8],
     scales: &[f32],
     acts: &HeadActs,
@@ -232,19 +234,16 @@ fn int8_logits_of_one_row(
     row: usize,
     out: &mut [f32],
 ) {
-    use rayon::prelude::*;
     let (x, inverse) = (acts.int8(row, cols), acts.inverse[row]);
-    out.par_chunks_mut(HEAD_CHUNK)
-        .enumerate()
-        .for_each(|(chunk, block)| {
-            let start = chunk * HEAD_CHUNK;
-            let mut dots = [0i32; HEAD_CHUNK];
-            let dots = &mut dots[..block.len()];
-            i8_rows_dot(isa, &values[start * cols..], cols, x, dots);
-            for ((logit, &dot), &scale) in block.iter_mut().zip(&*dots).zip(&scales[start..]) {
-                *logit = dot as f32 * scale * inverse;
-            }
-        });
+    team.chunks_mut(out, HEAD_CHUNK, |chunk, block| {
+        let start = chunk * HEAD_CHUNK;
+        let mut dots = [0i32; HEAD_CHUNK];
+        let dots = &mut dots[..block.len()];
+        i8_rows_dot(isa, &values[start * cols..], cols, x, dots);
+        for ((logit, &dot), &scale) in block.iter_mut().zip(&*dots).zip(&scales[start..]) {
+            *logit = dot as f32 * scale * inverse;
+        }
+    });
 }
 
 /// Vocabulary rows per parallel task of the output head.

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod model;
 pub mod pages;
 pub mod q6k;
+pub mod team;
 pub mod ternary;
 pub mod vocab;
 pub mod weights;

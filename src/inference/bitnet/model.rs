@@ -10,15 +10,12 @@
 //! a decode step costs on a CPU. All buffers are sized at load for [`MAX_BATCH`] tokens, so a
 //! decode step allocates nothing once the number of sequences it serves has been seen.
 
-use std::sync::Arc;
-
-use rayon::prelude::*;
-
 use super::{
     cache::{rotate_half, KvCache},
     config::Activation,
     head::{HeadActs, Table},
     kernels::Isa,
+    team::Team,
     ternary::QuantizedRows,
     weights::Weights,
 };
@@ -53,7 +50,9 @@ pub struct Model {
     batch_isa: Isa,
     /// ... and of the pass running now.
     pass_isa: Isa,
-    pool: Arc<rayon::ThreadPool>,
+    /// The threads of a pass: a team that spins between the ~150 short parallel loops of a
+    /// token rather than sleeping (see [`Team`]).
+    team: Team,
     context: usize,
     slots: usize,
     /// The logits of the rows a pass was asked for, `[pick, vocab]`, reused between passes.
@@ -71,8 +70,8 @@ pub struct Model {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot start the BitNet thread pool: {0}")]
-    Pool(String),
+    #[error("cannot start the BitNet threads: {0}")]
+    Threads(String),
     #[error("hidden_act `{0}` is not one this engine runs")]
     Activation(String),
 }
@@ -97,11 +96,8 @@ impl Model {
         slots: usize,
     ) -> Result<Self, ModelError> {
         let slots = slots.clamp(1, MAX_BATCH);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(|i| format!("bitnet-{i}"))
-            .build()
-            .map_err(|e| ModelError::Pool(e.to_string()))?;
+        let team =
+            Team::new(threads.max(1), "bitnet").map_err(|e| ModelError::Threads(e.to_string()))?;
         let c = &weights.config;
         let activation = c
             .activation()
@@ -146,7 +142,7 @@ impl Model {
             isa,
             batch_isa: isa,
             pass_isa: isa,
-            pool: Arc::new(pool),
+            team,
             context,
             slots,
             picked: vec![0.0; vocab],
@@ -338,14 +334,11 @@ impl Model {
         } else {
             self.isa
         };
-        let pool = Arc::clone(&self.pool);
-        pool.install(|| {
-            self.pass(tokens);
-            if !picks.is_empty() {
-                self.final_norm(picks);
-                self.picked_logits(picks.len());
-            }
-        });
+        self.pass(tokens);
+        if !picks.is_empty() {
+            self.final_norm(picks);
+            self.picked_logits(picks.len());
+        }
         let vocab = self.weights.config.vocab_size;
         &mut self.picked[..picks.len() * vocab]
     }
@@ -391,7 +384,10 @@ impl Model {
         rms_norm(&s.x[..n * hidden], &layer.input_norm, eps, &mut s.normed);
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
         let width = hidden + 2 * kv;
-        layer.qkv.matmul(self.pass_isa, &s.hidden_acts, &mut s.qkv);
+        let team = &mut self.team;
+        layer
+            .qkv
+            .matmul(self.pass_isa, team, &s.hidden_acts, &mut s.qkv);
         let half = head / 2;
         for (row, t) in s.qkv[..n * width].chunks_exact_mut(width).zip(tokens) {
             let (cos, sin) = (
@@ -410,32 +406,34 @@ impl Model {
         if n <= self.slots {
             // A decode step (at most a token per slot): every (token, head) pair in parallel,
             // so one sequence or a few keep every thread busy.
-            s.attention[..n * hidden]
-                .par_chunks_mut(head)
-                .zip(s.scores.par_chunks_mut(context))
-                .enumerate()
-                .for_each(|(pair, (out, scores))| {
+            let qkv = &s.qkv;
+            team.zip_chunks_mut(
+                (&mut s.attention[..n * hidden], head),
+                (&mut s.scores, context),
+                |pair, out, scores| {
                     let (row, h) = (pair / heads, pair % heads);
-                    let q = &s.qkv[row * width..row * width + hidden];
+                    let q = &qkv[row * width..row * width + hidden];
                     let t = tokens[row];
                     attention.heads(q, h..h + 1, t.slot, t.position, scores, out);
-                });
+                },
+            );
         } else {
             // A longer pass: one task per token, which reads each cached key and value row
             // once for all the query heads that share it.
             let group = attention.group();
-            s.attention[..n * hidden]
-                .par_chunks_mut(hidden)
-                .zip(s.scores.par_chunks_mut(group * context))
-                .zip(tokens)
-                .enumerate()
-                .for_each(|(row, ((out, scores), t))| {
-                    let q = &s.qkv[row * width..row * width + hidden];
+            let qkv = &s.qkv;
+            team.zip_chunks_mut(
+                (&mut s.attention[..n * hidden], hidden),
+                (&mut s.scores, group * context),
+                |row, out, scores| {
+                    let q = &qkv[row * width..row * width + hidden];
+                    let t = tokens[row];
                     for (kv_head, out) in out.chunks_exact_mut(group * head).enumerate() {
                         let heads = kv_head * group..(kv_head + 1) * group;
                         attention.heads(q, heads, t.slot, t.position, scores, out);
                     }
-                });
+                },
+            );
         }
         rms_norm(
             &s.attention[..n * hidden],
@@ -446,7 +444,7 @@ impl Model {
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
         layer
             .o
-            .matmul(self.pass_isa, &s.hidden_acts, &mut s.projected);
+            .matmul(self.pass_isa, team, &s.hidden_acts, &mut s.projected);
         for (x, o) in s.x[..n * hidden].iter_mut().zip(&s.projected) {
             *x += o;
         }
@@ -464,9 +462,12 @@ impl Model {
             &mut s.normed,
         );
         s.hidden_acts.quantize(&s.normed[..n * hidden], hidden);
-        layer
-            .gate_up
-            .matmul(self.pass_isa, &s.hidden_acts, &mut s.gate_up);
+        layer.gate_up.matmul(
+            self.pass_isa,
+            &mut self.team,
+            &s.hidden_acts,
+            &mut s.gate_up,
+        );
         let activation = self.activation;
         for (row, out) in s.gate_up[..n * 2 * inter]
             .chunks_exact(2 * inter)
@@ -480,9 +481,12 @@ impl Model {
         let product = &mut s.product[..n * inter];
         rms_norm_in_place(product, inter, &layer.ffn_sub_norm, eps);
         s.inner_acts.quantize(product, inter);
-        layer
-            .down
-            .matmul(self.pass_isa, &s.inner_acts, &mut s.projected);
+        layer.down.matmul(
+            self.pass_isa,
+            &mut self.team,
+            &s.inner_acts,
+            &mut s.projected,
+        );
         for (x, d) in s.x[..n * hidden].iter_mut().zip(&s.projected) {
             *x += d;
         }
@@ -524,7 +528,14 @@ impl Model {
             let size = (count - first).min(4);
             let group = &mut self.group[..size * vocab];
             let (acts, isa) = (&self.scratch.head_acts, self.pass_isa);
-            head.logits_of_rows(isa, acts, hidden, first, size, group);
+            head.logits_of_rows(
+                isa,
+                &mut self.team,
+                acts,
+                hidden,
+                first..first + size,
+                group,
+            );
             for (r, values) in group.chunks_exact(size).enumerate() {
                 for (k, &value) in values.iter().enumerate() {
                     self.picked[(first + k) * vocab + r] = value;

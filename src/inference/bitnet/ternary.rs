@@ -3,9 +3,10 @@
 //! weights `round(w / mean|w|)` clamped to {-1, 0, +1} with the scale `mean|w|`; activations
 //! `round(x · 127 / max|x|)` per token. Rounding is half-to-even, as torch's `round`.
 
-use rayon::prelude::*;
-
-use super::kernels::{code_dots, ternary_rows_dot, Isa, BLOCK, BLOCK_BYTES};
+use super::{
+    kernels::{code_dots, ternary_rows_dot, Isa, BLOCK, BLOCK_BYTES},
+    team::Team,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TernaryError {
@@ -263,14 +264,14 @@ impl TernaryMatrix {
     }
 
     /// `out[t · rows + r] = scale_r · Σ_c value(r, c) · x_t[c]` for every activation row `t`,
-    /// on `pool`'s threads split over output rows. The decode case (one row of activations)
+    /// on `team`'s threads split over output rows. The decode case (one row of activations)
     /// allocates nothing.
-    pub fn matmul(&self, isa: Isa, acts: &QuantizedRows, out: &mut [f32]) {
+    pub fn matmul(&self, isa: Isa, team: &mut Team, acts: &QuantizedRows, out: &mut [f32]) {
         assert_eq!(acts.cols_padded, padded(self.cols), "activation width");
         let n = acts.rows;
         assert!(out.len() >= n * self.rows, "output holds every row");
         if n == 1 {
-            self.rows_into(isa, acts, 0, &mut out[..self.rows]);
+            self.rows_into(isa, team, acts, 0, &mut out[..self.rows]);
             return;
         }
         // Each task owns a range of weight rows and writes that range of every token's output.
@@ -283,12 +284,9 @@ impl TernaryMatrix {
                 task.push(part);
             }
         }
-        tasks
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(index, mut parts)| {
-                self.rows_against_all(isa, acts, index * chunk, &mut parts)
-            });
+        team.chunks_mut(&mut tasks, 1, |index, task| {
+            self.rows_against_all(isa, acts, index * chunk, &mut task[0])
+        });
     }
 
     /// Rows `first..first + parts[0].len()` against every activation row `t`, into
@@ -350,24 +348,29 @@ impl TernaryMatrix {
     }
 
     /// Every output row for activation row `t`, in parallel chunks, each one kernel call.
-    fn rows_into(&self, isa: Isa, acts: &QuantizedRows, t: usize, out: &mut [f32]) {
+    fn rows_into(
+        &self,
+        isa: Isa,
+        team: &mut Team,
+        acts: &QuantizedRows,
+        t: usize,
+        out: &mut [f32],
+    ) {
         let x = acts.row(t);
         let (sum, inverse) = (acts.sums[t], acts.inverse_scales[t]);
         let chunk = row_chunk(self.rows);
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(index, outs)| {
-                let first = index * chunk;
-                let mut dots = [0i32; MAX_ROW_CHUNK];
-                let dots = &mut dots[..outs.len()];
-                // From this chunk's first row to the end of the matrix: the kernel prefetches
-                // on into the rows that follow.
-                let rows = &self.codes[first * self.row_bytes..];
-                ternary_rows_dot(isa, rows, self.row_bytes, x, dots);
-                for (i, (slot, &dot)) in outs.iter_mut().zip(dots.iter()).enumerate() {
-                    *slot = (dot - sum) as f32 * inverse * self.scale(first + i);
-                }
-            });
+        team.chunks_mut(out, chunk, |index, outs| {
+            let first = index * chunk;
+            let mut dots = [0i32; MAX_ROW_CHUNK];
+            let dots = &mut dots[..outs.len()];
+            // From this chunk's first row to the end of the matrix: the kernel prefetches on
+            // into the rows that follow.
+            let rows = &self.codes[first * self.row_bytes..];
+            ternary_rows_dot(isa, rows, self.row_bytes, x, dots);
+            for (i, (slot, &dot)) in outs.iter_mut().zip(dots.iter()).enumerate() {
+                *slot = (dot - sum) as f32 * inverse * self.scale(first + i);
+            }
+        });
     }
 
     fn packed_row(&self, r: usize) -> &[u8] {
