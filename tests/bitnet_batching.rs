@@ -12,7 +12,7 @@ use std::path::Path;
 
 use common::{
     binary::{command, Binary},
-    client::{post_json, read_reply, start_socket},
+    client::{open_socket, post_json, read_reply, send_start, start_socket},
     sampling,
     tiny_bitnet::{self as tiny, Form, Master},
     CollectText,
@@ -281,8 +281,12 @@ async fn the_binary_serves_two_bitnet_replies_together_each_as_alone() {
         "Tell me about the sea and its tides.",
         "Write a line about mountains.",
     ];
-    let first = start_socket(&server.url, "/ws/chat", chat_request(prompts[0])).await;
-    let second = start_socket(&server.url, "/ws/chat", chat_request(prompts[1])).await;
+    // Both sockets are open before either request is sent: the second request must not wait
+    // a handshake, in which the tiny model can finish the first reply.
+    let mut first = open_socket(&server.url, "/ws/chat").await;
+    let mut second = open_socket(&server.url, "/ws/chat").await;
+    send_start(&mut first, chat_request(prompts[0])).await;
+    send_start(&mut second, chat_request(prompts[1])).await;
     let (a, b) = tokio::join!(read_reply(first), read_reply(second));
     for (reply, m) in [(&a, &a.metrics), (&b, &b.metrics)] {
         assert!(!reply.text.is_empty(), "{m}");

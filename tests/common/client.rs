@@ -42,15 +42,26 @@ pub async fn titled_conversation(base: &str, title: &str) -> String {
 
 /// Opens the websocket at `path` of the server at `base` (http://…) and sends `{"start": request}`.
 pub async fn start_socket(base: &str, path: &str, request: Value) -> Socket {
+    let mut socket = open_socket(base, path).await;
+    send_start(&mut socket, request).await;
+    socket
+}
+
+/// A websocket connected to `path`, no request sent yet (so that several requests can be sent
+/// at one moment, not one handshake apart).
+pub async fn open_socket(base: &str, path: &str) -> Socket {
     let ws = base.replacen("http://", "ws://", 1);
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws}{path}"))
+    let (socket, _) = tokio_tungstenite::connect_async(format!("{ws}{path}"))
         .await
         .unwrap();
+    socket
+}
+
+pub async fn send_start(socket: &mut Socket, request: Value) {
     socket
         .send(Message::text(json!({ "start": request }).to_string()))
         .await
         .unwrap();
-    socket
 }
 
 /// The next JSON event; `None` once the server closes.

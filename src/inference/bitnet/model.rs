@@ -339,6 +339,7 @@ impl Model {
             self.final_norm(picks);
             self.picked_logits(picks.len());
         }
+        self.team.rest();
         let vocab = self.weights.config.vocab_size;
         &mut self.picked[..picks.len() * vocab]
     }

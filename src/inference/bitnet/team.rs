@@ -23,6 +23,9 @@ use std::{
 /// a quantization), shorter than a human notices as a busy core.
 const SPIN: Duration = Duration::from_micros(300);
 
+/// Spins of a caller waiting for its helpers before it yields its core between checks.
+const YIELD_AFTER_SPINS: u32 = 1 << 14;
+
 const INDEX_BITS: u32 = 24;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 /// The most tasks one loop may have.
@@ -52,6 +55,9 @@ struct Shared {
     task: UnsafeCell<*const Task>,
     panicked: AtomicBool,
     stop: AtomicBool,
+    /// Set by [`Team::rest`] when a pass ends: helpers then sleep at once instead of spinning,
+    /// leaving the cores to whatever runs between passes (sampling, the server's sockets).
+    resting: AtomicBool,
     sleeping: Vec<AtomicBool>,
 }
 
@@ -83,6 +89,7 @@ impl Team {
             task: UnsafeCell::new(std::ptr::null::<fn(usize)>() as *const Task),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            resting: AtomicBool::new(false),
             sleeping: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
         });
         let mut team = Self {
@@ -104,6 +111,11 @@ impl Team {
         self.helpers.len() + 1
     }
 
+    /// The end of a pass: idle helpers sleep now rather than spin until the next loop.
+    pub fn rest(&self) {
+        self.shared.resting.store(true, SeqCst);
+    }
+
     /// Runs `task(i)` for every `i` in `0..tasks`, each once, on the caller and the helpers;
     /// returns when all have finished. A panicking task panics here, after the others finish.
     pub fn run(&mut self, tasks: usize, task: &(dyn Fn(usize) + Sync)) {
@@ -123,6 +135,7 @@ impl Team {
                 std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Task>(task);
         }
         shared.done.store(0, SeqCst);
+        shared.resting.store(false, SeqCst);
         self.generation = (self.generation + 1) & 0xFFFF;
         shared
             .word
@@ -145,8 +158,16 @@ impl Team {
                 shared.done.fetch_add(1, SeqCst);
             }
         }
+        // A helper that was preempted in its task holds the loop up: after a while the
+        // caller yields its core rather than spin through the helper's time slice.
+        let mut waits = 0u32;
         while shared.done.load(SeqCst) < tasks {
-            std::hint::spin_loop();
+            waits = waits.saturating_add(1);
+            if waits < YIELD_AFTER_SPINS {
+                std::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
         }
         if let Err(payload) = own {
             panic::resume_unwind(payload);
@@ -264,7 +285,8 @@ fn helper(shared: &Shared, index: usize) {
                 break generation;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) || started.elapsed() < SPIN {
+            let rest = shared.resting.load(SeqCst);
+            if !rest && (!spins.is_multiple_of(64) || started.elapsed() < SPIN) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -317,7 +339,15 @@ mod tests {
             thread::sleep(SPIN * 4);
             team.chunks_mut(&mut data, 1, |_, chunk| chunk[0] += 1);
         }
-        assert!(data.iter().all(|&v| v == 3));
+        // Sent to sleep by `rest`, at once or while they still spin.
+        for round in 0..200 {
+            team.rest();
+            if round % 2 == 0 {
+                thread::sleep(SPIN / 10);
+            }
+            team.chunks_mut(&mut data, 1, |_, chunk| chunk[0] += 1);
+        }
+        assert!(data.iter().all(|&v| v == 203));
     }
 
     #[test]
