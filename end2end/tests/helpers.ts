@@ -13,7 +13,10 @@ export async function open(page: Page) {
 /** Sets a field of the advanced-settings panel (opening the phone sidebar if needed), then closes the sidebar. */
 export async function setAdvanced(page: Page, testId: string, value: string) {
   await openSidebarIfPhone(page);
-  await page.locator("details.advanced summary").click();
+  // Opened only if closed: a second call must not fold the settings away again.
+  if ((await page.locator("details.advanced").getAttribute("open")) === null) {
+    await page.locator("details.advanced summary").click();
+  }
   await page.getByTestId(testId).fill(value);
   await page.getByTestId(testId).dispatchEvent("change");
   if (await page.getByTestId("close-sidebar").isVisible()) await page.getByTestId("close-sidebar").click();
