@@ -5,8 +5,6 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::lanes;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {detail}")]
@@ -50,22 +48,14 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// `out = activation(gate) · up`, element by element, in loops the compiler vectorizes
-    /// (SiLU through [`lanes::exp`], not the C library's scalar `expf`).
-    pub fn apply_gated(self, gate: &[f32], up: &[f32], out: &mut [f32]) {
-        let pairs = out.iter_mut().zip(gate).zip(up);
+    #[inline]
+    pub fn apply(self, gate: f32) -> f32 {
         match self {
             Activation::Relu2 => {
-                for ((o, &g), &u) in pairs {
-                    let relu = g.max(0.0);
-                    *o = relu * relu * u;
-                }
+                let relu = gate.max(0.0);
+                relu * relu
             }
-            Activation::Silu => {
-                for ((o, &g), &u) in pairs {
-                    *o = g / (1.0 + lanes::exp(-g)) * u;
-                }
-            }
+            Activation::Silu => gate / (1.0 + (-gate).exp()),
         }
     }
 }
