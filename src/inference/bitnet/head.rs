@@ -296,10 +296,10 @@ impl HeadActs {
         }
         let limit = f32::from(I8_LIMIT);
         for (t, source) in x.chunks_exact(cols).enumerate() {
-            let max = source.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let max = super::lanes::max_abs(source).max(1e-12);
             let scale = limit / max;
             for (q, &v) in self.int8[t * cols..][..cols].iter_mut().zip(source) {
-                *q = (v * scale).round_ties_even().clamp(-limit, limit) as i8;
+                *q = super::lanes::round_small((v * scale).clamp(-limit, limit)) as i8;
             }
             self.inverse[t] = 1.0 / scale;
         }

@@ -13,6 +13,7 @@ pub mod gguf_model;
 pub mod gguf_vocab;
 pub mod head;
 pub mod kernels;
+pub mod lanes;
 pub mod model;
 pub mod pages;
 pub mod q6k;

@@ -475,9 +475,7 @@ impl Model {
             .zip(s.product.chunks_exact_mut(inter))
         {
             let (gate, up) = row.split_at(inter);
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                *o = activation.apply(g) * u;
-            }
+            activation.apply_gated(gate, up, out);
         }
         let product = &mut s.product[..n * inter];
         rms_norm_in_place(product, inter, &layer.ffn_sub_norm, eps);

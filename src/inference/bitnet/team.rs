@@ -209,6 +209,106 @@ impl Team {
             f(i, unsafe { a.get(i) }, unsafe { b.get(i) })
         });
     }
+    /// `f(first, chunk)` for every chunk of `data` that `split` cuts, `first` being the
+    /// chunk's offset in `data`, in parallel.
+    pub fn split_mut<T: Send>(
+        &mut self,
+        data: &mut [T],
+        split: &Split,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        assert_eq!(split.total(), data.len(), "the split covers the data");
+        let start = data.as_mut_ptr();
+        let start = SendPtr(start);
+        self.run(split.len(), &|i| {
+            let range = split.range(i);
+            // SAFETY: each index runs once, and the ranges of a split are disjoint and inside
+            // `data`.
+            let chunk = unsafe {
+                std::slice::from_raw_parts_mut(start.get().add(range.start), range.len())
+            };
+            f(range.start, chunk)
+        });
+    }
+}
+
+struct SendPtr<T>(*mut T);
+
+// SAFETY: used only to hand disjoint ranges of one slice of `Send` values to tasks.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// The most chunks a [`Split`] makes; the last takes whatever remains.
+const MAX_SPLIT: usize = 96;
+
+/// A loop's items cut into chunks that shrink as the loop goes (guided scheduling): long
+/// chunks first, which stream a long run of memory each, and short ones last, so the threads
+/// finish close together instead of one idling while another ends a long chunk. Held on the
+/// stack, so a decode step allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Split {
+    ends: [u32; MAX_SPLIT],
+    len: usize,
+}
+
+impl Split {
+    /// Chunks of `total` items for `threads` threads: each takes `1 / (share · threads)` of
+    /// what remains, within `min..=max` items.
+    pub fn guided(total: usize, threads: usize, share: usize, min: usize, max: usize) -> Self {
+        let mut split = Self {
+            ends: [0; MAX_SPLIT],
+            len: 0,
+        };
+        let (min, max) = (min.max(1), max.max(min.max(1)));
+        let parts = (share * threads).max(1);
+        let mut end = 0;
+        while end < total {
+            let remaining = total - end;
+            let size = if split.len + 1 == MAX_SPLIT {
+                remaining
+            } else {
+                (remaining / parts).clamp(min, max).min(remaining)
+            };
+            end += size;
+            split.ends[split.len] = end as u32;
+            split.len += 1;
+        }
+        split
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// All the items the chunks cover.
+    pub fn total(&self) -> usize {
+        self.len
+            .checked_sub(1)
+            .map_or(0, |last| self.ends[last] as usize)
+    }
+
+    /// The items of chunk `i`.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p] as usize);
+        start..self.ends[i] as usize
+    }
+
+    /// The longest chunk.
+    pub fn longest(&self) -> usize {
+        (0..self.len)
+            .map(|i| self.range(i).len())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Team {
@@ -348,6 +448,61 @@ mod tests {
             team.chunks_mut(&mut data, 1, |_, chunk| chunk[0] += 1);
         }
         assert!(data.iter().all(|&v| v == 203));
+    }
+
+    #[test]
+    fn a_guided_split_covers_every_item_once_in_shrinking_chunks() {
+        for threads in [1, 2, 3, 8] {
+            for total in [0, 1, 15, 16, 17, 640, 2560, 7680, 13824, 1 << 22] {
+                let split = Split::guided(total, threads, 1, 16, 1024);
+                assert_eq!(split.total(), total, "{threads} threads, {total} items");
+                let mut next = 0;
+                for i in 0..split.len() {
+                    let range = split.range(i);
+                    assert_eq!(range.start, next, "chunks follow each other");
+                    assert!(!range.is_empty());
+                    next = range.end;
+                }
+                assert!(split.len() <= MAX_SPLIT);
+                if total <= 200_000 {
+                    assert!(split.longest() <= 1024, "{threads}, {total}");
+                    // Shared by several threads, it ends short: the last chunk is at most the
+                    // minimum.
+                    let last = split.range(split.len().saturating_sub(1)).len();
+                    assert!(
+                        threads == 1 || last <= 16,
+                        "{threads}, {total}: last {last}"
+                    );
+                }
+                let lengths: Vec<usize> = (0..split.len()).map(|i| split.range(i).len()).collect();
+                if total <= 200_000 {
+                    assert!(
+                        lengths.windows(2).all(|w| w[1] <= w[0]),
+                        "{threads}, {total}: {lengths:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_mut_hands_each_chunk_its_offset_on_every_team_size() {
+        for threads in [1, 2, 3, 5] {
+            let mut team = Team::new(threads, "test").unwrap();
+            for total in [1, 17, 1000, 7680] {
+                let split = Split::guided(total, threads, 1, 16, 1024);
+                let mut data = vec![0usize; total];
+                team.split_mut(&mut data, &split, |first, chunk| {
+                    for (k, v) in chunk.iter_mut().enumerate() {
+                        *v += first + k + 1;
+                    }
+                });
+                assert!(
+                    data.iter().enumerate().all(|(j, &v)| v == j + 1),
+                    "{threads}, {total}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::{
     kernels::{code_dots, ternary_rows_dot, Isa, BLOCK, BLOCK_BYTES},
-    team::Team,
+    team::{Split, Team},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -347,7 +347,8 @@ impl TernaryMatrix {
         }
     }
 
-    /// Every output row for activation row `t`, in parallel chunks, each one kernel call.
+    /// Every output row for activation row `t`, in parallel chunks of a guided split, each
+    /// one kernel call.
     fn rows_into(
         &self,
         isa: Isa,
@@ -358,17 +359,30 @@ impl TernaryMatrix {
     ) {
         let x = acts.row(t);
         let (sum, inverse) = (acts.sums[t], acts.inverse_scales[t]);
-        let chunk = row_chunk(self.rows, team.threads());
-        team.chunks_mut(out, chunk, |index, outs| {
-            let first = index * chunk;
+        let split = Split::guided(self.rows, team.threads(), 1, MIN_ROW_CHUNK, MAX_ROW_CHUNK);
+        team.split_mut(&mut out[..self.rows], &split, |first, outs| {
             let mut dots = [0i32; MAX_ROW_CHUNK];
             let dots = &mut dots[..outs.len()];
             // From this chunk's first row to the end of the matrix: the kernel prefetches on
             // into the rows that follow.
             let rows = &self.codes[first * self.row_bytes..];
             ternary_rows_dot(isa, rows, self.row_bytes, x, dots);
-            for (i, (slot, &dot)) in outs.iter_mut().zip(dots.iter()).enumerate() {
-                *slot = (dot - sum) as f32 * inverse * self.scale(first + i);
+            // A run of rows per stacked part, each run one scale (a loop the compiler
+            // vectorizes, where a scale looked up per row kept it scalar).
+            let mut done = 0;
+            for &(end, scale) in &self.parts {
+                let end = end.saturating_sub(first).min(outs.len());
+                if end <= done {
+                    continue;
+                }
+                // In the batched product's order, so a token's logits match bit for bit.
+                for (slot, &dot) in outs[done..end].iter_mut().zip(&dots[done..end]) {
+                    *slot = (dot - sum) as f32 * inverse * scale;
+                }
+                done = end;
+            }
+            for (slot, &dot) in outs[done..].iter_mut().zip(&dots[done..]) {
+                *slot = (dot - sum) as f32 * inverse;
             }
         });
     }
@@ -396,10 +410,16 @@ const TILE_BYTES: usize = 8 << 10;
 /// The most output rows one parallel task takes.
 const MAX_ROW_CHUNK: usize = 1024;
 
-/// Output rows per parallel task: eight tasks per thread, enough to balance threads that run
-/// at different speeds, few enough that each streams a long run of rows (on the Xeon, 2
-/// threads, decode on the I2_S file: 1.02x faster than sixteen per thread, medians of 11
-/// rounds alternating in one process).
+/// The fewest output rows a task of a decode product takes (10 KiB of 2B4T's codes): the
+/// last chunks of a guided split, short so the threads end together (on the Xeon, 2 threads,
+/// decode on the I2_S file: 1.015x over eight equal chunks per thread, medians of 9 rounds
+/// alternating in one process).
+const MIN_ROW_CHUNK: usize = 16;
+
+/// Output rows per parallel task of a multi-token product: eight tasks per thread, enough to
+/// balance threads that run at different speeds, few enough that each streams a long run of
+/// rows (on the Xeon, 2 threads, decode on the I2_S file: 1.02x faster than sixteen per
+/// thread, medians of 11 rounds alternating in one process).
 fn row_chunk(rows: usize, threads: usize) -> usize {
     (rows / (8 * threads.max(1))).clamp(16, MAX_ROW_CHUNK)
 }
@@ -456,11 +476,11 @@ impl QuantizedRows {
             .chunks_exact(cols)
             .zip(self.values.chunks_exact_mut(self.cols_padded))
         {
-            let max = source.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5);
+            let max = super::lanes::max_abs(source).max(1e-5);
             let scale = 127.0 / max;
             let mut sum = 0i32;
             for (q, &v) in target.iter_mut().zip(source) {
-                *q = (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+                *q = super::lanes::round_small((v * scale).clamp(-128.0, 127.0)) as i8;
                 sum += i32::from(*q);
             }
             self.sums.push(sum);
