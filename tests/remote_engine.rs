@@ -261,6 +261,22 @@ async fn broken_remotes_get_clear_errors_in_bounded_time() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_that_fails_at_once_reports_its_load_error_on_every_retry() {
+    // A refused connection fails the load within microseconds, racing the requests queued
+    // while it loads (four: the queue holds four); each round spawns a new worker and runs
+    // that race again.
+    let (_, front) = servers();
+    for round in 0..40 {
+        let replies =
+            futures::future::join_all((0..4).map(|_| chat(front, "remote-down", 8))).await;
+        for (status, body, _) in replies {
+            assert_eq!(status, 503, "round {round}: {body}");
+            assert!(body.contains("cannot reach"), "round {round}: {body}");
+        }
+    }
+}
+
 struct StopAfter {
     pieces: usize,
     limit: usize,

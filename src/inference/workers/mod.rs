@@ -263,9 +263,13 @@ impl WorkerPool {
                 retry_after_secs: RETRY_AFTER_SECS,
             }),
             Err(Refused::Closed(_)) => {
-                workers.remove(model_id);
-                Err(AppError::ModelUnavailable(format!(
-                    "the worker for `{model_id}` stopped; retry to load it again"
+                // A load that fails fast (a refused connection) can close the queue between
+                // spawning the worker and this push: report the load error, not a vague stop.
+                let load_error = workers
+                    .remove(model_id)
+                    .and_then(|w| w.state.failed.lock().ok().and_then(|f| f.clone()));
+                Err(AppError::ModelUnavailable(load_error.unwrap_or_else(
+                    || format!("the worker for `{model_id}` stopped; retry to load it again"),
                 )))
             }
         }
