@@ -209,6 +209,7 @@ impl Team {
             f(i, unsafe { a.get(i) }, unsafe { b.get(i) })
         });
     }
+
     /// `f(first, chunk)` for every chunk of `data` that `split` cuts, `first` being the
     /// chunk's offset in `data`, in parallel.
     pub fn split_mut<T: Send>(
@@ -257,15 +258,15 @@ pub struct Split {
 }
 
 impl Split {
-    /// Chunks of `total` items for `threads` threads: each takes `1 / (share · threads)` of
-    /// what remains, within `min..=max` items.
-    pub fn guided(total: usize, threads: usize, share: usize, min: usize, max: usize) -> Self {
+    /// Chunks of `total` items for `threads` threads: each takes `1 / threads` of what
+    /// remains, within `min..=max` items.
+    pub fn guided(total: usize, threads: usize, min: usize, max: usize) -> Self {
         let mut split = Self {
             ends: [0; MAX_SPLIT],
             len: 0,
         };
         let (min, max) = (min.max(1), max.max(min.max(1)));
-        let parts = (share * threads).max(1);
+        let parts = threads.max(1);
         let mut end = 0;
         while end < total {
             let remaining = total - end;
@@ -303,7 +304,8 @@ impl Split {
     }
 
     /// The longest chunk.
-    pub fn longest(&self) -> usize {
+    #[cfg(test)]
+    fn longest(&self) -> usize {
         (0..self.len)
             .map(|i| self.range(i).len())
             .max()
@@ -454,7 +456,7 @@ mod tests {
     fn a_guided_split_covers_every_item_once_in_shrinking_chunks() {
         for threads in [1, 2, 3, 8] {
             for total in [0, 1, 15, 16, 17, 640, 2560, 7680, 13824, 1 << 22] {
-                let split = Split::guided(total, threads, 1, 16, 1024);
+                let split = Split::guided(total, threads, 16, 1024);
                 assert_eq!(split.total(), total, "{threads} threads, {total} items");
                 let mut next = 0;
                 for i in 0..split.len() {
@@ -490,7 +492,7 @@ mod tests {
         for threads in [1, 2, 3, 5] {
             let mut team = Team::new(threads, "test").unwrap();
             for total in [1, 17, 1000, 7680] {
-                let split = Split::guided(total, threads, 1, 16, 1024);
+                let split = Split::guided(total, threads, 16, 1024);
                 let mut data = vec![0usize; total];
                 team.split_mut(&mut data, &split, |first, chunk| {
                     for (k, v) in chunk.iter_mut().enumerate() {

@@ -359,7 +359,7 @@ impl TernaryMatrix {
     ) {
         let x = acts.row(t);
         let (sum, inverse) = (acts.sums[t], acts.inverse_scales[t]);
-        let split = Split::guided(self.rows, team.threads(), 1, MIN_ROW_CHUNK, MAX_ROW_CHUNK);
+        let split = Split::guided(self.rows, team.threads(), MIN_ROW_CHUNK, MAX_ROW_CHUNK);
         team.split_mut(&mut out[..self.rows], &split, |first, outs| {
             let mut dots = [0i32; MAX_ROW_CHUNK];
             let dots = &mut dots[..outs.len()];
@@ -418,8 +418,8 @@ const MIN_ROW_CHUNK: usize = 16;
 
 /// Output rows per parallel task of a multi-token product: eight tasks per thread, enough to
 /// balance threads that run at different speeds, few enough that each streams a long run of
-/// rows (on the Xeon, 2 threads, decode on the I2_S file: 1.02x faster than sixteen per
-/// thread, medians of 11 rounds alternating in one process).
+/// rows (measured when decode used it too: on the Xeon, 2 threads, decode on the I2_S file,
+/// 1.02x faster than sixteen per thread, medians of 11 rounds alternating in one process).
 fn row_chunk(rows: usize, threads: usize) -> usize {
     (rows / (8 * threads.max(1))).clamp(16, MAX_ROW_CHUNK)
 }
