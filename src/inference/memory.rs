@@ -27,6 +27,36 @@ fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
+
+    /// Resident and peak sizes belong to the whole process, and the test harness runs other tests
+    /// on other threads that allocate and free tens of MiB. So each check re-runs this test binary
+    /// with only itself selected, where nothing else moves the numbers.
+    const ALONE: &str = "QUANTLAB_MEMORY_TEST_ALONE";
+
+    /// `true` in the child, where the caller goes on with the check; in the parent it runs the
+    /// child, asserts that it passed, and returns `false`.
+    fn run_alone(test: &str) -> bool {
+        if std::env::var_os(ALONE).is_some() {
+            return true;
+        }
+        let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
+        let name = format!("{module}::{test}");
+        let exe = std::env::current_exe().expect("the test binary knows its path");
+        let output = Command::new(exe)
+            .args(["--exact", &name, "--test-threads", "1", "--nocapture"])
+            .env(ALONE, "1")
+            .output()
+            .expect("the test binary runs again");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{name} alone: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        false
+    }
 
     #[test]
     fn parses_vm_rss_and_grows_when_memory_is_touched() {
@@ -34,6 +64,9 @@ mod tests {
             parse_status_kib("Name: x\nVmRSS:\t  1234 kB\n", "VmRSS:"),
             Some(1234 * 1024)
         );
+        if !run_alone("parses_vm_rss_and_grows_when_memory_is_touched") {
+            return;
+        }
         let before = resident_bytes().unwrap();
         let block = std::hint::black_box(vec![1u8; 64 << 20]);
         let after = resident_bytes().unwrap();
@@ -43,7 +76,7 @@ mod tests {
 
     #[test]
     fn peak_can_be_reset_and_then_records_a_new_high() {
-        if !reset_peak() {
+        if !run_alone("peak_can_be_reset_and_then_records_a_new_high") || !reset_peak() {
             return; // a kernel without clear_refs: the bench reports no peak there
         }
         let base = peak_resident_bytes().unwrap();
