@@ -5,6 +5,7 @@
 
 use super::{
     kernels::{code_dots, ternary_rows_dot, Isa, BLOCK, BLOCK_BYTES},
+    pages::AlignedBytes,
     team::{Split, Team},
 };
 
@@ -43,7 +44,7 @@ pub struct TernaryMatrix {
     rows: usize,
     cols: usize,
     row_bytes: usize,
-    codes: Vec<u8>,
+    codes: AlignedBytes,
     /// `(end row, scale)` per stacked part, in row order.
     parts: Vec<(usize, f32)>,
 }
@@ -71,7 +72,7 @@ impl TernaryMatrix {
             rows,
             cols,
             row_bytes,
-            codes: vec![0b01_01_01_01; rows * row_bytes],
+            codes: AlignedBytes::filled(rows * row_bytes, 0b01_01_01_01),
             parts: vec![(rows, scale)],
         }
     }
@@ -219,7 +220,7 @@ impl TernaryMatrix {
             .filter(|b| (0..4).all(|lane| (b >> (2 * lane)) & 3 != 3))
             .collect();
         let mut matrix = Self::zeros(rows, cols, scale);
-        for byte in &mut matrix.codes {
+        for byte in matrix.codes.iter_mut() {
             *byte = valid[(next() % valid.len() as u64) as usize];
         }
         matrix
@@ -227,22 +228,27 @@ impl TernaryMatrix {
 
     /// One matrix whose rows are `parts`' rows in order, each keeping its scale.
     pub fn stack(parts: Vec<TernaryMatrix>) -> Result<Self, TernaryError> {
-        let mut iter = parts.into_iter();
-        let Some(mut stacked) = iter.next() else {
+        let mut iter = parts.iter();
+        let Some(first) = iter.next() else {
             return Ok(Self::zeros(0, 0, 1.0));
         };
+        let mut stacked_parts = first.parts.clone();
+        let mut rows = first.rows;
         for part in iter {
-            if part.cols != stacked.cols {
-                return Err(TernaryError::StackColumns(stacked.cols, part.cols));
+            if part.cols != first.cols {
+                return Err(TernaryError::StackColumns(first.cols, part.cols));
             }
-            let offset = stacked.rows;
-            stacked.codes.extend_from_slice(&part.codes);
-            stacked
-                .parts
-                .extend(part.parts.iter().map(|&(end, scale)| (end + offset, scale)));
-            stacked.rows += part.rows;
+            stacked_parts.extend(part.parts.iter().map(|&(end, scale)| (end + rows, scale)));
+            rows += part.rows;
         }
-        Ok(stacked)
+        let codes: Vec<&[u8]> = parts.iter().map(|p| &p.codes[..]).collect();
+        Ok(Self {
+            rows,
+            cols: first.cols,
+            row_bytes: first.row_bytes,
+            codes: AlignedBytes::concat(&codes),
+            parts: stacked_parts,
+        })
     }
 
     pub fn rows(&self) -> usize {
